@@ -1,0 +1,221 @@
+"""Command line: argparse -> config -> one asyncio.run; errors -> one line + exit code.
+
+Nothing below this module prints to the user or exits; everything raises a
+`BatchgenError` whose `exit_code` says what cron should see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__, state
+from .errors import BatchgenError, UsageError
+from .manifest import Manifest, expand, load
+from .task import Task
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse exits 2 already; keep it to one line plus the usage hint.
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"batchgen: error: {message}\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="batchgen",
+        description="Turn a YAML manifest of music prompts into a folder of MusicGen tracks via the Scenario API.",
+        epilog="Exit codes: 0 all done, 1 some tasks failed, 2 bad input or credentials, "
+        "3 batch locked by another run, 130 stopped by a signal (rerun to resume).",
+    )
+    parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def with_out(p: argparse.ArgumentParser) -> None:
+        p.add_argument("manifest", metavar="MANIFEST", help="the batch's YAML manifest")
+        p.add_argument("--out", metavar="DIR", default="output", help="output root (default: output)")
+
+    run = sub.add_parser("run", help="generate every task; resumes where the last run stopped")
+    with_out(run)
+    run.add_argument(
+        "--rate", type=_positive_float, default=2.0, metavar="N", help="submissions per second (default 2)"
+    )
+    run.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="jobs submitted and not finished (default 8)",
+    )
+    run.add_argument("--workers", type=_positive_int, metavar="N", help="submit workers (default: enough for the rate)")
+    run.add_argument(
+        "--poll-interval", type=_positive_float, metavar="S", help="first poll after S seconds (default 1)"
+    )
+    run.add_argument("--retry-failed", action="store_true", help="give tasks that failed before another try")
+    run.add_argument("--max-cost", type=_positive_float, metavar="CU", help="stop submitting before spending more")
+    run.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
+    run.add_argument("--simulate", action="store_true", help="run against the built-in simulator (no credentials)")
+    run.add_argument(
+        "--job-retries",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="resubmissions after a refunded job failure (default 1)",
+    )
+    run.add_argument(
+        "--job-timeout", type=_positive_float, metavar="S", help="fail a job still running after S seconds"
+    )
+    run.add_argument("--confirm-above", type=_positive_float, metavar="CU", help="ask before spending more than CU")
+    run.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    run.add_argument("--no-report", action="store_true", help="do not write index.html at the end")
+    run.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
+
+    validate = sub.add_parser("validate", help="check and expand a manifest; no network")
+    validate.add_argument("manifest", metavar="MANIFEST")
+
+    plan = sub.add_parser("plan", help="one row per task with its status")
+    with_out(plan)
+    plan.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    plan.add_argument("--cost", action="store_true", help="price the remaining tasks with the API's dry run")
+
+    status = sub.add_parser("status", help="counts by status from the journal; no network")
+    with_out(status)
+    status.add_argument("--json", action="store_true", help="one JSON object")
+
+    report = sub.add_parser("report", help="write the batch's listening page index.html")
+    with_out(report)
+
+    sim = sub.add_parser("simulate", help="run the Scenario-compatible simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8787)
+    sim.add_argument("--key", help="API key to accept (default $SCENARIO_API_KEY)")
+    sim.add_argument("--secret", help="API secret to accept (default $SCENARIO_API_SECRET)")
+    sim.add_argument("--job-time", type=float, default=3.0, metavar="S", help="seconds a job takes (default 3)")
+    sim.add_argument("--rate-limit", type=int, metavar="N", help="answer 429 past N submissions per second")
+    sim.add_argument("--action-limit", type=int, metavar="N", help="answer 429 past N jobs running at once")
+    sim.add_argument("--error-rate", type=float, default=0.0, metavar="P", help="share of 500/503 answers")
+    sim.add_argument("--drop-rate", type=float, default=0.0, metavar="P", help="share of dropped connections")
+    sim.add_argument("--failure-rate", type=float, default=0.0, metavar="P", help="share of jobs that fail")
+    sim.add_argument("--truncate-rate", type=float, default=0.0, metavar="P", help="share of truncated downloads")
+    sim.add_argument("--url-ttl", type=float, default=3600.0, metavar="S", help="signed URL lifetime (default 3600)")
+    sim.add_argument("--seed", type=int, help="seed for the fault dice")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BatchgenError as err:
+        print(f"batchgen: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("batchgen: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "validate":
+        return cmd_validate(args)
+    if command == "plan":
+        return cmd_plan(args)
+    if command == "status":
+        return cmd_status(args)
+    raise UsageError(f"{command}: not available yet")
+
+
+def _expand_with_journal(manifest: Manifest, out: str | None) -> tuple[list[Task], state.Replay]:
+    """Expand with the base seed the batch's journal recorded, so names and digests match the run's."""
+    replayed = state.read(Path(out) / manifest.batch) if out else state.Replay()
+    base = replayed.base_seed
+    if manifest.seed is None and base is None:
+        base = random.SystemRandom().randrange(2**31)  # shown only; `run` records its own
+    return expand(manifest, base), replayed
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    manifest = load(args.manifest)
+    tasks, _ = _expand_with_journal(manifest, None)
+    tracks = len(manifest.tracks)
+    print(f"{args.manifest}: ok: batch {manifest.batch!r}, {tracks} track{'s' * (tracks != 1)}, {len(tasks)} tasks")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    manifest = load(args.manifest)
+    tasks, replayed = _expand_with_journal(manifest, args.out)
+    rows = [(t, state.plan_status(t.digest, replayed.tasks.get(t.name))) for t in tasks]
+    if args.json:
+        for task, status in rows:
+            print(json.dumps({"name": task.name, "track": task.track, "digest": task.digest, "status": status}))
+        return EXIT_OK
+    width = max((len(t.name) for t in tasks), default=4)
+    print(f"{'NAME':<{width}}  {'DIGEST':<16}  STATUS")
+    for task, status in rows:
+        print(f"{task.name:<{width}}  {task.digest}  {status}")
+    counts = Counter(status for _, status in rows)
+    print(f"{len(rows)} tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    manifest = load(args.manifest)
+    replayed = state.read(Path(args.out) / manifest.batch)
+    counts = Counter(st.status.value for st in replayed.tasks.values())
+    failures = {name: st.reason for name, st in replayed.tasks.items() if st.status is state.Status.FAILED}
+    if args.json:
+        print(json.dumps({"batch": manifest.batch, "counts": counts, "failed": failures}))
+        return EXIT_OK
+    for warning in replayed.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    total = sum(counts.values())
+    print(
+        f"{manifest.batch}: {total} tasks in the journal: "
+        + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
+    )
+    for name, reason in sorted(failures.items()):
+        print(f"  failed {name}: {reason}")
+    return EXIT_OK

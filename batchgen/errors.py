@@ -1,0 +1,131 @@
+"""The exception hierarchy: one root, children that carry data, not just text.
+
+Nothing below the CLI prints or exits; the CLI maps these to one-line messages and
+exit codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class BatchgenError(Exception):
+    """Root of every error batchgen raises on purpose."""
+
+    exit_code = 1
+
+
+class ManifestError(BatchgenError):
+    """Bad input in a manifest (or a file it names), located to file, line and field."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, line: int | None, field: str | None, message: str) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        what = f" {self.field}:" if self.field else ""
+        return f"{where}:{what} {self.message}"
+
+
+class UsageError(BatchgenError):
+    """Bad command-line input or environment (for example missing credentials)."""
+
+    exit_code = 2
+
+
+class LockedError(BatchgenError):
+    """Another `run` holds the batch folder's lock."""
+
+    exit_code = 3
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"pid {pid}" if pid else "another process"
+        super().__init__(f"{path}: batch is locked by {holder}; wait for it or stop it")
+
+
+class JournalError(BatchgenError):
+    """A journal that cannot be used for this batch (other batch, newer version)."""
+
+    exit_code = 2
+
+
+class Interrupted(BatchgenError):
+    """The run stopped on SIGINT/SIGTERM after saving its state."""
+
+    exit_code = 130
+
+
+class ErrorKind(StrEnum):
+    """How an API error should be handled; decides retry versus give up."""
+
+    TRANSIENT = "transient"  # 408/429/5xx, resets, timeouts: try again later
+    PERMANENT = "permanent"  # 400/404/422: this task will never succeed as sent
+    CREDENTIALS = "credentials"  # 401/403 on the API: every task would fail
+
+
+@dataclass(eq=False)
+class ApiError(BatchgenError):
+    """An HTTP or connection failure talking to the Scenario API.
+
+    `retry_after` is the server's hint in seconds (from Retry-After, retry-after-ms or
+    a body `remainingSeconds`), `action_limit` the team's concurrent-job ceiling from
+    a 429's `details.actionLimit`. `status` is 0 for connection-level failures.
+    """
+
+    status: int
+    reason: str
+    kind: ErrorKind
+    trace_id: str | None = None
+    retry_after: float | None = None
+    action_limit: int | None = None
+    method: str = ""
+    url: str = ""
+    # True when the request may have reached the server and been acted on: a POST
+    # that failed this way may have created (and billed) a job.
+    ambiguous: bool = False
+
+    def __post_init__(self) -> None:
+        super().__init__(str(self))
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return 2 if self.kind is ErrorKind.CREDENTIALS else 1
+
+    def __str__(self) -> str:
+        head = f"HTTP {self.status}" if self.status else "connection error"
+        where = f" on {self.method} {self.url}" if self.method else ""
+        trace = f" (trace {self.trace_id})" if self.trace_id else ""
+        return f"{head}{where}: {self.reason}{trace}"
+
+
+class CredentialsError(ApiError):
+    """The API refused the credentials; raised so the run can stop at once."""
+
+
+class DownloadError(BatchgenError):
+    """An asset could not be fetched or failed verification."""
+
+    def __init__(self, reason: str, *, expired: bool = False, retryable: bool = True) -> None:
+        self.reason = reason
+        self.expired = expired  # the signed URL is no longer valid: refresh it
+        self.retryable = retryable
+        super().__init__(reason)
+
+
+class DiskError(BatchgenError):
+    """Writing to the batch folder failed (disk full, permissions): stop submitting."""
+
+    def __init__(self, path: str, err: OSError) -> None:
+        self.path = path
+        self.errno = err.errno
+        hint = "free some space" if err.errno == 28 else "check the folder's permissions"
+        super().__init__(f"{path}: {err.strerror or err}; {hint}, then rerun to finish")

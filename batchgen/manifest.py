@@ -1,0 +1,616 @@
+"""YAML manifest -> validated `Manifest` -> list of `Task`s.
+
+`load` does the file reading (the manifest, a `tracks_file`, hashing input audio) and
+validates everything it can per field; `expand` is pure and applies the rules that need
+whole tasks (cross-field rules, output names). Every error is a `ManifestError` naming
+file, line and field, so the CLI can print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import os
+import re
+import string
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ManifestError
+from .params import MODEL_ID, PARAMS, check_combination, check_value, nearest
+from .task import Task, canonical, default_name, derive_seed, format_value, is_safe_name, params_digest, point_suffix
+
+TOP_KEYS = ("batch", "model", "defaults", "takes", "seed", "tracks", "tracks_file", "sweep", "zip", "filename")
+TRACK_KEYS = ("name", "takes", "seed", *PARAMS)
+MAX_TAKES = 1000
+MAX_TASKS = 1_000_000
+_ASSET_ID = re.compile(r"asset_[A-Za-z0-9_-]+")
+
+
+class LineDict(dict[str, Any]):
+    """A YAML mapping that remembers the line of itself and of each key."""
+
+    line: int | None = None
+    lines: dict[str, int]
+
+
+class LineList(list[Any]):
+    """A YAML sequence that remembers the line of itself and of each item."""
+
+    line: int | None = None
+    lines: list[int]
+
+
+_Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[misc,valid-type]
+    """yaml.safe_load's loader (the C one when present), keeping node line numbers."""
+
+
+def _construct_map(loader: Any, node: yaml.MappingNode) -> Iterator[LineDict]:
+    data = LineDict()
+    data.line = node.start_mark.line + 1
+    data.lines = {}
+    yield data
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            key = str(key)
+        if key in data.lines:
+            raise _DuplicateKey(key, key_node.start_mark.line + 1)
+        data.lines[key] = key_node.start_mark.line + 1
+        data[key] = loader.construct_object(value_node, deep=True)
+
+
+def _construct_seq(loader: Any, node: yaml.SequenceNode) -> Iterator[LineList]:
+    data = LineList()
+    data.line = node.start_mark.line + 1
+    data.lines = [item.start_mark.line + 1 for item in node.value]
+    yield data
+    data.extend(loader.construct_object(item, deep=True) for item in node.value)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int) -> None:
+        self.key, self.line = key, line
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One entry of `tracks`: its own parameters (prompt included) and where it was written."""
+
+    name: str
+    params: Mapping[str, object]
+    takes: int
+    seed: int | None
+    source: str  # file the track came from (the manifest or its tracks_file)
+    line: int | None
+    lines: Mapping[str, int] = field(default_factory=dict)  # line of each key the track sets
+
+    def line_of(self, key: str) -> int | None:
+        return self.lines.get(key, self.line)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A validated manifest, before expansion into tasks."""
+
+    path: str
+    batch: str
+    model: str
+    defaults: Mapping[str, object]
+    tracks: tuple[Track, ...]
+    seed: int | None = None
+    sweep: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    zip: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    filename: str | None = None
+    # local inputAudio as written -> (absolute path, sha256 of its content)
+    audio: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    lines: Mapping[str, int] = field(default_factory=dict)
+
+    def task_count(self) -> int:
+        points = _product_size(self.sweep) * (len(self.zip[0][1]) if self.zip else 1)
+        return sum(t.takes for t in self.tracks) * points
+
+
+def load(path: str | os.PathLike[str]) -> Manifest:
+    """Read and validate a manifest file and the files it names."""
+    return _Reader(Path(path)).read()
+
+
+def load_and_expand(path: str | os.PathLike[str], base_seed: int | None = None) -> tuple[Manifest, list[Task]]:
+    manifest = load(path)
+    return manifest, expand(manifest, base_seed)
+
+
+class _Reader:
+    """One manifest read: keeps the file name for every error it raises."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = str(path)
+        self.audio: dict[str, tuple[str, str]] = {}
+
+    def fail(self, line: int | None, field: str | None, message: str, *, source: str | None = None) -> ManifestError:
+        return ManifestError(source or self.name, line, field, message)
+
+    def read(self) -> Manifest:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise self.fail(None, None, "no such manifest file") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise self.fail(None, None, f"cannot read manifest: {err}") from None
+        doc = self._parse_yaml(text, self.name)
+        if not isinstance(doc, LineDict):
+            raise self.fail(
+                getattr(doc, "line", 1), None, "the manifest must be a mapping of keys (batch, tracks, ...)"
+            )
+        for key in doc:
+            if key not in TOP_KEYS:
+                raise self.fail(doc.lines[key], key, f"unknown key{_hint(key, TOP_KEYS)}")
+        batch = self._name(doc, "batch", required=True)
+        model = doc.get("model", MODEL_ID)
+        if model != MODEL_ID:
+            raise self.fail(doc.lines.get("model"), "model", f"only {MODEL_ID} is supported, not {model!r}")
+        defaults = self._params(doc, "defaults", allow_seed=False)
+        takes = self._int(doc, "takes", 1, 1, MAX_TAKES)
+        seed = self._seed(doc, "seed")
+        sweep = self._axes(doc, "sweep")
+        zipped = self._axes(doc, "zip")
+        if zipped:
+            lengths = {key: len(values) for key, values in zipped}
+            if len(set(lengths.values())) > 1:
+                shown = ", ".join(f"{k}={n}" for k, n in lengths.items())
+                raise self.fail(doc.lines["zip"], "zip", f"lists must have equal lengths, got {shown}")
+        for key, _ in zipped:
+            if key in dict(sweep):
+                raise self.fail(doc["zip"].lines[key], f"zip.{key}", "is also in sweep; put it in one of them")
+        tracks = [
+            self._track(item, line, takes, self.name) for item, line in _items(doc.get("tracks"), doc, "tracks", self)
+        ]
+        if "tracks_file" in doc:
+            tracks.extend(self._tracks_file(doc, takes))
+        if not tracks:
+            raise self.fail(
+                doc.lines.get("tracks", doc.line), "tracks", "at least one track is required (tracks or tracks_file)"
+            )
+        seen: dict[str, Track] = {}
+        varied = {key for key, _ in (*sweep, *zipped)}
+        for track in tracks:
+            if (first := seen.get(track.name.lower())) is not None:
+                raise self.fail(
+                    track.line,
+                    "name",
+                    f"duplicate track name {track.name!r} (first at line {first.line})",
+                    source=track.source,
+                )
+            seen[track.name.lower()] = track
+            for key in varied & set(track.params):
+                raise self.fail(
+                    track.line_of(key),
+                    key,
+                    "is set by the track and varied by sweep/zip; remove one",
+                    source=track.source,
+                )
+        filename = doc.get("filename")
+        if filename is not None:
+            self._check_template(filename, doc.lines["filename"])
+        manifest = Manifest(
+            path=self.name,
+            batch=batch,
+            model=model,
+            defaults=defaults,
+            tracks=tuple(tracks),
+            seed=seed,
+            sweep=sweep,
+            zip=zipped,
+            filename=filename,
+            audio=self.audio,
+            lines=dict(doc.lines),
+        )
+        count = manifest.task_count()
+        if count > MAX_TASKS:
+            raise self.fail(doc.line, None, f"expands to {count:,} tasks, more than the limit of {MAX_TASKS:,}")
+        return manifest
+
+    def _parse_yaml(self, text: str, name: str) -> Any:
+        try:
+            return yaml.load(text, Loader=_Loader)
+        except _DuplicateKey as dup:
+            raise ManifestError(name, dup.line, dup.key, "duplicate key") from None
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            line = mark.line + 1 if mark else None
+            problem = err.problem or err.context or "invalid YAML"
+            raise ManifestError(name, line, None, f"YAML syntax error: {problem}") from None
+        except yaml.YAMLError as err:
+            raise ManifestError(name, None, None, f"YAML error: {err}") from None
+
+    def _name(self, doc: LineDict, key: str, *, required: bool, source: str | None = None) -> str:
+        value = doc.get(key)
+        line = doc.lines.get(key, doc.line)
+        if value is None:
+            if required:
+                raise self.fail(line, key, "is required", source=source)
+            return ""
+        if not isinstance(value, str):
+            raise self.fail(line, key, f"must be a string, not {value!r}", source=source)
+        if not is_safe_name(value):
+            raise self.fail(
+                line,
+                key,
+                f"{value!r} must use only letters, digits, '.', '_', '-' and not start with '.'",
+                source=source,
+            )
+        return value
+
+    def _int(self, doc: LineDict, key: str, default: int, low: int, high: int, source: str | None = None) -> int:
+        value = doc.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(doc.lines.get(key), key, f"must be a whole number, not {value!r}", source=source)
+        if not low <= value <= high:
+            raise self.fail(doc.lines.get(key), key, f"must be between {low} and {high}, not {value}", source=source)
+        return value
+
+    def _seed(self, doc: LineDict, key: str, source: str | None = None) -> int | None:
+        if doc.get(key) is None:
+            return None
+        value = doc[key]
+        if problem := check_value("seed", value):
+            raise self.fail(doc.lines.get(key), key, problem, source=source)
+        seed = int(value)
+        return None if seed == -1 else seed  # -1 is the API's "random": derive one instead
+
+    def _params(self, doc: LineDict, key: str, *, allow_seed: bool) -> dict[str, object]:
+        block = doc.get(key)
+        if block is None:
+            return {}
+        if not isinstance(block, LineDict):
+            raise self.fail(doc.lines[key], key, "must be a mapping of parameter: value")
+        out: dict[str, object] = {}
+        for name, value in block.items():
+            line = block.lines[name]
+            if name == "seed" and not allow_seed:
+                raise self.fail(line, f"{key}.seed", "set the base seed with the top-level `seed:` instead")
+            if name not in PARAMS:
+                raise self.fail(line, f"{key}.{name}", f"unknown parameter{_hint(name, PARAMS)}")
+            out[name] = self._value(name, value, line, f"{key}.{name}", self.name)
+        return out
+
+    def _value(self, name: str, value: object, line: int | None, where: str, source: str) -> object:
+        if problem := check_value(name, value):
+            raise self.fail(line, where, problem, source=source)
+        if name == "inputAudio":
+            assert isinstance(value, str)
+            return self._audio(value, line, where, source)
+        if PARAMS[name].type is int:
+            return int(value)  # type: ignore[call-overload]
+        return value
+
+    def _audio(self, value: str, line: int | None, where: str, source: str) -> str:
+        if value in self.audio:
+            return value
+        local = (self.path.parent / value).resolve()
+        if not local.is_file():
+            if _ASSET_ID.fullmatch(value):
+                return value  # an asset already on the account: sent as is
+            raise self.fail(line, where, f"input audio file {value!r} not found (looked at {local})", source=source)
+        sha = hashlib.sha256()
+        try:
+            with local.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    sha.update(chunk)
+        except OSError as err:
+            raise self.fail(line, where, f"cannot read input audio: {err.strerror}", source=source) from None
+        self.audio[value] = (str(local), sha.hexdigest())
+        return value
+
+    def _axes(self, doc: LineDict, key: str) -> tuple[tuple[str, tuple[object, ...]], ...]:
+        block = doc.get(key)
+        if block is None:
+            return ()
+        if not isinstance(block, LineDict) or not block:
+            raise self.fail(doc.lines[key], key, "must be a mapping of parameter: [values]")
+        axes = []
+        for name, values in block.items():
+            line, where = block.lines[name], f"{key}.{name}"
+            if name not in PARAMS:
+                raise self.fail(line, where, f"unknown parameter{_hint(name, PARAMS)}")
+            if not isinstance(values, list) or not values:
+                raise self.fail(line, where, "must be a non-empty list of values")
+            item_lines = getattr(values, "lines", [line] * len(values))
+            checked = tuple(
+                self._value(name, v, ln, where, self.name) for v, ln in zip(values, item_lines, strict=True)
+            )
+            if len({format_value(v) for v in checked}) != len(checked):
+                raise self.fail(line, where, "lists the same value twice")
+            axes.append((name, checked))
+        return tuple(axes)
+
+    def _track(self, item: object, line: int | None, takes: int, source: str) -> Track:
+        if not isinstance(item, LineDict):
+            raise self.fail(line, "tracks", "each track must be a mapping with name and prompt", source=source)
+        params: dict[str, object] = {}
+        for key, value in item.items():
+            key_line = item.lines.get(key, line)
+            if key not in TRACK_KEYS:
+                raise self.fail(key_line, key, f"unknown key{_hint(key, TRACK_KEYS)}", source=source)
+            if key in ("name", "takes", "seed"):
+                continue
+            params[key] = self._value(key, value, key_line, key, source)
+        name = self._name(item, "name", required=True, source=source)
+        return Track(
+            name=name,
+            params=params,
+            takes=self._int(item, "takes", takes, 1, MAX_TAKES, source=source),
+            seed=self._seed(item, "seed", source=source),
+            source=source,
+            line=item.line or line,
+            lines=item.lines,
+        )
+
+    def _tracks_file(self, doc: LineDict, takes: int) -> list[Track]:
+        value, line = doc["tracks_file"], doc.lines["tracks_file"]
+        if not isinstance(value, str):
+            raise self.fail(line, "tracks_file", "must be a file path")
+        path = self.path.parent / value
+        if not path.is_file():
+            raise self.fail(line, "tracks_file", f"file {value!r} not found (looked at {path.resolve()})")
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as err:
+            raise self.fail(line, "tracks_file", f"cannot read {value!r}: {err}") from None
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            rows = self._csv_rows(text, source)
+        elif suffix == ".jsonl":
+            rows = self._jsonl_rows(text, source)
+        elif suffix in (".yaml", ".yml"):
+            items = self._parse_yaml(text, source)
+            if not isinstance(items, LineList):
+                raise self.fail(getattr(items, "line", 1), None, "must be a YAML list of tracks", source=source)
+            rows = list(zip(items, items.lines, strict=True))
+        else:
+            raise self.fail(line, "tracks_file", f"{value!r} must end in .csv, .jsonl, .yaml or .yml")
+        return [self._track(item, row_line, takes, source) for item, row_line in rows]
+
+    def _csv_rows(self, text: str, source: str) -> list[tuple[LineDict, int]]:
+        reader = csv.reader(text.splitlines())
+        header = next(reader, None)
+        if not header or "name" not in header:
+            raise self.fail(1, None, "the CSV header must start with name,prompt,<param>...", source=source)
+        header = [h.strip() for h in header]
+        columns = [(key, _coercer(key)) for key in header]
+        rows = []
+        for cells in reader:
+            row_line = reader.line_num
+            if len(cells) != len(header):
+                if not any(c.strip() for c in cells):
+                    continue
+                raise self.fail(row_line, None, f"row has {len(cells)} cells, header has {len(header)}", source=source)
+            item = LineDict()
+            lines: dict[str, int] = {}
+            item.line, item.lines = row_line, lines
+            for (key, coerce), cell in zip(columns, cells, strict=True):
+                cell = cell.strip()
+                if cell:  # an empty cell leaves the parameter to the defaults
+                    item[key] = coerce(cell)
+                    lines[key] = row_line
+            rows.append((item, row_line))
+        return rows
+
+    def _jsonl_rows(self, text: str, source: str) -> list[tuple[LineDict, int]]:
+        rows = []
+        for row_line, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise self.fail(row_line, None, f"invalid JSON: {err.msg}", source=source) from None
+            if not isinstance(obj, dict):
+                raise self.fail(row_line, None, "each line must be a JSON object", source=source)
+            item = LineDict(obj)
+            item.line, item.lines = row_line, dict.fromkeys(obj, row_line)
+            rows.append((item, row_line))
+        return rows
+
+    def _check_template(self, template: object, line: int) -> None:
+        if not isinstance(template, str) or not template:
+            raise self.fail(line, "filename", "must be a non-empty template string like '{track}-{take}'")
+        fields = ("track", "take", "seed", *PARAMS)
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as err:
+            raise self.fail(line, "filename", f"bad template: {err}") from None
+        for literal, name, _spec, _conv in parsed:
+            if "/" in literal or "\\" in literal or ".." in literal:
+                raise self.fail(line, "filename", f"{template!r} would leave the batch folder")
+            if not re.fullmatch(r"[A-Za-z0-9._-]*", literal):
+                raise self.fail(line, "filename", f"{literal!r} has characters not allowed in file names")
+            if name is not None and name not in fields:
+                raise self.fail(line, "filename", f"unknown field {{{name}}}{_hint(name, fields)}")
+        if template.startswith("."):
+            raise self.fail(line, "filename", "names must not start with '.'")
+
+
+def _items(value: object, doc: LineDict, key: str, reader: _Reader) -> list[tuple[object, int | None]]:
+    if value is None:
+        return []
+    if not isinstance(value, LineList):
+        raise reader.fail(doc.lines.get(key), key, "must be a list of tracks")
+    return list(zip(value, value.lines, strict=True))
+
+
+_BOOLS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+
+def _as_bool(cell: str) -> object:
+    return _BOOLS.get(cell.lower(), cell)
+
+
+def _as_int(cell: str) -> object:
+    try:
+        return int(cell)
+    except ValueError:
+        return _as_float(cell)
+
+
+def _as_float(cell: str) -> object:
+    try:
+        number = float(cell)
+    except ValueError:
+        return cell  # left as text: the parameter check then names the bad cell
+    return int(number) if number.is_integer() and "." not in cell else number
+
+
+def _coercer(key: str) -> Callable[[str], object]:
+    """How to read a CSV column: by the type its parameter expects (text if unsure)."""
+    if key in ("takes", "seed"):
+        return _as_int
+    param = PARAMS.get(key)
+    kind = param.type if param else str
+    if kind is bool:
+        return _as_bool
+    if kind in (int, float):
+        return _as_int if kind is int else _as_float
+    return str
+
+
+def _hint(word: str, options: Sequence[str] | Mapping[str, object]) -> str:
+    match = nearest(word, options)
+    return f" (did you mean {match!r}?)" if match else ""
+
+
+def _product_size(axes: Sequence[tuple[str, tuple[object, ...]]]) -> int:
+    size = 1
+    for _, values in axes:
+        size *= len(values)
+    return size
+
+
+def _points(manifest: Manifest) -> list[dict[str, object]]:
+    """Every sweep x zip point, in manifest order: sweep keys first, then zip keys."""
+    keys = [k for k, _ in manifest.sweep]
+    sweep = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in manifest.sweep))]
+    if not manifest.zip:
+        return sweep
+    zkeys = [k for k, _ in manifest.zip]
+    zipped = [dict(zip(zkeys, row, strict=True)) for row in zip(*(v for _, v in manifest.zip), strict=True)]
+    return [{**s, **z} for s in sweep for z in zipped]
+
+
+def expand(manifest: Manifest, base_seed: int | None = None) -> list[Task]:
+    """Every task of the manifest, in order: track, then take, then sweep/zip point.
+
+    `base_seed` is used when the manifest sets none (the runner draws one and keeps it
+    in the journal); a manifest's own `seed` always wins.
+    """
+    base = manifest.seed if manifest.seed is not None else base_seed
+    points = _points(manifest)
+    # Per-point text is shared by every track: compute it once, not once per task.
+    point_texts = [canonical(p) if p else "" for p in points]
+    suffixes = [point_suffix(p) for p in points]
+    tasks: list[Task] = []
+    owners: dict[str, Task] = {}
+    for track in manifest.tracks:
+        merged = {**manifest.defaults, **track.params}
+        variants = []
+        for point, point_text, suffix in zip(points, point_texts, suffixes, strict=True):
+            params = {**merged, **point}
+            for field_name, message in check_combination(params):
+                if field_name in track.params or field_name not in merged:
+                    source, line = track.source, track.line_of(field_name)
+                else:  # the offending value came from defaults
+                    source, line = manifest.path, manifest.lines.get("defaults")
+                raise ManifestError(source, line, field_name, f"track {track.name!r}: {message}")
+            audio = manifest.audio.get(params["inputAudio"]) if "inputAudio" in params else None  # type: ignore[call-overload]
+            variants.append((point, point_text, suffix, params, audio))
+        for take in range(1, track.takes + 1):
+            for point, point_text, suffix, params, audio in variants:
+                seed = _seed_for(track, take, point, point_text, base)
+                body = {**params, "seed": seed}
+                if manifest.filename is None and track.takes == 1 and not point:
+                    name = track.name  # the common case, without the template machinery
+                else:
+                    name = _output_name(manifest, track, take, point, body, suffix)
+                task = Task(
+                    name=name,
+                    track=track.name,
+                    take=take,
+                    params=body,
+                    digest=params_digest(manifest.model, body, audio[1] if audio else None),
+                    model=manifest.model,
+                    point=point,
+                    input_audio=audio[0] if audio else None,
+                    audio_sha256=audio[1] if audio else None,
+                )
+                key = name.lower()  # case-insensitive: macOS and Windows folders are
+                if (other := owners.get(key)) is not None:
+                    templated = manifest.filename is not None
+                    raise ManifestError(
+                        manifest.path if templated else track.source,
+                        manifest.lines.get("filename") if templated else track.line,
+                        "filename" if templated else "name",
+                        f"output name {name!r} of track {track.name!r} take {take} is also the name of "
+                        f"track {other.track!r} take {other.take}; make names unique (e.g. add {{take}} to filename)",
+                    )
+                owners[key] = task
+                tasks.append(task)
+    return tasks
+
+
+def _seed_for(track: Track, take: int, point: Mapping[str, object], point_text: str, base: int | None) -> int:
+    if "seed" in point and point["seed"] not in (None, -1):
+        return int(point["seed"])  # type: ignore[call-overload]
+    if track.seed is not None:
+        # Takes of a track with a fixed seed must still differ: seed, seed+1, ...
+        return (track.seed + take - 1) % (2**32)
+    if base is None:
+        raise ValueError("expand() needs a base seed when the manifest has none")
+    return derive_seed(base, track.name, take, point, point_text)
+
+
+def _output_name(
+    manifest: Manifest, track: Track, take: int, point: Mapping[str, object], body: Mapping[str, object], suffix: str
+) -> str:
+    if manifest.filename is None:
+        name = default_name(track.name, take, track.takes, point, suffix)
+    else:
+        values: dict[str, object] = {k: p.default for k, p in PARAMS.items()}
+        values.update(body)
+        # Numbers stay numbers so format specs like {temperature:.1f} work; text is
+        # made file-name safe so a prompt can never add a path separator.
+        values = {
+            k: v if isinstance(v, int | float) and not isinstance(v, bool) else format_value(v)
+            for k, v in values.items()
+        }
+        values.update(track=track.name, take=take)
+        try:
+            name = manifest.filename.format(**values)
+        except (ValueError, KeyError, IndexError) as err:
+            raise ManifestError(
+                manifest.path, manifest.lines.get("filename"), "filename", f"bad template: {err}"
+            ) from None
+    if not is_safe_name(name):
+        raise ManifestError(
+            track.source,
+            track.line,
+            "filename" if manifest.filename else "name",
+            f"output name {name!r} would leave the batch folder or is not a valid file name",
+        )
+    return name

@@ -1,0 +1,122 @@
+"""Small, deterministic music synthesis for the simulator's assets.
+
+Not MusicGen: a few bars of melody over a bass line and chords, derived from the
+prompt (tempo from "NN bpm", minor mode for dark words) and the seed, so the demo is
+listenable and the same prompt and seed always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import math
+import random
+import re
+import wave
+from array import array
+
+SAMPLE_RATE = 16_000  # modest on purpose: a 30 s stereo track renders in well under a second
+_TABLE_SIZE = 4096
+_SINE = [math.sin(2 * math.pi * i / _TABLE_SIZE) for i in range(_TABLE_SIZE)]
+_BPM = re.compile(r"(\d{2,3})\s*bpm", re.IGNORECASE)
+_DARK = frozenset(
+    [
+        "dark",
+        "sad",
+        "tense",
+        "epic",
+        "battle",
+        "mysterious",
+        "boss",
+        "ambush",
+        "defeat",
+        "drone",
+        "night",
+        "cave",
+        "ominous",
+    ]
+)
+_MAJOR, _MINOR = (0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10)
+_PROGRESSIONS = {_MAJOR: (0, 4, 5, 3), _MINOR: (0, 5, 2, 6)}  # I-V-vi-IV / i-VI-III-VII
+
+
+def _freq(midi: int) -> float:
+    return 440.0 * 2 ** ((midi - 69) / 12)
+
+
+@functools.lru_cache(maxsize=512)
+def _tone(freq: float, n: int, amp: float) -> list[float]:
+    """A decaying sine with a soft second harmonic, read from a wavetable for speed."""
+    inc = freq * _TABLE_SIZE / SAMPLE_RATE
+    mask = _TABLE_SIZE - 1
+    sine = _SINE
+    step = amp / n
+    return [(sine[int(i * inc) & mask] + 0.3 * sine[int(2 * i * inc) & mask]) * (amp - step * i) for i in range(n)]
+
+
+def render(prompt: str, seed: int, duration: float, channels: int = 2) -> bytes:
+    """A WAV file (16-bit PCM, 16 kHz) of `duration` seconds with `channels` channels."""
+    rng = random.Random(hashlib.sha256(f"{prompt}\x00{seed}".encode()).digest())
+    words = set(re.findall(r"[a-z]+", prompt.lower()))
+    scale = _MINOR if words & _DARK else _MAJOR
+    match = _BPM.search(prompt)
+    bpm = min(200, max(50, int(match.group(1)))) if match else rng.randrange(70, 130)
+    root = rng.randrange(50, 60)
+    beat = max(1, int(SAMPLE_RATE * 60 / bpm))
+    total = max(1, int(SAMPLE_RATE * duration))
+    melody: list[float] = []
+    bass: list[float] = []
+    pad: list[float] = []
+    degree = rng.randrange(7)
+    progression = _PROGRESSIONS[scale]
+    bar = 0
+    while len(bass) < total:
+        chord = progression[bar % 4]
+        chord_notes = [root + 12 + scale[(chord + k) % 7] + 12 * ((chord + k) // 7) for k in (0, 2, 4)]
+        a, b, c = (_tone(_freq(note), 4 * beat, 0.06) for note in chord_notes)
+        pad.extend([x + y + z for x, y, z in zip(a, b, c, strict=True)])
+        for _ in range(4):
+            bass.extend(_tone(_freq(root - 12 + scale[chord]), beat, 0.28))
+            # A melody that wanders the scale but leans towards the chord's notes.
+            halves = 2 if rng.random() < 0.35 else 1
+            for _ in range(halves):
+                degree = max(0, min(13, degree + rng.choice((-2, -1, -1, 0, 1, 1, 2))))
+                if rng.random() < 0.3:
+                    degree = chord + rng.choice((0, 2, 4, 7))
+                note = root + 24 + scale[degree % 7] + 12 * (degree // 7)
+                length = beat // halves
+                melody.extend(_tone(_freq(note), length, 0.22) if rng.random() > 0.08 else [0.0] * length)
+            if len(melody) < len(bass):
+                melody.extend([0.0] * (len(bass) - len(melody)))
+        bar += 1
+    # Peak amplitudes (bass .28, pad 3 x .06, melody .22, each x1.3 for the harmonic)
+    # sum below 1.0, so no clipping check is needed per sample.
+    low = [x + y for x, y in zip(bass[:total], pad[:total], strict=False)]
+    fade = min(total // 4, SAMPLE_RATE // 10)
+    gain = [1.0] * total
+    for i in range(fade):
+        gain[i] = gain[total - 1 - i] = i / fade
+    if channels == 1:
+        mixed = [int((x + m) * g * 32000) for x, m, g in zip(low, melody, gain, strict=False)]
+    else:
+        # Melody panned a little left, so stereo files really differ between channels.
+        mixed = [0] * (2 * total)
+        mixed[0::2] = [int((x + 0.65 * m) * g * 32000) for x, m, g in zip(low, melody, gain, strict=False)]
+        mixed[1::2] = [int((x + 0.35 * m) * g * 32000) for x, m, g in zip(low, melody, gain, strict=False)]
+    frames = array("h", mixed)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(frames.tobytes())
+    return buf.getvalue()
+
+
+if __name__ == "__main__":  # regenerates manifests/melodies/theme.wav
+    import sys
+
+    target = sys.argv[1] if len(sys.argv) > 1 else "manifests/melodies/theme.wav"
+    with open(target, "wb") as fh:
+        fh.write(render("the main theme, simple and singable, 96 bpm", 11, 5.0, channels=1))
