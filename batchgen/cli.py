@@ -164,6 +164,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_plan(args)
     if command == "status":
         return cmd_status(args)
+    if command == "simulate":
+        return cmd_simulate(args)
     raise UsageError(f"{command}: not available yet")
 
 
@@ -218,4 +220,48 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     for name, reason in sorted(failures.items()):
         print(f"  failed {name}: {reason}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from .simulator import Faults, Simulator
+    from .simulator.server import run_forever
+
+    key = args.key or os.environ.get("SCENARIO_API_KEY") or "sim-key"
+    secret = args.secret or os.environ.get("SCENARIO_API_SECRET") or "sim-secret"
+    for name, share in (
+        ("--error-rate", args.error_rate),
+        ("--drop-rate", args.drop_rate),
+        ("--failure-rate", args.failure_rate),
+        ("--truncate-rate", args.truncate_rate),
+    ):
+        if not 0 <= share <= 1:
+            raise UsageError(f"{name} must be between 0 and 1, not {share}")
+    faults = Faults(
+        rate_limit=args.rate_limit,
+        action_limit=args.action_limit,
+        error_rate=args.error_rate,
+        drop_rate=args.drop_rate,
+        failure_rate=args.failure_rate,
+        truncate_rate=args.truncate_rate,
+        url_ttl=args.url_ttl,
+        seed=args.seed,
+    )
+    sim = Simulator(key=key, secret=secret, job_time=args.job_time, faults=faults)
+
+    def announce(url: str) -> None:
+        print(f"Scenario simulator listening; in another shell:\n  export SCENARIO_BASE_URL={url}", flush=True)
+        if secret == "sim-secret":  # the documented default pair: safe to show
+            print(f"  export SCENARIO_API_KEY={key} SCENARIO_API_SECRET={secret}", flush=True)
+        print("Ctrl-C stops it.", flush=True)
+
+    try:
+        asyncio.run(run_forever(sim, args.host, args.port, announce))
+    except KeyboardInterrupt:
+        pass
+    except OSError as err:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
     return EXIT_OK

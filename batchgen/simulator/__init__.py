@@ -1,1 +1,7 @@
 """The Scenario-compatible simulator: the API contract on 127.0.0.1, with real audio and faults."""
+
+from .app import Simulator, price
+from .faults import Faults
+from .server import SimulatorThread, serve, throwaway_credentials
+
+__all__ = ["Faults", "Simulator", "SimulatorThread", "price", "serve", "throwaway_credentials"]

@@ -55,6 +55,11 @@ def _tone(freq: float, n: int, amp: float) -> list[float]:
     return [(sine[int(i * inc) & mask] + 0.3 * sine[int(2 * i * inc) & mask]) * (amp - step * i) for i in range(n)]
 
 
+def wav_size(duration: float, channels: int) -> int:
+    """Bytes of the file `render` makes, known without rendering it."""
+    return 44 + max(1, int(SAMPLE_RATE * duration)) * channels * 2
+
+
 def render(prompt: str, seed: int, duration: float, channels: int = 2) -> bytes:
     """A WAV file (16-bit PCM, 16 kHz) of `duration` seconds with `channels` channels."""
     rng = random.Random(hashlib.sha256(f"{prompt}\x00{seed}".encode()).digest())

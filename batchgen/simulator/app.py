@@ -1,0 +1,538 @@
+"""A Scenario-compatible server: the API contract of SPEC section 4 on 127.0.0.1.
+
+Jobs move through the real statuses over a configurable time, assets are real WAV files
+served from signed, expiring URLs with Range support, and `Faults` injects the failures
+batchgen must survive. `GET /__stats` tells tests what the server saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import itertools
+import math
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from aiohttp import web
+
+from ..client import iso
+from ..params import MODEL_ID, channels, check_params
+from .audio import render, wav_size
+from .faults import Faults
+
+# Stand-in price list, not Scenario's: creative units per second of audio, by model.
+CU_PER_SECOND = {"stereo-melody-large": 1.0, "stereo-large": 0.9, "melody-large": 0.7, "large": 0.6}
+MBD_SURCHARGE = 1.25  # multi-band diffusion decodes more slowly
+
+
+def price(params: dict[str, Any]) -> float:
+    """Creative units for one generation in the simulator's stand-in cost model."""
+    model = params.get("modelVersion", "stereo-melody-large")
+    duration = float(params.get("duration", 8))
+    cost = duration * CU_PER_SECOND.get(model, 1.0)
+    if params.get("multiBandDiffusion"):
+        cost *= MBD_SURCHARGE
+    return float(math.ceil(cost))
+
+
+@dataclass(slots=True)
+class SimAsset:
+    id: str
+    prompt: str
+    seed: int
+    duration: float
+    channels: int
+    data: bytes | None = None  # rendered on first use, then kept
+    job: SimJob | None = None  # the generate job that makes it; None for uploads
+
+    @property
+    def etag(self) -> str:
+        assert self.data is not None
+        return '"' + hashlib.sha256(self.data).hexdigest()[:20] + '"'
+
+
+@dataclass(slots=True)
+class SimJob:
+    id: str
+    kind: str  # "generate" or "upload"
+    params: dict[str, Any]
+    created_wall: float
+    started: float  # loop time
+    job_time: float
+    cost: float
+    fails: bool = False
+    stuck: bool = False
+    canceled: bool = False
+    asset_ids: list[str] = field(default_factory=list)
+
+    def status(self, now: float) -> tuple[str, float]:
+        if self.canceled:
+            return "canceled", 0.0
+        elapsed = now - self.started
+        t = elapsed / self.job_time if self.job_time > 0 else 1.0
+        if self.stuck:
+            t = min(t, 0.5)
+        if t < 0.1:
+            return "queued", 0.0
+        if t < 0.9:
+            return "in-progress", round((t - 0.1) / 0.8, 3)
+        if t < 1.0:
+            return "finalizing", 1.0
+        return ("failure" if self.fails else "success"), 1.0
+
+
+class Simulator:
+    """The simulator's state and routes. `app` is an aiohttp Application to serve."""
+
+    def __init__(
+        self,
+        *,
+        key: str = "sim-key",
+        secret: str = "sim-secret",
+        job_time: float = 3.0,
+        faults: Faults | None = None,
+    ) -> None:
+        self.key, self.secret = key, secret
+        self.job_time = job_time
+        self.faults = faults or Faults()
+        self._url_key = secrets.token_bytes(16)
+        self.jobs: dict[str, SimJob] = {}
+        self.assets: dict[str, SimAsset] = {}
+        self.uploads: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        self._active: list[SimJob] = []
+        self._submits: list[float] = []  # accepted submission times (loop clock), for the rate limit
+        self._style = itertools.cycle(("seconds", "date", "ms", "body"))
+        # What tests read back through /__stats.
+        self.requests: Counter[str] = Counter()
+        self.submit_times: list[float] = []
+        self.max_active = 0
+        self.dry_runs = 0
+        self.dry_run_in_body = 0
+        self.bytes_served = 0
+        self.downloads_complete: Counter[str] = Counter()
+        self.charged = 0.0
+        self.app = self._build()
+
+    def _build(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        r = app.router
+        r.add_post("/v1/generate/custom/{model}", self.generate)
+        r.add_get("/v1/jobs/{job_id}", self.get_job)
+        r.add_post("/v1/jobs/{job_id}/action", self.job_action)
+        r.add_get("/v1/jobs", self.list_jobs)
+        r.add_get("/v1/assets/{asset_id}", self.get_asset)
+        r.add_post("/v1/assets/get-bulk", self.get_assets)
+        r.add_post("/v1/uploads", self.create_upload)
+        r.add_post("/v1/uploads/{upload_id}/action", self.upload_action)
+        r.add_put("/upload-parts/{upload_id}/{part}", self.put_part)
+        r.add_get("/cdn/{asset_id}/{filename}", self.cdn)
+        r.add_get("/__stats", self.stats_handler)
+        return app
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids):06d}{secrets.token_hex(3)}"
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        path = request.path
+        if not path.startswith("/v1/"):
+            return await handler(request)  # CDN, upload parts, stats: no API auth
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else path
+        self.requests[f"{request.method} {route}"] += 1
+        if not check_basic(request.headers.get("Authorization", ""), self.key, self.secret):
+            return _error(401, "Unauthorized: invalid API key or secret")
+        faults = self.faults
+        if faults.roll("drop", faults.drop_rate):
+            # Half of the drops on a submit happen after the job exists: the answer is lost
+            # but the job runs (and is billed). That is the window batchgen must reconcile.
+            is_submit = request.method == "POST" and "/generate/" in path and "dryRun" not in request.query
+            if is_submit and self.faults.rng.random() < 0.5:
+                self.faults.injected["drop-after-create"] += 1
+                await handler(request)
+            _drop(request)
+        if faults.roll("error", faults.error_rate):
+            status = faults.rng.choice((500, 503))
+            headers = {"Retry-After": "0"} if status == 503 else {}
+            return _error(status, "Internal error" if status == 500 else "Service unavailable", headers)
+        return await handler(request)
+
+    def _active_count(self) -> int:
+        now = self.now()
+        self._active = [j for j in self._active if j.status(now)[0] not in ("success", "failure", "canceled")]
+        return len(self._active)
+
+    def _too_many(self) -> web.Response | None:
+        faults, now = self.faults, self.now()
+        if faults.rate_limit is not None:
+            window = faults.rate_window
+            self._submits = [t for t in self._submits if now - t < window]
+            if len(self._submits) >= faults.rate_limit:
+                wait = window - (now - self._submits[0])
+                faults.injected["rate-limit"] += 1
+                return self._rate_limited(wait)
+        if faults.action_limit is not None and self._active_count() >= faults.action_limit:
+            faults.injected["action-limit"] += 1
+            return _error(
+                429,
+                "Too many concurrent jobs",
+                body_extra={"details": {"actionLimit": faults.action_limit}},
+                headers={"Retry-After": "1"},
+            )
+        return None
+
+    def _rate_limited(self, wait: float) -> web.Response:
+        style = self.faults.retry_style
+        if style == "mixed":
+            style = next(self._style)
+        if style == "seconds":
+            return _error(429, "Rate limit exceeded", {"Retry-After": str(max(1, math.ceil(wait)))})
+        if style == "date":
+            when = datetime.fromtimestamp(time.time() + max(1.0, wait), UTC)
+            return _error(429, "Rate limit exceeded", {"Retry-After": format_datetime(when, usegmt=True)})
+        if style == "ms":
+            return _error(429, "Rate limit exceeded", {"retry-after-ms": str(int(wait * 1000) + 1)})
+        return _error(429, "Rate limit exceeded", body_extra={"remainingSeconds": round(wait, 3)})
+
+    async def generate(self, request: web.Request) -> web.Response:
+        if request.match_info["model"] != MODEL_ID:
+            return _error(404, f"model {request.match_info['model']} not found")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object")
+        dry_run = request.query.get("dryRun") == "true"
+        if "dryRun" in body:
+            self.dry_run_in_body += 1  # ignored, as the real API does: a paid job runs
+            body = {k: v for k, v in body.items() if k != "dryRun"}
+        audio_id = body.get("inputAudio")
+        problems = check_params(body)
+        if audio_id is not None and audio_id not in self.assets:
+            problems.append(("inputAudio", f"asset {audio_id} not found"))
+        if problems:
+            return _error(400, "; ".join(f"{f}: {m}" for f, m in problems))
+        cost = price(body)
+        if dry_run:
+            self.dry_runs += 1
+            return web.json_response({"creativeUnitsCost": cost}, status=269)
+        if (refusal := self._too_many()) is not None:
+            return refusal
+        now = self.now()
+        self._submits.append(now)
+        self.submit_times.append(now)
+        job = SimJob(
+            id=self._id("job"),
+            kind="generate",
+            params=body,
+            created_wall=time.time(),
+            started=now,
+            job_time=self.job_time,
+            cost=cost,
+            fails=self.faults.roll("job-failure", self.faults.failure_rate),
+            stuck=self.faults.roll("stuck", self.faults.stuck_rate),
+        )
+        seed = body.get("seed")
+        asset = SimAsset(
+            id=self._id("asset"),
+            prompt=str(body.get("prompt", "")),
+            seed=int(seed) if isinstance(seed, int) and seed >= 0 else secrets.randbelow(2**31),
+            duration=float(body.get("duration", 8)),
+            channels=channels(body),
+            job=job,
+        )
+        job.asset_ids.append(asset.id)
+        self.assets[asset.id] = asset
+        self.jobs[job.id] = job
+        self._active.append(job)
+        self.max_active = max(self.max_active, self._active_count())
+        return web.json_response({"job": self._job_json(job), "creativeUnitsCost": cost})
+
+    def _job_json(self, job: SimJob) -> dict[str, Any]:
+        status, progress = job.status(self.now())
+        meta: dict[str, Any] = {"input": job.params, "assetIds": job.asset_ids if status == "success" else []}
+        if status == "failure":
+            meta["error"] = "GPU worker crashed while generating (simulated)"
+        if job.kind == "upload" and status == "success":
+            meta["output"] = {"entityId": job.asset_ids[0]}
+        charged = job.cost if status == "success" else 0.0  # failures are refunded
+        return {
+            "jobId": job.id,
+            "jobType": "musicgen" if job.kind == "generate" else "upload",
+            "status": status,
+            "progress": progress,
+            "metadata": meta,
+            "billing": {"cuCost": charged, "cuDiscount": 0},
+            "createdAt": iso(job.created_wall),
+            "updatedAt": iso(time.time()),
+            "ownerId": "sim-team",
+        }
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["job_id"])
+        if job is None:
+            return _error(404, "job not found")
+        return web.json_response({"job": self._job_json(job)})
+
+    async def job_action(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["job_id"])
+        if job is None:
+            return _error(404, "job not found")
+        body = await request.json()
+        if body.get("action") != "cancel":
+            return _error(400, f"unknown action {body.get('action')!r}")
+        if job.status(self.now())[0] in ("success", "failure", "canceled"):
+            return _error(400, "job already finished; cannot cancel")
+        job.canceled = True
+        return web.json_response({"job": self._job_json(job)})
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            size = max(1, min(100, int(q.get("pageSize", "20"))))
+            offset = int(q.get("paginationToken") or 0)
+        except ValueError:
+            return _error(400, "bad pageSize or paginationToken")
+        statuses = set(filter(None, q.get("status", "").split(",")))
+        after = _parse_iso(q["createdAfter"]) if q.get("createdAfter") else None
+        jobs = sorted(self.jobs.values(), key=lambda j: j.created_wall, reverse=True)
+        chosen = []
+        for job in jobs:
+            if after is not None and job.created_wall <= after:
+                continue
+            data = self._job_json(job)
+            if statuses and data["status"] not in statuses:
+                continue
+            chosen.append(data)
+        page = chosen[offset : offset + size]
+        out: dict[str, Any] = {"jobs": page}
+        if offset + size < len(chosen):
+            out["nextPaginationToken"] = str(offset + size)
+        return web.json_response(out)
+
+    def _asset_json(self, request: web.Request, asset: SimAsset) -> dict[str, Any]:
+        # Size is known without rendering; audio is made on first download only.
+        size = len(asset.data) if asset.data is not None else wav_size(asset.duration, asset.channels)
+        expires = int(time.time() + self.faults.url_ttl)
+        sig = self._sign(asset.id, expires)
+        base = f"{request.scheme}://{request.host}"
+        return {
+            "id": asset.id,
+            "url": f"{base}/cdn/{asset.id}/{asset.id}.wav?expires={expires}&sig={sig}",
+            "mimeType": "audio/wav",
+            "kind": "audio",
+            "status": "success",
+            "properties": {
+                "size": size,
+                "duration": asset.duration,
+                "channels": asset.channels,
+                "sampleRate": 16000,
+            },
+        }
+
+    async def _bytes(self, asset: SimAsset) -> bytes:
+        if asset.data is None:
+            # Rendering takes up to half a second for 30 s of stereo: keep it off the loop.
+            data = await asyncio.to_thread(render, asset.prompt, asset.seed, asset.duration, asset.channels)
+            if asset.data is None:
+                asset.data = data
+        return asset.data
+
+    def _sign(self, asset_id: str, expires: int) -> str:
+        return hmac.new(self._url_key, f"{asset_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _visible(self, asset_id: str) -> SimAsset | None:
+        """An asset exists for clients only once its job succeeded (or it was uploaded)."""
+        asset = self.assets.get(asset_id)
+        if asset is None or (asset.job is not None and asset.job.status(self.now())[0] != "success"):
+            return None
+        return asset
+
+    async def get_asset(self, request: web.Request) -> web.Response:
+        asset = self._visible(request.match_info["asset_id"])
+        if asset is None:
+            return _error(404, "asset not found")
+        return web.json_response({"asset": self._asset_json(request, asset)})
+
+    async def get_assets(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        ids = body.get("assetIds") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or len(ids) > 200:
+            return _error(400, "assetIds must be a list of at most 200 ids")
+        found = [a for a in (self._visible(i) for i in ids) if a is not None]
+        return web.json_response({"assets": [self._asset_json(request, a) for a in found]})
+
+    async def create_upload(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("kind") != "audio" or not body.get("fileName"):
+            return _error(400, "kind must be audio and fileName is required")
+        upload_id = self._id("upload")
+        self.uploads[upload_id] = {"fileName": body["fileName"], "fileSize": body.get("fileSize"), "data": None}
+        base = f"{request.scheme}://{request.host}"
+        return web.json_response(
+            {
+                "upload": {
+                    "id": upload_id,
+                    "status": "pending",
+                    "parts": [{"number": 1, "url": f"{base}/upload-parts/{upload_id}/1"}],
+                }
+            }
+        )
+
+    async def put_part(self, request: web.Request) -> web.Response:
+        upload = self.uploads.get(request.match_info["upload_id"])
+        if upload is None:
+            return web.Response(status=404)
+        if "Authorization" in request.headers:
+            return web.Response(status=400, text="signed URLs take no Authorization header")
+        upload["data"] = await request.read()
+        return web.Response(status=200, headers={"ETag": '"part-1"'})
+
+    async def upload_action(self, request: web.Request) -> web.Response:
+        upload_id = request.match_info["upload_id"]
+        upload = self.uploads.get(upload_id)
+        if upload is None:
+            return _error(404, "upload not found")
+        if upload["data"] is None:
+            return _error(400, "upload has no parts yet")
+        asset = SimAsset(id=self._id("asset"), prompt="", seed=0, duration=0.0, channels=1, data=upload["data"])
+        self.assets[asset.id] = asset
+        job = SimJob(
+            id=self._id("job"),
+            kind="upload",
+            params={"fileName": upload["fileName"]},
+            created_wall=time.time(),
+            started=self.now(),
+            job_time=min(self.job_time, 0.2),
+            cost=0.0,
+            asset_ids=[asset.id],
+        )
+        self.jobs[job.id] = job
+        return web.json_response({"upload": {"id": upload_id, "status": "complete", "jobId": job.id}})
+
+    async def cdn(self, request: web.Request) -> web.StreamResponse:
+        self.requests["GET /cdn"] += 1
+        asset = self.assets.get(request.match_info["asset_id"])
+        if "Authorization" in request.headers:
+            # As S3-style storage does: a signed URL plus an auth header is refused.
+            return web.Response(status=400, text="Only one auth mechanism allowed")
+        try:
+            expires = int(request.query.get("expires", "0"))
+        except ValueError:
+            expires = 0
+        if asset is None or not hmac.compare_digest(request.query.get("sig", ""), self._sign(asset.id, expires)):
+            return web.Response(status=403, text="AccessDenied: bad signature")
+        if time.time() > expires:
+            self.faults.injected["url-expired-seen"] += 1
+            return web.Response(status=403, text="AccessDenied: Request has expired")
+        data = await self._bytes(asset)
+        start, status = 0, 200
+        headers = {"Content-Type": "audio/wav", "ETag": asset.etag, "Accept-Ranges": "bytes"}
+        range_header = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        if range_header and (if_range is None or if_range == asset.etag):
+            try:
+                unit, spec = range_header.split("=", 1)
+                start = int(spec.split("-", 1)[0])
+            except ValueError:
+                return web.Response(status=416)
+            if unit != "bytes" or start >= len(data):
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        body = data[start:]
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        truncate = self.faults.roll("truncate", self.faults.truncate_rate) and len(body) > 64
+        cut = len(body) // 2 if truncate else len(body)
+        for offset in range(0, cut, 65536):
+            await resp.write(body[offset : min(cut, offset + 65536)])
+        self.bytes_served += cut
+        if truncate:
+            _drop(request)
+            return resp
+        self.downloads_complete[asset.id] += 1
+        await resp.write_eof()
+        return resp
+
+    def stats(self) -> dict[str, Any]:
+        """What the server saw: requests, submissions, jobs and injected faults."""
+        jobs = [
+            {
+                "id": j.id,
+                "kind": j.kind,
+                "status": self._job_json(j)["status"],
+                "params": j.params,
+                "cost": j.cost,
+                "created": j.created_wall,
+            }
+            for j in self.jobs.values()
+        ]
+        charged = sum(j["cost"] for j in jobs if j["kind"] == "generate" and j["status"] == "success")
+        return {
+            "requests": dict(self.requests),
+            "submit_times": self.submit_times,
+            "max_active": self.max_active,
+            "jobs": jobs,
+            "dry_runs": self.dry_runs,
+            "dry_run_in_body": self.dry_run_in_body,
+            "faults": dict(self.faults.injected),
+            "bytes_served": self.bytes_served,
+            "downloads_complete": dict(self.downloads_complete),
+            "charged": charged,
+        }
+
+    async def stats_handler(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+
+def _error(
+    status: int,
+    reason: str,
+    headers: dict[str, str] | None = None,
+    body_extra: dict[str, Any] | None = None,
+) -> web.Response:
+    body = {"reason": reason, "trace_id": secrets.token_hex(8), **(body_extra or {})}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _drop(request: web.Request) -> None:
+    """Close the connection without an answer, as a crashed proxy would."""
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError
+
+
+def _parse_iso(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+
+def check_basic(header: str, key: str, secret: str) -> bool:
+    """True when an Authorization header carries exactly this key and secret."""
+    if not header.startswith("Basic "):
+        return False
+    try:
+        decoded = base64.b64decode(header[6:], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(decoded, f"{key}:{secret}")

@@ -1,0 +1,41 @@
+"""What the simulator is told to get wrong, and how often.
+
+Each fault is a share of requests (0..1) or a limit; one seeded RNG decides, so a test
+with a fixed seed sees the same faults in the same order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Faults:
+    """Fault settings; all off by default."""
+
+    rate_limit: int | None = None  # accepted submissions per `rate_window` seconds, then 429
+    rate_window: float = 1.0
+    action_limit: int | None = None  # jobs running at once, then 429 + details.actionLimit
+    error_rate: float = 0.0  # share of API requests answered 500/503
+    drop_rate: float = 0.0  # share of API requests whose connection is dropped
+    failure_rate: float = 0.0  # share of jobs that end in `failure` (refunded)
+    truncate_rate: float = 0.0  # share of downloads cut off halfway
+    stuck_rate: float = 0.0  # share of jobs that never finish
+    url_ttl: float = 3600.0  # lifetime of signed asset URLs, seconds
+    # How a 429 says when to come back: seconds, date, ms, body or mixed (rotate).
+    retry_style: str = "mixed"
+    seed: int | None = None
+    rng: random.Random = field(init=False, repr=False)
+    injected: Counter[str] = field(init=False, default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def roll(self, kind: str, share: float) -> bool:
+        """True (and counted) when a fault of `kind` with probability `share` happens now."""
+        if share > 0 and self.rng.random() < share:
+            self.injected[kind] += 1
+            return True
+        return False
