@@ -1,3 +1,4 @@
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # the guard keeps spawned worker processes from rerunning the CLI
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__, state
 from .errors import BatchgenError, UsageError
@@ -164,6 +165,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_plan(args)
     if command == "status":
         return cmd_status(args)
+    if command == "run":
+        return cmd_run(args)
     if command == "simulate":
         return cmd_simulate(args)
     raise UsageError(f"{command}: not available yet")
@@ -176,6 +179,70 @@ def _expand_with_journal(manifest: Manifest, out: str | None) -> tuple[list[Task
     if manifest.seed is None and base is None:
         base = random.SystemRandom().randrange(2**31)  # shown only; `run` records its own
     return expand(manifest, base), replayed
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .progress import Reporter
+    from .runner import RunConfig
+
+    manifest = load(args.manifest)
+    if args.dry_run:
+        code = cmd_plan(args)
+        print("dry run: nothing submitted")
+        return code
+    config = RunConfig(
+        out=Path(args.out),
+        rate=args.rate,
+        max_in_flight=args.max_in_flight,
+        workers=args.workers,
+        poll_interval=args.poll_interval or 1.0,
+        retry_failed=args.retry_failed,
+        job_retries=args.job_retries,
+        job_timeout=args.job_timeout or 1800.0,
+    )
+    reporter = Reporter(args.log_format, args.quiet)
+    try:
+        result = asyncio.run(_run(manifest, config, reporter, simulate=args.simulate))
+    finally:
+        reporter.close()
+    _print_summary(manifest, result)
+    return result.exit_code
+
+
+async def _run(manifest: Manifest, config: Any, reporter: Any, *, simulate: bool) -> Any:
+    import os
+
+    from .client import Credentials, ScenarioClient
+    from .runner import Runner
+
+    connections = config.max_in_flight + config.download_workers + config.poll_concurrency
+    if not simulate:
+        async with ScenarioClient.from_env(max_connections=connections) as client:
+            return await Runner(manifest, client, config, reporter).run()
+    from .simulator import Simulator, serve, throwaway_credentials
+
+    key, secret = throwaway_credentials()
+    job_time = float(os.environ.get("BATCHGEN_SIMULATE_JOB_TIME", "2"))
+    async with serve(Simulator(key=key, secret=secret, job_time=job_time)) as url:
+        reporter.event("simulate", message=f"built-in simulator at {url}")
+        async with ScenarioClient(url, Credentials(key, secret), max_connections=connections) as client:
+            return await Runner(manifest, client, config, reporter).run()
+
+
+def _print_summary(manifest: Manifest, result: Any) -> None:
+    made = result.done
+    line = (
+        f"batch {manifest.batch}: {made + result.skipped}/{result.total} done "
+        f"({made} new, {result.skipped} already done), {len(result.failed)} failed, "
+        f"{result.spent:g} CU spent, {result.elapsed:.1f}s"
+    )
+    print(line)
+    for name, reason in sorted(result.failed.items()):
+        print(f"  failed {name}: {reason}")
+    if result.interrupted:
+        print("stopped by signal: state saved; run the same command again to resume")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -151,6 +151,8 @@ def _apply(st: TaskState, kind: str, ev: dict[str, Any]) -> bool:
         st.reason = ev.get("reason")
         st.permanent = bool(ev.get("permanent"))
         st.job_id = None
+    elif kind == "withdrawn":
+        st.status = Status.NEW  # an intent whose POST was never sent
     elif kind == "status":
         pass  # informational: progress of a running job
     else:

@@ -8,12 +8,15 @@ batchgen must survive. `GET /__stats` tells tests what the server saw.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import binascii
+import concurrent.futures
 import hashlib
 import hmac
 import itertools
 import math
+import multiprocessing
 import secrets
 import time
 from collections import Counter
@@ -223,6 +226,9 @@ class Simulator:
         problems = check_params(body)
         if audio_id is not None and audio_id not in self.assets:
             problems.append(("inputAudio", f"asset {audio_id} not found"))
+        prompt = str(body.get("prompt", "")).lower()
+        if any(word in prompt for word in self.faults.refuse_prompts):
+            problems.append(("prompt", "flagged by content moderation (simulated)"))
         if problems:
             return _error(400, "; ".join(f"{f}: {m}" for f, m in problems))
         cost = price(body)
@@ -259,6 +265,8 @@ class Simulator:
         self.jobs[job.id] = job
         self._active.append(job)
         self.max_active = max(self.max_active, self._active_count())
+        if self.faults.submit_delay:
+            await asyncio.sleep(self.faults.submit_delay)  # widens the POST-to-journal window
         return web.json_response({"job": self._job_json(job), "creativeUnitsCost": cost})
 
     def _job_json(self, job: SimJob) -> dict[str, Any]:
@@ -326,7 +334,8 @@ class Simulator:
     def _asset_json(self, request: web.Request, asset: SimAsset) -> dict[str, Any]:
         # Size is known without rendering; audio is made on first download only.
         size = len(asset.data) if asset.data is not None else wav_size(asset.duration, asset.channels)
-        expires = int(time.time() + self.faults.url_ttl)
+        ttl = -1.0 if self.faults.roll("expired-url", self.faults.expired_rate) else self.faults.url_ttl
+        expires = int(time.time() + ttl)
         sig = self._sign(asset.id, expires)
         base = f"{request.scheme}://{request.host}"
         return {
@@ -345,8 +354,11 @@ class Simulator:
 
     async def _bytes(self, asset: SimAsset) -> bytes:
         if asset.data is None:
-            # Rendering takes up to half a second for 30 s of stereo: keep it off the loop.
-            data = await asyncio.to_thread(render, asset.prompt, asset.seed, asset.duration, asset.channels)
+            # Rendering is pure Python: in a thread it would hold the GIL and stall the
+            # loop (skewing every timing the simulator records), so it runs in a process.
+            data = await asyncio.get_running_loop().run_in_executor(
+                _render_pool(), render, asset.prompt, asset.seed, asset.duration, asset.channels
+            )
             if asset.data is None:
                 asset.data = data
         return asset.data
@@ -459,8 +471,12 @@ class Simulator:
         await resp.prepare(request)
         truncate = self.faults.roll("truncate", self.faults.truncate_rate) and len(body) > 64
         cut = len(body) // 2 if truncate else len(body)
-        for offset in range(0, cut, 65536):
-            await resp.write(body[offset : min(cut, offset + 65536)])
+        step = 65536
+        pause = step / self.faults.bandwidth if self.faults.bandwidth else 0.0
+        for offset in range(0, cut, step):
+            await resp.write(body[offset : min(cut, offset + step)])
+            if pause:
+                await asyncio.sleep(pause)
         self.bytes_served += cut
         if truncate:
             _drop(request)
@@ -498,6 +514,21 @@ class Simulator:
 
     async def stats_handler(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+
+_POOL: concurrent.futures.ProcessPoolExecutor | None = None
+
+
+def _render_pool() -> concurrent.futures.ProcessPoolExecutor:
+    """One small process pool per process, shared by every simulator in it."""
+    global _POOL
+    if _POOL is None:
+        # spawn, not fork: the simulator often runs beside other threads (tests, the CLI).
+        _POOL = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+        # Shut it down before interpreter teardown, or its finalizer trips over
+        # half-dismantled modules and prints a traceback at exit.
+        atexit.register(_POOL.shutdown, wait=True, cancel_futures=True)
+    return _POOL
 
 
 def _error(

@@ -24,6 +24,10 @@ class Faults:
     truncate_rate: float = 0.0  # share of downloads cut off halfway
     stuck_rate: float = 0.0  # share of jobs that never finish
     url_ttl: float = 3600.0  # lifetime of signed asset URLs, seconds
+    expired_rate: float = 0.0  # share of asset URLs handed out already expired
+    refuse_prompts: tuple[str, ...] = ()  # prompts containing one of these get a permanent 400
+    submit_delay: float = 0.0  # seconds between creating a job and answering its POST
+    bandwidth: int | None = None  # CDN bytes per second per download (None: as fast as it goes)
     # How a 429 says when to come back: seconds, date, ms, body or mixed (rotate).
     retry_style: str = "mixed"
     seed: int | None = None

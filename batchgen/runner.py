@@ -1,0 +1,695 @@
+"""Orchestration: one TaskGroup of submit workers, a poller and download workers.
+
+The journal decides everything on start: done tasks are skipped, jobs already
+submitted are polled (never submitted again), an intent without a job id is first
+looked for on the server (the crash window), finished jobs go straight to download.
+Money events are on disk before the program moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .client import Asset, Job, ScenarioClient, iso
+from .download import FileInfo, download_asset, write_json_atomic
+from .errors import (
+    ApiError,
+    BatchgenError,
+    CredentialsError,
+    DiskError,
+    DownloadError,
+    ErrorKind,
+    Interrupted,
+    JournalError,
+)
+from .limits import Cooldown, InFlight, make_throttle
+from .lock import BatchLock
+from .manifest import Manifest, expand
+from .progress import Counts, Reporter
+from .retry import Backoff, poll_delay
+from .state import STATE_DIR, Journal, Replay, Status, TaskState, journal_path, replay
+from .task import Task, canonical
+
+# How far before an intent to look for its job: covers clock skew between us and the API.
+RECONCILE_MARGIN = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Every knob of a run; the CLI fills it from the command line."""
+
+    out: Path = Path("output")
+    rate: float = 2.0
+    max_in_flight: int = 8
+    workers: int | None = None
+    download_workers: int = 4
+    poll_interval: float = 1.0
+    poll_max: float = 15.0
+    poll_concurrency: int = 16
+    retry_failed: bool = False
+    job_retries: int = 1
+    job_timeout: float = 1800.0
+    max_download_bytes: int = 2 * 1024**3
+    grace: float = 5.0
+    backoff: Backoff = field(default_factory=Backoff)
+
+    @property
+    def submit_workers(self) -> int:
+        # Enough to keep the throttle busy while some wait on a slow POST.
+        return self.workers or max(2, min(32, self.max_in_flight, int(self.rate * 2) + 1))
+
+
+@dataclass(slots=True)
+class RunResult:
+    """How a run ended: what was done, what failed and why, what it cost."""
+
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    spent: float = 0.0
+    elapsed: float = 0.0
+    interrupted: bool = False
+    calls: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+
+@dataclass(slots=True)
+class _Active:
+    """A job that is submitted and not finished."""
+
+    task: Task
+    job_id: str
+    started: float  # monotonic time the job was submitted (estimated on resume)
+    next_poll: float
+    cost: float | None = None
+    polls: int = 0
+    errors: int = 0
+
+
+class Runner:
+    """Runs one batch to completion (or to a graceful stop) against one client."""
+
+    def __init__(
+        self, manifest: Manifest, client: ScenarioClient, config: RunConfig, reporter: Reporter | None = None
+    ) -> None:
+        self.manifest = manifest
+        self.client = client
+        self.config = config
+        self.reporter = reporter or Reporter(quiet=True)
+        self.folder = config.out / manifest.batch
+        self.counts = Counts()
+        self.result = RunResult()
+        self._submit_q: asyncio.Queue[Task] = asyncio.Queue()
+        self._download_q: asyncio.Queue[tuple[Task, list[str]]] = asyncio.Queue()
+        self._active: dict[str, _Active] = {}
+        self._states: dict[str, TaskState] = {}
+        self._uploads: dict[str, str] = {}
+        self._remaining = 0
+        self._finished = asyncio.Event()
+        self._wake_poller = asyncio.Event()
+        self._stopping = False
+        self._cooldown = Cooldown()
+        self._throttle = make_throttle(config.rate)
+        self._inflight = InFlight(config.max_in_flight)
+        self._journal: Journal | None = None
+        self._times: dict[str, dict[str, float]] = {}  # wall-clock milestones per task, for sidecars
+
+    @property
+    def journal(self) -> Journal:
+        assert self._journal is not None
+        return self._journal
+
+    async def run(self) -> RunResult:
+        """Run the batch; raises BatchgenError for what must stop it (credentials, disk)."""
+        t0 = time.monotonic()
+        with BatchLock(self.folder / STATE_DIR / "lock"):
+            replayed = self._replay()
+            self._journal = Journal(self.folder)
+            try:
+                base_seed = self._header(replayed)
+                tasks = expand(self.manifest, base_seed)
+                self._states = replayed.tasks
+                self._uploads = dict(replayed.uploads)
+                try:
+                    await self._run(tasks)
+                finally:
+                    self.result.elapsed = time.monotonic() - t0
+                    self.result.calls = dict(self.client.calls)
+            finally:
+                self.journal.close()
+        return self.result
+
+    def _replay(self) -> Replay:
+        path = journal_path(self.folder)
+        try:
+            with path.open("rb") as fh:
+                replayed = replay(fh, str(path))
+        except FileNotFoundError:
+            return Replay()
+        for warning in replayed.warnings:
+            self.reporter.event("warning", message=warning, error=True)
+        if replayed.batch is not None and replayed.batch != self.manifest.batch:
+            raise JournalError(
+                f"{path}: journal belongs to batch {replayed.batch!r}, not {self.manifest.batch!r}; "
+                "use another --out or batch name"
+            )
+        return replayed
+
+    def _header(self, replayed: Replay) -> int | None:
+        base = replayed.base_seed
+        if self.manifest.seed is None and base is None:
+            base = random.SystemRandom().randrange(2**31)  # drawn once, kept in the journal
+        if replayed.batch is None or (base is not None and base != replayed.base_seed):
+            self.journal.append(
+                "batch", durable=True, v=1, batch=self.manifest.batch, base_seed=base, version=__version__
+            )
+        return base
+
+    async def _run(self, tasks: list[Task]) -> None:
+        self.counts.total = self.result.total = len(tasks)
+        to_submit, to_poll, to_download, to_reconcile = self._triage(tasks)
+        self._remaining = len(to_submit) + len(to_poll) + len(to_download) + len(to_reconcile)
+        if self._remaining == 0:
+            return
+        await self._upload_inputs([*to_submit, *to_reconcile])
+        to_reconcile = [(t, st) for t, st in to_reconcile if t.name not in self.result.failed]
+        if to_reconcile:
+            to_submit.extend(await self._reconcile(to_reconcile, to_poll))
+        for task in to_submit:
+            if task.name not in self.result.failed:
+                self._submit_q.put_nowait(task)
+        now = time.monotonic()
+        for task, st in to_poll:
+            assert st.job_id is not None
+            age = max(0.0, time.time() - (st.updated or time.time()))
+            self._inflight.take_now()  # already running on the server: counts against the cap
+            self._active[st.job_id] = _Active(task, st.job_id, now - age, now, st.cost)
+        for task, st in to_download:
+            self._download_q.put_nowait((task, list(st.asset_ids)))
+        self._update_counts()
+        if self._remaining == 0:
+            return
+        loop = asyncio.get_running_loop()
+        with _signals(loop, self._on_signal):
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    workers = [tg.create_task(self._submit_worker()) for _ in range(self.config.submit_workers)]
+                    workers += [tg.create_task(self._download_worker()) for _ in range(self.config.download_workers)]
+                    workers += [tg.create_task(self._poller()), tg.create_task(self._ticker())]
+                    await self._finished.wait()
+                    for worker in workers:
+                        worker.cancel()
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
+        self.reporter.tick(self.counts, force=True)
+        if self._stopping:
+            self.result.interrupted = True
+
+    def _triage(
+        self, tasks: list[Task]
+    ) -> tuple[list[Task], list[tuple[Task, TaskState]], list[tuple[Task, TaskState]], list[tuple[Task, TaskState]]]:
+        """Sort tasks by what the journal says is left to do for each."""
+        submit: list[Task] = []
+        poll: list[tuple[Task, TaskState]] = []
+        download: list[tuple[Task, TaskState]] = []
+        reconcile: list[tuple[Task, TaskState]] = []
+        for task in tasks:
+            st = self._states.get(task.name)
+            if st is None:
+                st = self._states[task.name] = TaskState()
+                submit.append(task)
+                continue
+            same = st.digest == task.digest
+            if st.status is Status.DONE and st.done_digest == task.digest:
+                if all((self.folder / f["path"]).is_file() for f in st.files):
+                    self.result.skipped += 1
+                    continue
+                self.reporter.event("missing", task.name, message="file gone from disk; generating it again")
+                submit.append(task)
+            elif st.status is Status.FAILED and same and not self.config.retry_failed:
+                self.result.failed[task.name] = f"{st.reason} (failed in an earlier run; --retry-failed to try again)"
+            elif st.status is Status.IN_FLIGHT and same:
+                poll.append((task, st))
+            elif st.status is Status.DOWNLOADING and same:
+                download.append((task, st))
+            elif st.status is Status.SUBMITTING and same:
+                reconcile.append((task, st))
+            else:
+                if st.status is Status.FAILED or not same:
+                    st.job_failures = 0  # a changed task, or a retried one, starts afresh
+                submit.append(task)
+        self.counts.skipped = self.result.skipped
+        self.counts.failed = len(self.result.failed)
+        return submit, poll, download, reconcile
+
+    async def _upload_inputs(self, tasks: Iterable[Task | tuple[Task, TaskState]]) -> None:
+        """Upload each distinct local input file once per batch (cached by content hash)."""
+        users: dict[str, list[Task]] = {}
+        for item in tasks:
+            task = item[0] if isinstance(item, tuple) else item
+            if task.audio_sha256 and task.input_audio and task.audio_sha256 not in self._uploads:
+                users.setdefault(task.audio_sha256, []).append(task)
+        for sha, group in users.items():
+            path = group[0].input_audio
+            assert path is not None
+            try:
+                asset_id = await self._with_retries(
+                    lambda path=path: self.client.upload_audio(path, poll_interval=min(1.0, self.config.poll_interval))
+                )
+            except ApiError as err:
+                if isinstance(err, CredentialsError):
+                    raise
+                for task in group:
+                    self._fail(task, f"upload of input audio {path} failed: {err}", permanent=True)
+                continue
+            self._uploads[sha] = asset_id
+            self.journal.append("upload", durable=True, sha256=sha, asset_id=asset_id, path=path)
+            self.reporter.event("uploaded", path=path, asset=asset_id)
+
+    async def _reconcile(
+        self, pending: list[tuple[Task, TaskState]], to_poll: list[tuple[Task, TaskState]]
+    ) -> list[Task]:
+        """Adopt jobs whose POST was sent but whose id never reached the journal.
+
+        Lists the account's jobs created since the earliest such intent and matches each
+        task by its exact request body (every task carries an explicit seed, so the match
+        is unambiguous). Tasks with no match are returned to be submitted.
+        """
+        earliest = min((st.intent_at or time.time()) for _, st in pending) - RECONCILE_MARGIN
+        wanted = {_key(self._body(task)): (task, st) for task, st in pending}
+        known = {job_id for _, st in pending for job_id in st.job_ids}
+        adopted: set[str] = set()
+        try:
+            async for job in self.client.iter_jobs(created_after=iso(earliest), page_size=100):
+                match = wanted.get(_key(job.input))
+                if match is None or job.id in known or job.status in ("failure", "canceled"):
+                    continue
+                task, st = match
+                if task.name in adopted:
+                    continue
+                adopted.add(task.name)
+                self.journal.append("submitted", durable=True, task=task.name, job_id=job.id, adopted=True)
+                st.job_id, st.status = job.id, Status.IN_FLIGHT
+                st.job_ids.append(job.id)
+                self.reporter.event("adopted", task.name, job=job.id)
+                to_poll.append((task, st))
+        except ApiError as err:
+            if isinstance(err, CredentialsError):
+                raise
+            self.reporter.event("warning", message=f"could not list jobs to reconcile: {err}", error=True)
+        return [task for task, _ in pending if task.name not in adopted]
+
+    def _body(self, task: Task) -> dict[str, object]:
+        return task.body(self._uploads.get(task.audio_sha256 or "")) if task.input_audio else dict(task.params)
+
+    async def _submit_worker(self) -> None:
+        while True:
+            task = await self._submit_q.get()
+            if self._stopping:
+                continue  # left queued: the next run submits it
+            await self._inflight.acquire()
+            self.counts.submitting += 1
+            try:
+                job_id, cost = await self._submit(task)
+            except ApiError as err:
+                await self._inflight.release()
+                if isinstance(err, CredentialsError):
+                    raise
+                self._fail(task, f"submit failed: {err}", permanent=err.kind is ErrorKind.PERMANENT)
+                continue
+            except _Stopped:
+                await self._inflight.release()
+                continue
+            finally:
+                self.counts.submitting -= 1
+                self._maybe_idle()
+            now = time.monotonic()
+            self._active[job_id] = _Active(task, job_id, now, now + self.config.poll_interval, cost)
+            self._wake_poller.set()
+            self._update_counts()
+
+    async def _submit(self, task: Task) -> tuple[str, float | None]:
+        """POST one task, journaling intent before and job id after; retries transient errors."""
+        st = self._states[task.name]
+        body = self._body(task)
+        attempt = 0
+        # The intent goes to disk before waiting for a rate slot, so that nothing but the
+        # POST itself sits between the slot being granted and the request being sent.
+        intent_at = time.time()
+        self.journal.append("intent", durable=True, task=task.name, digest=task.digest, attempt=st.attempts + 1)
+        st.attempts += 1
+        st.digest = task.digest
+        st.status = Status.SUBMITTING
+        maybe_sent = False
+        while True:
+            await self._cooldown.wait()
+            await self._throttle.acquire()
+            if self._cooldown.remaining > 0:
+                continue  # a 429 arrived while we waited for a slot: honour it first
+            if self._stopping:
+                if not maybe_sent:
+                    self.journal.append("withdrawn", task=task.name)  # nothing was sent: no job exists
+                    st.status = Status.NEW
+                raise _Stopped
+            try:
+                sub = await self.client.generate(task.model, body)
+            except ApiError as err:
+                if err.kind is not ErrorKind.TRANSIENT:
+                    raise
+                if err.status == 429:
+                    self._on_429(err, attempt)
+                    continue
+                if err.ambiguous:
+                    maybe_sent = True
+                    # The POST may have created (and billed) a job: look before resubmitting.
+                    found = await self._find_job(body, intent_at, st.job_ids)
+                    if found is not None:
+                        self.journal.append("submitted", durable=True, task=task.name, job_id=found.id, adopted=True)
+                        st.job_ids.append(found.id)
+                        st.status = Status.IN_FLIGHT
+                        return found.id, found.cost
+                attempt += 1
+                if self.config.backoff.exhausted(attempt):
+                    raise
+                await asyncio.sleep(self.config.backoff.delay(attempt, err.retry_after))
+                continue
+            job = sub.job
+            self.journal.append("submitted", durable=True, task=task.name, job_id=job.id, cost=sub.cost)
+            st.job_id, st.status = job.id, Status.IN_FLIGHT
+            st.job_ids.append(job.id)
+            self._times[task.name] = {"submitted": time.time()}
+            return job.id, sub.cost
+
+    def _on_429(self, err: ApiError, attempt: int) -> None:
+        if err.action_limit is not None and self._inflight.lower(err.action_limit):
+            self.reporter.event(
+                "limit", message=f"the API allows {err.action_limit} jobs at once; in-flight cap lowered"
+            )
+        wait = err.retry_after if err.retry_after is not None else self.config.backoff.delay(self._cooldown.trips + 1)
+        self._cooldown.trip(wait)
+        self.reporter.event("cooldown", seconds=round(wait, 2))
+
+    async def _find_job(self, body: dict[str, object], since: float, known: list[str]) -> Job | None:
+        key = _key(body)
+        try:
+            async for job in self.client.iter_jobs(created_after=iso(since - RECONCILE_MARGIN), page_size=100):
+                if job.id not in known and job.status not in ("failure", "canceled") and _key(job.input) == key:
+                    return job
+        except ApiError as err:
+            if isinstance(err, CredentialsError):
+                raise
+        return None
+
+    async def _poller(self) -> None:
+        """Poll every running job when it is due; one coroutine, bounded parallel requests."""
+        limit = asyncio.Semaphore(self.config.poll_concurrency)
+        while True:
+            now = time.monotonic()
+            due = [a for a in self._active.values() if a.next_poll <= now]
+            if not due:
+                wait = min((a.next_poll for a in self._active.values()), default=now + 3600) - now
+                self._wake_poller.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_poller.wait(), timeout=max(0.005, wait))
+                continue
+            async with asyncio.TaskGroup() as tg:
+                for active in due:
+                    active.next_poll = float("inf")  # not due again until this poll decides
+                    tg.create_task(self._poll(active, limit))
+
+    async def _poll(self, active: _Active, limit: asyncio.Semaphore) -> None:
+        async with limit:
+            try:
+                job = await self.client.get_job(active.job_id)
+            except ApiError as err:
+                if isinstance(err, CredentialsError):
+                    raise
+                active.errors += 1
+                if err.status == 404:
+                    await self._job_ended(active, None, "job not found on the server")
+                    return
+                active.next_poll = time.monotonic() + self.config.backoff.delay(active.errors, err.retry_after)
+                return
+        active.polls += 1
+        active.errors = 0
+        now = time.monotonic()
+        if job.terminal:
+            await self._job_ended(active, job, None)
+        elif now - active.started > self.config.job_timeout:
+            with contextlib.suppress(ApiError):
+                await self.client.cancel_job(active.job_id)  # the API may refuse; the deadline stands
+            await self._job_ended(
+                active,
+                None,
+                f"job still {job.status} after {self.config.job_timeout:.0f}s (--job-timeout)",
+                timed_out=True,
+            )
+        else:
+            active.next_poll = now + poll_delay(now - active.started, self.config.poll_interval, self.config.poll_max)
+
+    async def _job_ended(self, active: _Active, job: Job | None, problem: str | None, timed_out: bool = False) -> None:
+        del self._active[active.job_id]
+        await self._inflight.release()
+        task, st = active.task, self._states[active.task.name]
+        if job is not None and job.status == "success":
+            cost = job.cost if job.cost is not None else active.cost
+            self.journal.append("succeeded", task=task.name, job_id=job.id, asset_ids=list(job.asset_ids), cost=cost)
+            st.status, st.asset_ids, st.cost = Status.DOWNLOADING, list(job.asset_ids), cost
+            self.counts.spent += cost or 0.0
+            self.result.spent += cost or 0.0
+            self._times.setdefault(task.name, {})["succeeded"] = time.time()
+            self._download_q.put_nowait((task, list(job.asset_ids)))
+        elif timed_out or (job is not None and job.status == "canceled"):
+            reason = problem or "job was canceled"
+            self._fail(task, reason, permanent=False)
+        else:
+            reason = problem or (job.error if job and job.error else "job failed without a reason")
+            self.journal.append("job_failed", task=task.name, job_id=active.job_id, reason=reason, refunded=True)
+            st.job_failures += 1
+            st.status = Status.NEW
+            if st.job_failures <= self.config.job_retries and not self._stopping:
+                self.reporter.event("retry", task.name, reason=reason)
+                self._submit_q.put_nowait(task)  # failed jobs are refunded: try again
+            else:
+                self._fail(task, f"job failed {st.job_failures} time(s): {reason}", permanent=False)
+        self._update_counts()
+        self._maybe_idle()
+
+    async def _download_worker(self) -> None:
+        while True:
+            task, asset_ids = await self._download_q.get()
+            self.counts.downloading += 1
+            try:
+                files = await self._download(task, asset_ids)
+            except DownloadError as err:
+                self._fail(task, f"download failed: {err.reason}", permanent=False)
+                continue
+            except ApiError as err:
+                if isinstance(err, CredentialsError):
+                    raise
+                self._fail(task, f"asset lookup failed: {err}", permanent=err.kind is ErrorKind.PERMANENT)
+                continue
+            finally:
+                self.counts.downloading -= 1
+                self._maybe_idle()
+            self._finish(task, files)
+
+    async def _download(self, task: Task, asset_ids: list[str]) -> list[FileInfo]:
+        if not asset_ids:
+            raise DownloadError("job succeeded without assets", retryable=False)
+        assets = await self._with_retries(lambda: self._lookup(asset_ids))
+        by_id = {a.id: a for a in assets}
+        files = []
+        for index, asset_id in enumerate(asset_ids, start=1):
+            asset = by_id.get(asset_id)
+            if asset is None:
+                raise DownloadError(f"asset {asset_id} not found", retryable=False)
+            stem = task.name if index == 1 else f"{task.name}-{index}"
+
+            async def refresh(asset_id: str = asset_id) -> Asset:
+                return await self._with_retries(lambda: self.client.get_asset(asset_id))
+
+            files.append(
+                await download_asset(
+                    self.client,
+                    asset,
+                    self.folder / stem,
+                    refresh=refresh,
+                    max_bytes=self.config.max_download_bytes,
+                    backoff=self.config.backoff,
+                    folder=self.folder,
+                )
+            )
+        return files
+
+    async def _lookup(self, asset_ids: list[str]) -> list[Asset]:
+        if len(asset_ids) == 1:
+            return [await self.client.get_asset(asset_ids[0])]
+        return await self.client.get_assets(asset_ids)
+
+    async def _with_retries(self, call: Any) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except ApiError as err:
+                attempt += 1
+                if err.kind is not ErrorKind.TRANSIENT or self.config.backoff.exhausted(attempt):
+                    raise
+                await asyncio.sleep(self.config.backoff.delay(attempt, err.retry_after))
+
+    def _finish(self, task: Task, files: list[FileInfo]) -> None:
+        st = self._states[task.name]
+        sidecar = {
+            "track": task.track,
+            "take": task.take,
+            "name": task.name,
+            "prompt": task.params.get("prompt"),
+            "params": dict(task.params),
+            "point": dict(task.point),
+            "seed": task.seed,
+            "model": task.model,
+            "digest": task.digest,
+            "jobId": st.job_id,
+            "assetId": files[0].asset_id,
+            "assetIds": [f.asset_id for f in files],
+            "file": files[0].path,
+            "bytes": files[0].bytes,
+            "sha256": files[0].sha256,
+            "files": [f.as_dict() for f in files],
+            "cost": st.cost,
+            "timings": _timings(self._times.pop(task.name, {}), time.time()),
+            "batchgen": __version__,
+        }
+        if task.input_audio:
+            sidecar["inputAudio"] = {"file": task.params.get("inputAudio"), "sha256": task.audio_sha256}
+        write_json_atomic(self.folder / f"{task.name}.json", sidecar)
+        self.journal.append(
+            "done", task=task.name, digest=task.digest, files=[f.as_dict() for f in files], cost=st.cost
+        )
+        st.status, st.done_digest, st.files = Status.DONE, task.digest, [f.as_dict() for f in files]
+        self.result.done += 1
+        self.counts.done += 1
+        self.reporter.event("done", task.name, file=files[0].path, cost=st.cost)
+        self._settle()
+
+    def _fail(self, task: Task, reason: str, *, permanent: bool) -> None:
+        st = self._states.get(task.name)
+        self.journal.append(
+            "failed", task=task.name, reason=reason, permanent=permanent, attempt=st.attempts if st else 0
+        )
+        if st is not None:
+            st.status, st.reason, st.permanent = Status.FAILED, reason, permanent
+        self.result.failed[task.name] = reason
+        self.counts.failed += 1
+        self.reporter.event("failed", task.name, reason=reason, error=True)
+        self._settle()
+
+    def _settle(self) -> None:
+        self._remaining -= 1
+        self._update_counts()
+        if self._remaining <= 0:
+            self._finished.set()
+
+    def _update_counts(self) -> None:
+        self.counts.queued = self._submit_q.qsize()
+        self.counts.running = len(self._active)
+        self.counts.committed = sum(a.cost or 0.0 for a in self._active.values())
+
+    async def _ticker(self) -> None:
+        while True:
+            self._update_counts()
+            self.reporter.tick(self.counts)
+            await asyncio.sleep(0.5)
+
+    def _on_signal(self) -> None:
+        if self._stopping:
+            self.reporter.event("stop", message="second signal: stopping now", error=True)
+            self._finished.set()
+            return
+        self._stopping = True
+        self.reporter.event(
+            "stop",
+            message=f"stopping: no new submissions; finishing bookkeeping (up to {self.config.grace:.0f}s)",
+            error=True,
+        )
+        asyncio.get_running_loop().call_later(self.config.grace, self._finished.set)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        """On a graceful stop, end as soon as no POST or download is mid-way."""
+        if self._stopping and self.counts.submitting == 0 and self.counts.downloading == 0 and self._download_q.empty():
+            self._finished.set()
+
+
+def _timings(marks: dict[str, float], now: float) -> dict[str, object]:
+    """Sidecar timings; a task resumed from an earlier run knows only when it finished."""
+    out: dict[str, object] = {"finishedAt": iso(now)}
+    if "submitted" in marks:
+        out["submittedAt"] = iso(marks["submitted"])
+        out["totalSeconds"] = round(now - marks["submitted"], 3)
+    if "succeeded" in marks:
+        out["downloadSeconds"] = round(now - marks["succeeded"], 3)
+        if "submitted" in marks:
+            out["jobSeconds"] = round(marks["succeeded"] - marks["submitted"], 3)
+    return out
+
+
+class _Stopped(Exception):
+    """A submit worker saw the stop flag before sending its POST."""
+
+
+def _key(body: Any) -> str:
+    """Comparable text of a request body, to match a job's echoed input to a task."""
+    return canonical(body) if isinstance(body, dict) else ""
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error that should decide the exit code, out of a TaskGroup's exception group."""
+    flat: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            flat.append(exc)
+    for kind in (CredentialsError, DiskError, BatchgenError):
+        for exc in flat:
+            if isinstance(exc, kind):
+                return exc
+    return flat[0] if flat else group
+
+
+@contextlib.contextmanager
+def _signals(loop: asyncio.AbstractEventLoop, handler: Any) -> Any:
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (tests) or not supported: default handling
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+__all__ = ["Interrupted", "RunConfig", "RunResult", "Runner"]

@@ -1,0 +1,234 @@
+"""`batchgen run` as users run it: a subprocess against a simulator that outlives it.
+
+SIGKILL at the moments that matter (after the intent, after the job id, mid-download),
+SIGTERM, the lock, credentials, and the Quickstart demo.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from batchgen.lock import BatchLock
+from batchgen.simulator import Faults, Simulator, SimulatorThread
+
+from .conftest import KEY, SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = """\
+batch: nightly
+seed: 5
+defaults: {duration: 3}
+tracks:
+  - {name: a, prompt: "calm forest, 70 bpm", takes: 2}
+  - {name: b, prompt: "battle drums, 140 bpm"}
+  - {name: c, prompt: "market lute, 110 bpm"}
+  - {name: d, prompt: "cave drones, 60 bpm"}
+"""
+TASKS = 5
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorThread]:
+    with SimulatorThread(Simulator(key=KEY, secret=SECRET, job_time=0.3, faults=Faults(seed=2))) as thread:
+        yield thread
+
+
+def env_for(sim: SimulatorThread | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCENARIO_")}
+    if sim is not None:
+        env.update(SCENARIO_BASE_URL=sim.base_url, SCENARIO_API_KEY=KEY, SCENARIO_API_SECRET=SECRET)
+    env.update(extra)
+    return env
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchgen", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batchgen", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
+
+
+def journal_events(folder: Path) -> list[dict]:
+    path = folder / ".batchgen" / "state.jsonl"
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a torn last line
+            events.append(json.loads(line))
+    return events
+
+
+def count(folder: Path, kind: str) -> int:
+    return sum(1 for e in journal_events(folder) if e["ev"] == kind)
+
+
+def check_invariants(sim: Simulator, folder: Path, tasks: int = TASKS) -> None:
+    """Everything done, every file what the server made, nothing partial, nothing paid twice."""
+    sidecars = sorted(folder.glob("*.json"))
+    assert len(sidecars) == tasks
+    assert not list(folder.glob("*.part")), "a partial file was left behind"
+    for sidecar_path in sidecars:
+        sidecar = json.loads(sidecar_path.read_text())
+        data = (folder / sidecar["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == sidecar["sha256"]
+        job = sim.jobs[sidecar["jobId"]]
+        assert sim.assets[job.asset_ids[0]].data == data
+    per_task = Counter((j.params["prompt"], j.params["seed"]) for j in sim.jobs.values() if j.kind == "generate")
+    assert set(per_task.values()) == {1}, f"a task was submitted twice: {per_task}"
+    assert len(per_task) == tasks
+
+
+def kill_and_resume(sim: SimulatorThread, tmp_path: Path, moment: Callable[[Path], bool], **env: str) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST)
+    out = tmp_path / "out"
+    folder = out / "nightly"
+    args = ["run", str(manifest), "--out", str(out), "--rate", "20", "--poll-interval", "0.05"]
+    proc = start(args, env_for(sim, **env))
+    try:
+        wait_for(lambda: moment(folder) or proc.poll() is not None)
+        assert proc.poll() is None, "the run ended before the kill point"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    sim.sim.faults.submit_delay = 0
+    sim.sim.faults.bandwidth = None
+    resumed = run_cli(args, env_for(sim))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    check_invariants(sim.sim, folder)
+
+
+def test_kill_after_intent_before_job_id_adopts_the_job(sim: SimulatorThread, tmp_path: Path) -> None:
+    """SIGKILL between POST and journaled job id: the resume finds the job on the server, pays once."""
+    sim.sim.faults.submit_delay = 3.0  # jobs exist, their POSTs are not answered yet
+
+    def window(folder: Path) -> bool:
+        return len(sim.sim.jobs) >= 2 and count(folder, "submitted") == 0
+
+    kill_and_resume(sim, tmp_path, window)
+    adopted = [e for e in journal_events(tmp_path / "out" / "nightly") if e.get("adopted")]
+    assert len(adopted) >= 2
+
+
+def test_kill_after_job_ids_polls_instead_of_resubmitting(sim: SimulatorThread, tmp_path: Path) -> None:
+    """SIGKILL with jobs journaled but unfinished: the resume polls them, submits nothing twice."""
+    sim.sim.job_time = 2.0
+    kill_and_resume(sim, tmp_path, lambda folder: count(folder, "submitted") >= 3)
+
+
+def test_kill_mid_download_leaves_no_partial_file(sim: SimulatorThread, tmp_path: Path) -> None:
+    """SIGKILL while a file streams: only a .part exists; the resume downloads it again."""
+    sim.sim.faults.bandwidth = 200_000  # a 3 s stereo WAV takes about a second
+
+    def downloading(folder: Path) -> bool:
+        return any(folder.glob("*.part")) if folder.exists() else False
+
+    kill_and_resume(sim, tmp_path, downloading)
+
+
+def test_sigterm_stops_gracefully_then_resume_completes(sim: SimulatorThread, tmp_path: Path) -> None:
+    """SIGTERM: exit 130 within seconds, journal consistent; the rerun finishes without duplicates."""
+    sim.sim.job_time = 1.5
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST)
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--out", str(out), "--rate", "2", "--poll-interval", "0.05"]
+    proc = start(args, env_for(sim))
+    wait_for(lambda: count(out / "nightly", "submitted") >= 1)
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130, stdout + stderr
+    assert time.monotonic() - t0 < 8
+    assert "resume" in stdout and "Traceback" not in stderr
+    status = json.loads(run_cli(["status", str(manifest), "--out", str(out), "--json"], env_for(None)).stdout)
+    assert status["counts"].get("submitting", 0) == 0  # every POST sent was answered and journaled
+    resumed = run_cli(args, env_for(sim))
+    assert resumed.returncode == 0, resumed.stderr
+    check_invariants(sim.sim, out / "nightly")
+
+
+def test_second_run_is_locked_out(sim: SimulatorThread, tmp_path: Path) -> None:
+    """While a run holds the batch lock, another exits 3 naming the holder; a stale lock file does not block."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST)
+    out = tmp_path / "out"
+    with BatchLock(out / "nightly" / ".batchgen" / "lock"):
+        blocked = run_cli(["run", str(manifest), "--out", str(out)], env_for(sim))
+    assert blocked.returncode == 3
+    assert f"pid {os.getpid()}" in blocked.stderr
+    assert (out / "nightly" / ".batchgen" / "lock").exists()
+    done = run_cli(["run", str(manifest), "--out", str(out), "--rate", "20", "--poll-interval", "0.05"], env_for(sim))
+    assert done.returncode == 0, done.stderr
+
+
+def test_secrets_never_written(sim: SimulatorThread, tmp_path: Path) -> None:
+    """Neither the secret nor the auth header shows in stdout, stderr, journal or sidecars, even on failures."""
+    sim.sim.faults.refuse_prompts = ("drums",)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST)
+    out = tmp_path / "out"
+    for fmt in ("text", "json"):
+        result = run_cli(
+            ["run", str(manifest), "--out", str(out), "--rate", "20", "--poll-interval", "0.05", "--log-format", fmt],
+            env_for(sim),
+        )
+        assert result.returncode == 1 and "moderation" in result.stdout
+        texts = [result.stdout, result.stderr]
+        texts += [p.read_text() for p in (out / "nightly").rglob("*") if p.is_file() and p.suffix != ".wav"]
+        token = base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()
+        for text in texts:
+            assert SECRET not in text and token not in text
+
+
+def test_missing_credentials_exit_2(tmp_path: Path) -> None:
+    """Without credentials (and without --simulate) the run refuses with exit 2 and writes nothing."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST)
+    result = run_cli(["run", str(manifest), "--out", str(tmp_path / "out")], env_for(None))
+    assert result.returncode == 2 and "SCENARIO_API_KEY" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_quickstart_demo_on_the_builtin_simulator(tmp_path: Path) -> None:
+    """The README's first command: the demo manifest on --simulate leaves real WAVs and exits 0."""
+    result = run_cli(
+        ["run", "manifests/demo.yaml", "--simulate", "--out", str(tmp_path), "--rate", "10", "--poll-interval", "0.05"],
+        env_for(None, BATCHGEN_SIMULATE_JOB_TIME="0.2"),
+    )
+    assert result.returncode == 0, result.stderr
+    wavs = sorted(p.name for p in (tmp_path / "demo").glob("*.wav"))
+    assert len(wavs) == 7 and "boss-battle-t3.wav" in wavs
+    assert "7/7 done" in result.stdout
