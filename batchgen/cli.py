@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--job-timeout", type=_positive_float, metavar="S", help="fail a job still running after S seconds"
     )
+    run.add_argument(
+        "--max-download-bytes", type=_positive_int, default=2 * 1024**3, metavar="N", help="refuse larger files (2 GiB)"
+    )
     run.add_argument("--confirm-above", type=_positive_float, metavar="CU", help="ask before spending more than CU")
     run.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     run.add_argument("--no-report", action="store_true", help="do not write index.html at the end")
@@ -201,6 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         job_retries=args.job_retries,
         job_timeout=args.job_timeout or 1800.0,
+        max_download_bytes=args.max_download_bytes,
     )
     reporter = Reporter(args.log_format, args.quiet)
     try:

@@ -27,6 +27,7 @@ from .errors import DiskError, DownloadError
 from .retry import Backoff
 
 CHUNK = 256 * 1024
+MAX_REFRESHES = 5  # fresh URLs that are expired again mean a clock or CDN problem: give up
 EXTENSIONS = {
     "audio/wav": ".wav",
     "audio/x-wav": ".wav",
@@ -124,6 +125,13 @@ async def download_asset(
                         await handle.seek(0)
                         await handle.truncate()
                         sha, written = hashlib.sha256(), 0
+                    served_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                    if (
+                        served_type
+                        and not served_type.startswith("audio/")
+                        and served_type != "application/octet-stream"
+                    ):
+                        raise DownloadError(f"download is {served_type!r}, not audio", retryable=False)
                     etag = resp.headers.get("ETag") or etag
                     total = written + (resp.content_length or 0) if resp.content_length is not None else None
                     if total is not None and total > limit:
@@ -143,7 +151,7 @@ async def download_asset(
                         raise DownloadError(f"download ended at {written} of {total} bytes")
                 break
             except DownloadError as err:
-                if err.expired and refreshes < 3:
+                if err.expired and refreshes < MAX_REFRESHES:
                     refreshes += 1
                     asset = await refresh()  # a fresh signed URL; bytes so far stay valid
                     continue

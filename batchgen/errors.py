@@ -127,5 +127,6 @@ class DiskError(BatchgenError):
     def __init__(self, path: str, err: OSError) -> None:
         self.path = path
         self.errno = err.errno
-        hint = "free some space" if err.errno == 28 else "check the folder's permissions"
+        hints = {28: "free some space", 27: "the file is too large for this filesystem or limit"}
+        hint = hints.get(err.errno or 0, "check the folder's permissions")
         super().__init__(f"{path}: {err.strerror or err}; {hint}, then rerun to finish")

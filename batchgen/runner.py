@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .assets import AssetBatcher
 from .client import Asset, Job, ScenarioClient, iso
 from .download import FileInfo, download_asset, write_json_atomic
 from .errors import (
@@ -127,6 +128,8 @@ class Runner:
         self._throttle = make_throttle(config.rate)
         self._inflight = InFlight(config.max_in_flight)
         self._journal: Journal | None = None
+        self._assets = AssetBatcher(client, retry=self._with_retries)
+        self._disk_error: DiskError | None = None
         self._times: dict[str, dict[str, float]] = {}  # wall-clock milestones per task, for sidecars
 
     @property
@@ -211,11 +214,15 @@ class Runner:
                     workers = [tg.create_task(self._submit_worker()) for _ in range(self.config.submit_workers)]
                     workers += [tg.create_task(self._download_worker()) for _ in range(self.config.download_workers)]
                     workers += [tg.create_task(self._poller()), tg.create_task(self._ticker())]
+                    workers.append(tg.create_task(self._assets.run()))
                     await self._finished.wait()
                     for worker in workers:
                         worker.cancel()
+                    self._assets.close()
             except BaseExceptionGroup as group:
                 raise _first_error(group) from None
+        if self._disk_error is not None:
+            raise self._disk_error
         self.reporter.tick(self.counts, force=True)
         if self._stopping:
             self.result.interrupted = True
@@ -320,8 +327,8 @@ class Runner:
     async def _submit_worker(self) -> None:
         while True:
             task = await self._submit_q.get()
-            if self._stopping:
-                continue  # left queued: the next run submits it
+            if self._stopping or self._disk_error is not None:
+                continue  # left unsubmitted: the next run submits it
             await self._inflight.acquire()
             self.counts.submitting += 1
             try:
@@ -361,7 +368,7 @@ class Runner:
             await self._throttle.acquire()
             if self._cooldown.remaining > 0:
                 continue  # a 429 arrived while we waited for a slot: honour it first
-            if self._stopping:
+            if self._stopping or self._disk_error is not None:
                 if not maybe_sent:
                     self.journal.append("withdrawn", task=task.name)  # nothing was sent: no job exists
                     st.status = Status.NEW
@@ -372,7 +379,7 @@ class Runner:
                 if err.kind is not ErrorKind.TRANSIENT:
                     raise
                 if err.status == 429:
-                    self._on_429(err, attempt)
+                    self._on_429(err)
                     continue
                 if err.ambiguous:
                     maybe_sent = True
@@ -395,7 +402,8 @@ class Runner:
             self._times[task.name] = {"submitted": time.time()}
             return job.id, sub.cost
 
-    def _on_429(self, err: ApiError, attempt: int) -> None:
+    def _on_429(self, err: ApiError) -> None:
+        """Any 429, from any request: every submitter pauses until the server's hint."""
         if err.action_limit is not None and self._inflight.lower(err.action_limit):
             self.reporter.event(
                 "limit", message=f"the API allows {err.action_limit} jobs at once; in-flight cap lowered"
@@ -440,6 +448,8 @@ class Runner:
                 if isinstance(err, CredentialsError):
                     raise
                 active.errors += 1
+                if err.status == 429:
+                    self._on_429(err)
                 if err.status == 404:
                     await self._job_ended(active, None, "job not found on the server")
                     return
@@ -482,7 +492,7 @@ class Runner:
             self.journal.append("job_failed", task=task.name, job_id=active.job_id, reason=reason, refunded=True)
             st.job_failures += 1
             st.status = Status.NEW
-            if st.job_failures <= self.config.job_retries and not self._stopping:
+            if st.job_failures <= self.config.job_retries and not self._stopping and self._disk_error is None:
                 self.reporter.event("retry", task.name, reason=reason)
                 self._submit_q.put_nowait(task)  # failed jobs are refunded: try again
             else:
@@ -493,9 +503,15 @@ class Runner:
     async def _download_worker(self) -> None:
         while True:
             task, asset_ids = await self._download_q.get()
+            if self._disk_error is not None:
+                continue  # the journal says "succeeded": the next run downloads it
             self.counts.downloading += 1
             try:
                 files = await self._download(task, asset_ids)
+                self._finish(task, files)
+            except DiskError as err:
+                self._on_disk_error(err)
+                continue
             except DownloadError as err:
                 self._fail(task, f"download failed: {err.reason}", permanent=False)
                 continue
@@ -507,22 +523,17 @@ class Runner:
             finally:
                 self.counts.downloading -= 1
                 self._maybe_idle()
-            self._finish(task, files)
 
     async def _download(self, task: Task, asset_ids: list[str]) -> list[FileInfo]:
         if not asset_ids:
             raise DownloadError("job succeeded without assets", retryable=False)
-        assets = await self._with_retries(lambda: self._lookup(asset_ids))
-        by_id = {a.id: a for a in assets}
         files = []
         for index, asset_id in enumerate(asset_ids, start=1):
-            asset = by_id.get(asset_id)
-            if asset is None:
-                raise DownloadError(f"asset {asset_id} not found", retryable=False)
+            asset = await self._assets.get(asset_id)
             stem = task.name if index == 1 else f"{task.name}-{index}"
 
             async def refresh(asset_id: str = asset_id) -> Asset:
-                return await self._with_retries(lambda: self.client.get_asset(asset_id))
+                return await self._assets.get(asset_id)
 
             files.append(
                 await download_asset(
@@ -537,11 +548,6 @@ class Runner:
             )
         return files
 
-    async def _lookup(self, asset_ids: list[str]) -> list[Asset]:
-        if len(asset_ids) == 1:
-            return [await self.client.get_asset(asset_ids[0])]
-        return await self.client.get_assets(asset_ids)
-
     async def _with_retries(self, call: Any) -> Any:
         attempt = 0
         while True:
@@ -549,6 +555,8 @@ class Runner:
                 return await call()
             except ApiError as err:
                 attempt += 1
+                if err.status == 429:
+                    self._on_429(err)
                 if err.kind is not ErrorKind.TRANSIENT or self.config.backoff.exhausted(attempt):
                     raise
                 await asyncio.sleep(self.config.backoff.delay(attempt, err.retry_after))
@@ -631,9 +639,23 @@ class Runner:
         asyncio.get_running_loop().call_later(self.config.grace, self._finished.set)
         self._maybe_idle()
 
+    def _on_disk_error(self, err: DiskError) -> None:
+        """Writing failed: submit nothing more, keep polling what is paid for, then stop."""
+        if self._disk_error is None:
+            self._disk_error = err
+            self.reporter.event("disk", message=f"{err}; no new submissions, finishing running jobs", error=True)
+        self._maybe_idle()
+
     def _maybe_idle(self) -> None:
-        """On a graceful stop, end as soon as no POST or download is mid-way."""
-        if self._stopping and self.counts.submitting == 0 and self.counts.downloading == 0 and self._download_q.empty():
+        """End early when stopping and nothing that must finish is mid-way.
+
+        On a signal, that is POSTs and downloads under way; after a disk error, also the
+        jobs still running (their results are journaled for the next run to download).
+        """
+        quiet = self.counts.submitting == 0 and self.counts.downloading == 0
+        if self._stopping and quiet and self._download_q.empty():
+            self._finished.set()
+        if self._disk_error is not None and quiet and not self._active:
             self._finished.set()
 
 

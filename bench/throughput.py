@@ -27,7 +27,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tracks = "".join(f"  - {{name: t{i}, prompt: 'bench {i}'}}\n" for i in range(args.tasks))
-        (work / "m.yaml").write_text(f"batch: bench\nseed: 1\ndefaults: {{duration: 1, modelVersion: melody-large}}\ntracks:\n{tracks}")
+        (work / "m.yaml").write_text(
+            f"batch: bench\nseed: 1\ndefaults: {{duration: 1, modelVersion: melody-large}}\ntracks:\n{tracks}"
+        )
         sim = subprocess.Popen(
             [sys.executable, "-m", "batchgen", "simulate", "--port", "0", "--job-time", str(args.job_time)],
             stdout=subprocess.PIPE,
@@ -41,8 +43,22 @@ def main() -> None:
                 if match := re.search(r"SCENARIO_BASE_URL=(\S+)", line):
                     url = match.group(1)
             env = dict(os.environ, SCENARIO_BASE_URL=url, SCENARIO_API_KEY="sim-key", SCENARIO_API_SECRET="sim-secret")
-            cmd = [sys.executable, "-m", "batchgen", "run", str(work / "m.yaml"), "--out", str(work / "out"), "-q",
-                   "--rate", "100000", "--max-in-flight", str(args.max_in_flight), "--poll-interval", "0.05"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "batchgen",
+                "run",
+                str(work / "m.yaml"),
+                "--out",
+                str(work / "out"),
+                "-q",
+                "--rate",
+                "100000",
+                "--max-in-flight",
+                str(args.max_in_flight),
+                "--poll-interval",
+                "0.05",
+            ]
             t0 = time.perf_counter()
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
             _, status, usage = os.wait4(proc.pid, 0)
@@ -52,8 +68,10 @@ def main() -> None:
             sim.terminate()
             sim.wait()
     cpu = usage.ru_utime + usage.ru_stime
-    print(f"tasks={args.tasks} exit={proc.returncode} wall={wall:.2f}s "
-          f"throughput={args.tasks / wall:.1f} tasks/s cpu={cpu:.2f}s cpu/task={cpu / args.tasks * 1000:.2f} ms")
+    print(
+        f"tasks={args.tasks} exit={proc.returncode} wall={wall:.2f}s "
+        f"throughput={args.tasks / wall:.1f} tasks/s cpu={cpu:.2f}s cpu/task={cpu / args.tasks * 1000:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""Asset lookups, coalesced: many download workers, few `POST /assets/get-bulk` calls.
+
+A worker asks for one asset and awaits it; the batcher gathers the ids asked for within
+a short window (up to 200, the endpoint's limit) and fetches them in one call. This
+turns a burst of finished jobs, or a burst of expired URLs after a laptop wakes up,
+into one request instead of one per file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from .client import BULK_LIMIT, Asset, ScenarioClient
+from .errors import ApiError, ErrorKind
+
+
+class AssetBatcher:
+    """Run `run()` in the TaskGroup; call `get()` from any worker."""
+
+    def __init__(
+        self,
+        client: ScenarioClient,
+        *,
+        window: float = 0.02,
+        retry: Callable[[Callable[[], Awaitable[list[Asset]]]], Awaitable[list[Asset]]] | None = None,
+    ) -> None:
+        self.client = client
+        self.window = window
+        self._retry = retry
+        self._waiting: dict[str, list[asyncio.Future[Asset]]] = {}
+        self._wake = asyncio.Event()
+
+    async def get(self, asset_id: str) -> Asset:
+        """The asset with a freshly signed URL."""
+        future: asyncio.Future[Asset] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(asset_id, []).append(future)
+        self._wake.set()
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.window)  # let the rest of a burst arrive
+            self._wake.clear()
+            while self._waiting:
+                ids = list(self._waiting)[:BULK_LIMIT]
+                waiters = {i: self._waiting.pop(i) for i in ids}
+                await self._fetch(ids, waiters)
+
+    async def _fetch(self, ids: list[str], waiters: dict[str, list[asyncio.Future[Asset]]]) -> None:
+        async def call() -> list[Asset]:
+            return await self.client.get_assets(ids)
+
+        try:
+            assets = await (self._retry(call) if self._retry else call())
+        except ApiError as err:
+            for futures in waiters.values():
+                for f in futures:
+                    if not f.done():
+                        f.set_exception(err)
+            return
+        found = {a.id: a for a in assets}
+        for asset_id, futures in waiters.items():
+            for f in futures:
+                if f.done():
+                    continue  # the waiter was cancelled
+                if asset_id in found:
+                    f.set_result(found[asset_id])
+                else:
+                    f.set_exception(ApiError(404, f"asset {asset_id} not found", ErrorKind.PERMANENT))
+
+    def close(self) -> None:
+        """Fail whatever is still waiting (the run is ending)."""
+        for futures in self._waiting.values():
+            for f in futures:
+                with contextlib.suppress(asyncio.InvalidStateError):
+                    f.cancel()
+        self._waiting.clear()
