@@ -135,9 +135,7 @@ async def download_asset(
                     etag = resp.headers.get("ETag") or etag
                     total = written + (resp.content_length or 0) if resp.content_length is not None else None
                     if total is not None and total > limit:
-                        raise DownloadError(
-                            f"server announced {total} bytes, more than the {limit} allowed", retryable=False
-                        )
+                        raise DownloadError(f"server announced {total} bytes, more than the {limit} allowed; cut off")
                     async for chunk in resp.content.iter_chunked(CHUNK):
                         written += len(chunk)
                         if written > limit:
@@ -173,7 +171,11 @@ async def download_asset(
             await asyncio.to_thread(os.fsync, handle.fileno())
         except OSError as err:
             raise DiskError(str(part), err) from None
-    finally:
+    except BaseException:
+        await handle.close()
+        _unlink(part)  # a failed download leaves nothing behind, not even a .part
+        raise
+    else:
         await handle.close()
     try:
         if asset.size is not None and written != asset.size:

@@ -13,7 +13,7 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from .manifest import Manifest, expand
 from .progress import Counts, Reporter
 from .retry import Backoff, poll_delay
 from .state import STATE_DIR, Journal, Replay, Status, TaskState, journal_path, replay
-from .task import Task, canonical
+from .task import Task
 
 # How far before an intent to look for its job: covers clock skew between us and the API.
 RECONCILE_MARGIN = 600.0
@@ -297,28 +297,36 @@ class Runner:
         task by its exact request body (every task carries an explicit seed, so the match
         is unambiguous). Tasks with no match are returned to be submitted.
         """
-        earliest = min((st.intent_at or time.time()) for _, st in pending) - RECONCILE_MARGIN
-        wanted = {_key(self._body(task)): (task, st) for task, st in pending}
+        earliest = min((st.intent_at or time.time()) for _, st in pending)
+        candidates: dict[tuple[object, object], list[tuple[Task, TaskState]]] = {}
+        for task, st in pending:
+            candidates.setdefault((task.params.get("prompt"), task.seed), []).append((task, st))
         known = {job_id for _, st in pending for job_id in st.job_ids}
         adopted: set[str] = set()
         try:
-            async for job in self.client.iter_jobs(created_after=iso(earliest), page_size=100):
-                match = wanted.get(_key(job.input))
-                if match is None or job.id in known or job.status in ("failure", "canceled"):
+            async for job in self._jobs_since(earliest):
+                if job.id in known or job.status in ("failure", "canceled"):
                     continue
-                task, st = match
-                if task.name in adopted:
-                    continue
-                adopted.add(task.name)
-                self.journal.append("submitted", durable=True, task=task.name, job_id=job.id, adopted=True)
-                st.job_id, st.status = job.id, Status.IN_FLIGHT
-                st.job_ids.append(job.id)
-                self.reporter.event("adopted", task.name, job=job.id)
-                to_poll.append((task, st))
+                for task, st in candidates.get((job.input.get("prompt"), job.input.get("seed")), []):
+                    if task.name in adopted or not _matches(self._body(task), job.input):
+                        continue
+                    adopted.add(task.name)
+                    self.journal.append("submitted", durable=True, task=task.name, job_id=job.id, adopted=True)
+                    st.job_id, st.status = job.id, Status.IN_FLIGHT
+                    st.job_ids.append(job.id)
+                    self.reporter.event("adopted", task.name, job=job.id)
+                    to_poll.append((task, st))
+                    break
         except ApiError as err:
             if isinstance(err, CredentialsError):
                 raise
+            # Without the list we cannot tell; resubmitting could pay twice, so leave
+            # these tasks for the next run rather than guess.
             self.reporter.event("warning", message=f"could not list jobs to reconcile: {err}", error=True)
+            for task, _ in pending:
+                if task.name not in adopted:
+                    self._defer(task, f"could not check whether its earlier submission exists ({err}); rerun")
+            return []
         return [task for task, _ in pending if task.name not in adopted]
 
     def _body(self, task: Task) -> dict[str, object]:
@@ -387,8 +395,10 @@ class Runner:
                     found = await self._find_job(body, intent_at, st.job_ids)
                     if found is not None:
                         self.journal.append("submitted", durable=True, task=task.name, job_id=found.id, adopted=True)
+                        st.job_id, st.status = found.id, Status.IN_FLIGHT
                         st.job_ids.append(found.id)
-                        st.status = Status.IN_FLIGHT
+                        self._times[task.name] = {"submitted": intent_at}
+                        self.reporter.event("adopted", task.name, job=found.id)
                         return found.id, found.cost
                 attempt += 1
                 if self.config.backoff.exhausted(attempt):
@@ -413,15 +423,25 @@ class Runner:
         self.reporter.event("cooldown", seconds=round(wait, 2))
 
     async def _find_job(self, body: dict[str, object], since: float, known: list[str]) -> Job | None:
-        key = _key(body)
-        try:
-            async for job in self.client.iter_jobs(created_after=iso(since - RECONCILE_MARGIN), page_size=100):
-                if job.id not in known and job.status not in ("failure", "canceled") and _key(job.input) == key:
-                    return job
-        except ApiError as err:
-            if isinstance(err, CredentialsError):
-                raise
+        """The job an ambiguous POST created, if it did (a wrong 'no' would pay twice)."""
+        async for job in self._jobs_since(since):
+            if job.id not in known and job.status not in ("failure", "canceled") and _matches(body, job.input):
+                return job
         return None
+
+    async def _jobs_since(self, since: float) -> AsyncIterator[Job]:
+        """The account's jobs created after `since` (less a clock-skew margin), each page retried."""
+        token: str | None = None
+        while True:
+            page, token = await self._with_retries(
+                lambda token=token: self.client.list_jobs(
+                    created_after=iso(since - RECONCILE_MARGIN), page_size=100, pagination_token=token
+                )
+            )
+            for job in page:
+                yield job
+            if not token:
+                return
 
     async def _poller(self) -> None:
         """Poll every running job when it is due; one coroutine, bounded parallel requests."""
@@ -608,6 +628,13 @@ class Runner:
         self.reporter.event("failed", task.name, reason=reason, error=True)
         self._settle()
 
+    def _defer(self, task: Task, reason: str) -> None:
+        """Leave a task as the journal has it, for the next run; it counts as not done."""
+        self.result.failed[task.name] = reason
+        self.counts.failed += 1
+        self.reporter.event("deferred", task.name, reason=reason, error=True)
+        self._settle()
+
     def _settle(self) -> None:
         self._remaining -= 1
         self._update_counts()
@@ -676,9 +703,12 @@ class _Stopped(Exception):
     """A submit worker saw the stop flag before sending its POST."""
 
 
-def _key(body: Any) -> str:
-    """Comparable text of a request body, to match a job's echoed input to a task."""
-    return canonical(body) if isinstance(body, dict) else ""
+def _matches(sent: dict[str, object], echoed: Any) -> bool:
+    """True when a job's echoed input has every parameter we sent, with the same value.
+
+    Extra keys the API adds (its defaults) do not matter; 8 and 8.0 are the same value.
+    """
+    return isinstance(echoed, dict) and all(k in echoed and echoed[k] == v for k, v in sent.items())
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

@@ -451,9 +451,15 @@ class Simulator:
             self.faults.injected["url-expired-seen"] += 1
             return web.Response(status=403, text="AccessDenied: Request has expired")
         data = await self._bytes(asset)
+        if self.faults.roll("html", self.faults.html_rate):
+            return web.Response(
+                status=200, content_type="text/html", text="<html><body>Service Unavailable</body></html>"
+            )
+        if self.faults.roll("oversize", self.faults.oversize_rate):
+            data = data + bytes(len(data))  # a misbehaving origin: twice what the asset declared
         start, status = 0, 200
         headers = {"Content-Type": "audio/wav", "ETag": asset.etag, "Accept-Ranges": "bytes"}
-        range_header = request.headers.get("Range")
+        range_header = None if self.faults.ignore_range else request.headers.get("Range")
         if_range = request.headers.get("If-Range")
         if range_header and (if_range is None or if_range == asset.etag):
             try:

@@ -26,6 +26,9 @@ class Faults:
     url_ttl: float = 3600.0  # lifetime of signed asset URLs, seconds
     expired_rate: float = 0.0  # share of asset URLs handed out already expired
     refuse_prompts: tuple[str, ...] = ()  # prompts containing one of these get a permanent 400
+    ignore_range: bool = False  # answer Range requests with the whole file (200), as some CDNs do
+    oversize_rate: float = 0.0  # share of downloads that run past the asset's declared size
+    html_rate: float = 0.0  # share of downloads served as an HTML error page with status 200
     submit_delay: float = 0.0  # seconds between creating a job and answering its POST
     bandwidth: int | None = None  # CDN bytes per second per download (None: as fast as it goes)
     # How a 429 says when to come back: seconds, date, ms, body or mixed (rotate).
