@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_out(plan)
     plan.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     plan.add_argument("--cost", action="store_true", help="price the remaining tasks with the API's dry run")
+    plan.add_argument("--simulate", action="store_true", help="price against the built-in simulator")
 
     status = sub.add_parser("status", help="counts by status from the journal; no network")
     with_out(status)
@@ -205,44 +206,89 @@ def cmd_run(args: argparse.Namespace) -> int:
         job_retries=args.job_retries,
         job_timeout=args.job_timeout or 1800.0,
         max_download_bytes=args.max_download_bytes,
+        max_cost=args.max_cost,
     )
     reporter = Reporter(args.log_format, args.quiet)
+    confirm = _confirmer(args.confirm_above, args.yes)
+
+    async def go(client: Any) -> Any:
+        from .runner import Runner
+
+        return await Runner(manifest, client, config, reporter, confirm).run()
+
+    connections = config.max_in_flight + config.download_workers + config.poll_concurrency
     try:
-        result = asyncio.run(_run(manifest, config, reporter, simulate=args.simulate))
+        result = asyncio.run(_with_client(go, simulate=args.simulate, connections=connections, reporter=reporter))
     finally:
         reporter.close()
-    _print_summary(manifest, result)
+    _print_summary(manifest, result, args.max_cost)
     return result.exit_code
 
 
-async def _run(manifest: Manifest, config: Any, reporter: Any, *, simulate: bool) -> Any:
+# On a terminal, ask before spending more than this unless --confirm-above says otherwise.
+CONFIRM_ABOVE_ON_TTY = 500.0
+
+
+def _confirmer(threshold: float | None, yes: bool) -> Any:
+    """The question asked before a big spend; None when nothing needs asking."""
+    import asyncio
+
+    tty = sys.stdin.isatty()
+    if threshold is None and tty:
+        threshold = CONFIRM_ABOVE_ON_TTY
+    if yes or threshold is None:
+        return None
+    limit = threshold
+
+    async def confirm(total: float, tasks: int) -> bool:
+        if total <= limit:
+            return True
+        if not tty:
+            raise UsageError(
+                f"the estimate, {total:g} CU, is above --confirm-above {limit:g} and there is no terminal to ask; "
+                "pass --yes to go ahead"
+            )
+        answer = await asyncio.to_thread(input, f"Spend about {total:g} CU on {tasks} tasks? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    return confirm
+
+
+async def _with_client(use: Any, *, simulate: bool, connections: int = 32, reporter: Any = None) -> Any:
+    """Call `use(client)` with a client for the real API, or for an in-process simulator."""
     import os
 
     from .client import Credentials, ScenarioClient
-    from .runner import Runner
 
-    connections = config.max_in_flight + config.download_workers + config.poll_concurrency
     if not simulate:
         async with ScenarioClient.from_env(max_connections=connections) as client:
-            return await Runner(manifest, client, config, reporter).run()
+            return await use(client)
     from .simulator import Simulator, serve, throwaway_credentials
 
     key, secret = throwaway_credentials()
     job_time = float(os.environ.get("BATCHGEN_SIMULATE_JOB_TIME", "2"))
     async with serve(Simulator(key=key, secret=secret, job_time=job_time)) as url:
-        reporter.event("simulate", message=f"built-in simulator at {url}")
+        if reporter is not None:
+            reporter.event("simulate", message=f"built-in simulator at {url}")
         async with ScenarioClient(url, Credentials(key, secret), max_connections=connections) as client:
-            return await Runner(manifest, client, config, reporter).run()
+            return await use(client)
 
 
-def _print_summary(manifest: Manifest, result: Any) -> None:
+def _print_summary(manifest: Manifest, result: Any, max_cost: float | None) -> None:
     made = result.done
     line = (
         f"batch {manifest.batch}: {made + result.skipped}/{result.total} done "
         f"({made} new, {result.skipped} already done), {len(result.failed)} failed, "
-        f"{result.spent:g} CU spent, {result.elapsed:.1f}s"
+        f"{result.spent:g} CU spent ({result.batch_spent:g} in all), {result.elapsed:.1f}s"
     )
     print(line)
+    if result.estimate is not None:
+        print(f"  estimate before submitting: {result.estimate:g} CU")
+    if result.left_for_budget:
+        print(
+            f"  {result.left_for_budget} task(s) left for lack of budget (--max-cost {max_cost:g}); "
+            "rerun with a higher --max-cost to finish"
+        )
     for name, reason in sorted(result.failed.items()):
         print(f"  failed {name}: {reason}")
     if result.interrupted:
@@ -261,6 +307,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     manifest = load(args.manifest)
     tasks, replayed = _expand_with_journal(manifest, args.out)
     rows = [(t, state.plan_status(t.digest, replayed.tasks.get(t.name))) for t in tasks]
+    if getattr(args, "cost", False):
+        return _plan_cost(manifest, rows, replayed, args)
     if args.json:
         for task, status in rows:
             print(json.dumps({"name": task.name, "track": task.track, "digest": task.digest, "status": status}))
@@ -274,13 +322,68 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+TO_GENERATE = ("new", "changed", "failed")
+
+
+def _plan_cost(
+    manifest: Manifest, rows: list[tuple[Task, str]], replayed: state.Replay, args: argparse.Namespace
+) -> int:
+    import asyncio
+
+    from .cost import Pricer, load_prices, pricing_body, save_prices
+    from .limits import make_throttle
+
+    folder = Path(args.out) / manifest.batch
+    todo = [task for task, status in rows if status in TO_GENERATE]
+
+    async def price(client: Any) -> tuple[float, dict[str, float], int]:
+        throttle = make_throttle(2.0)  # the run's default rate: dry runs count against it too
+
+        async def ask(task: Task) -> float:
+            await throttle.acquire()
+            return await client.estimate(task.model, pricing_body(task, replayed.uploads.get(task.audio_sha256 or "")))
+
+        pricer = Pricer(ask, load_prices(folder))
+        total, per_track = await pricer.total(todo)
+        if pricer.asked and folder.exists():
+            save_prices(folder, pricer.prices)
+        return total, per_track, pricer.asked
+
+    total, per_track, asked = asyncio.run(_with_client(price, simulate=args.simulate))
+    tasks_per_track = Counter(t.track for t in todo)
+    if args.json:
+        print(
+            json.dumps(
+                {"batch": manifest.batch, "tasks": len(todo), "total": total, "tracks": per_track, "dry_runs": asked}
+            )
+        )
+        return EXIT_OK
+    width = max([len(t) for t in per_track] + [5])
+    print(f"{'TRACK':<{width}}  TASKS  {'CU':>8}")
+    for track, cost in per_track.items():
+        print(f"{track:<{width}}  {tasks_per_track[track]:>5}  {cost:>8g}")
+    done = sum(1 for _, status in rows if status == "done")
+    print(f"total: {total:g} CU for {len(todo)} task(s) to generate ({done} done cost nothing; {asked} dry run(s))")
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from .cost import load_prices, shape
+
     manifest = load(args.manifest)
-    replayed = state.read(Path(args.out) / manifest.batch)
+    folder = Path(args.out) / manifest.batch
+    replayed = state.read(folder)
     counts = Counter(st.status.value for st in replayed.tasks.values())
     failures = {name: st.reason for name, st in replayed.tasks.items() if st.status is state.Status.FAILED}
+    committed = sum(st.cost or 0.0 for st in replayed.tasks.values() if st.status is state.Status.IN_FLIGHT)
+    tasks, _ = _expand_with_journal(manifest, args.out)
+    prices = load_prices(folder)
+    remaining = [t for t in tasks if state.plan_status(t.digest, replayed.tasks.get(t.name)) in TO_GENERATE]
+    unpriced = sum(1 for t in remaining if shape(t) not in prices)
+    estimate = sum(prices.get(shape(t), 0.0) for t in remaining)
+    money = {"spent": replayed.spent, "committed": committed, "remaining_estimate": estimate, "unpriced": unpriced}
     if args.json:
-        print(json.dumps({"batch": manifest.batch, "counts": counts, "failed": failures}))
+        print(json.dumps({"batch": manifest.batch, "counts": counts, "failed": failures, "cu": money}))
         return EXIT_OK
     for warning in replayed.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -288,6 +391,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         f"{manifest.batch}: {total} tasks in the journal: "
         + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
+    )
+    unknown = f" ({unpriced} not priced yet: run `batchgen plan --cost`)" if unpriced else ""
+    print(
+        f"  CU: {replayed.spent:g} spent, {committed:g} committed in flight, "
+        f"about {estimate:g} for the {len(remaining)} task(s) left{unknown}"
     )
     for name, reason in sorted(failures.items()):
         print(f"  failed {name}: {reason}")

@@ -13,7 +13,7 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from . import __version__
 from .assets import AssetBatcher
 from .client import Asset, Job, ScenarioClient, iso
+from .cost import Budget, Pricer, load_prices, pricing_body, save_prices, shape
 from .download import FileInfo, download_asset, write_json_atomic
 from .errors import (
     ApiError,
@@ -62,6 +63,9 @@ class RunConfig:
     max_download_bytes: int = 2 * 1024**3
     grace: float = 5.0
     backoff: Backoff = field(default_factory=Backoff)
+    max_cost: float | None = None
+    estimate: bool = True  # price what is left with dry runs and say so before submitting
+    max_price_shapes: int = 100  # without --max-cost, skip the estimate past this many dry runs
 
     @property
     def submit_workers(self) -> int:
@@ -81,12 +85,15 @@ class RunResult:
     elapsed: float = 0.0
     interrupted: bool = False
     calls: dict[str, int] = field(default_factory=dict)
+    estimate: float | None = None  # creative units the remaining tasks were priced at
+    left_for_budget: int = 0  # tasks not submitted because --max-cost would be passed
+    batch_spent: float = 0.0  # the batch's total, earlier runs included
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.left_for_budget else 0
 
 
 @dataclass(slots=True)
@@ -106,7 +113,12 @@ class Runner:
     """Runs one batch to completion (or to a graceful stop) against one client."""
 
     def __init__(
-        self, manifest: Manifest, client: ScenarioClient, config: RunConfig, reporter: Reporter | None = None
+        self,
+        manifest: Manifest,
+        client: ScenarioClient,
+        config: RunConfig,
+        reporter: Reporter | None = None,
+        confirm: Callable[[float, int], Awaitable[bool]] | None = None,
     ) -> None:
         self.manifest = manifest
         self.client = client
@@ -129,6 +141,9 @@ class Runner:
         self._inflight = InFlight(config.max_in_flight)
         self._journal: Journal | None = None
         self._assets = AssetBatcher(client, retry=self._with_retries)
+        self._confirm = confirm
+        self._budget = Budget(cap=config.max_cost)
+        self._pricer = Pricer(self._dry_run, load_prices(self.folder))
         self._disk_error: DiskError | None = None
         self._times: dict[str, dict[str, float]] = {}  # wall-clock milestones per task, for sidecars
 
@@ -148,11 +163,16 @@ class Runner:
                 tasks = expand(self.manifest, base_seed)
                 self._states = replayed.tasks
                 self._uploads = dict(replayed.uploads)
+                self._budget.spent = replayed.spent
                 try:
                     await self._run(tasks)
                 finally:
                     self.result.elapsed = time.monotonic() - t0
                     self.result.calls = dict(self.client.calls)
+                    self.result.left_for_budget = self._budget.left_out
+                    self.result.batch_spent = self._budget.spent
+                    if self._pricer.asked:
+                        save_prices(self.folder, self._pricer.prices)
             finally:
                 self.journal.close()
         return self.result
@@ -193,13 +213,15 @@ class Runner:
         to_reconcile = [(t, st) for t, st in to_reconcile if t.name not in self.result.failed]
         if to_reconcile:
             to_submit.extend(await self._reconcile(to_reconcile, to_poll))
+        to_submit = [t for t in to_submit if t.name not in self.result.failed]
+        await self._price(to_submit)
         for task in to_submit:
-            if task.name not in self.result.failed:
-                self._submit_q.put_nowait(task)
+            self._submit_q.put_nowait(task)
         now = time.monotonic()
         for task, st in to_poll:
             assert st.job_id is not None
             age = max(0.0, time.time() - (st.updated or time.time()))
+            self._budget.held[task.name] = st.cost or 0.0
             self._inflight.take_now()  # already running on the server: counts against the cap
             self._active[st.job_id] = _Active(task, st.job_id, now - age, now, st.cost)
         for task, st in to_download:
@@ -226,6 +248,41 @@ class Runner:
         self.reporter.tick(self.counts, force=True)
         if self._stopping:
             self.result.interrupted = True
+
+    async def _price(self, tasks: list[Task]) -> None:
+        """Estimate what the submissions will cost, and ask before a big spend."""
+        if not tasks or not (self.config.estimate or self.config.max_cost is not None):
+            return
+        shapes = {shape(t) for t in tasks} - set(self._pricer.prices)
+        if self.config.max_cost is None and len(shapes) > self.config.max_price_shapes:
+            self.reporter.event("estimate", message=f"skipped: {len(shapes)} price shapes would take as many dry runs")
+            return
+        try:
+            total, _ = await self._pricer.total(tasks)
+        except ApiError as err:
+            if isinstance(err, CredentialsError) or self.config.max_cost is not None:
+                raise  # with a cap, running without prices could overspend
+            self.reporter.event("estimate", message=f"unavailable: {err}")
+            return
+        self.result.estimate = total
+        cap = f" of --max-cost {self.config.max_cost:g}" if self.config.max_cost is not None else ""
+        self.reporter.event(
+            "estimate",
+            message=f"{total:g} CU for {len(tasks)} task(s) to submit{cap}; {self._budget.spent:g} CU spent so far",
+        )
+        if self._confirm is not None and not await self._confirm(total, len(tasks)):
+            raise Declined(f"not confirmed: nothing submitted ({total:g} CU estimated for {len(tasks)} tasks)")
+
+    async def _dry_run(self, task: Task) -> float:
+        """One dry run, through the same rate limit and cooldown as submissions."""
+
+        async def ask() -> float:
+            await self._cooldown.wait()
+            await self._throttle.acquire()
+            body = pricing_body(task, self._uploads.get(task.audio_sha256 or ""))
+            return await self.client.estimate(task.model, body)
+
+        return float(await self._with_retries(ask))
 
     def _triage(
         self, tasks: list[Task]
@@ -338,17 +395,22 @@ class Runner:
             if self._stopping or self._disk_error is not None:
                 continue  # left unsubmitted: the next run submits it
             await self._inflight.acquire()
+            if not await self._reserve(task):
+                await self._inflight.release()
+                continue
             self.counts.submitting += 1
             try:
                 job_id, cost = await self._submit(task)
             except ApiError as err:
                 await self._inflight.release()
+                self._budget.release(task.name)
                 if isinstance(err, CredentialsError):
                     raise
                 self._fail(task, f"submit failed: {err}", permanent=err.kind is ErrorKind.PERMANENT)
                 continue
             except _Stopped:
                 await self._inflight.release()
+                self._budget.release(task.name)
                 continue
             finally:
                 self.counts.submitting -= 1
@@ -357,6 +419,23 @@ class Runner:
             self._active[job_id] = _Active(task, job_id, now, now + self.config.poll_interval, cost)
             self._wake_poller.set()
             self._update_counts()
+
+    async def _reserve(self, task: Task) -> bool:
+        """Hold the task's price against --max-cost; False (task left for later) if it won't fit."""
+        if self._budget.cap is None:
+            self._budget.held[task.name] = self._pricer.known(task) or 0.0
+            return True
+        estimate = await self._pricer.price(task)
+        if self._budget.reserve(task.name, estimate):
+            return True
+        self.reporter.event(
+            "budget",
+            task.name,
+            message=f"left: {estimate:g} CU would pass --max-cost {self._budget.cap:g} "
+            f"(spent {self._budget.spent:g}, running {self._budget.committed:g})",
+        )
+        self._settle()
+        return False
 
     async def _submit(self, task: Task) -> tuple[str, float | None]:
         """POST one task, journaling intent before and job id after; retries transient errors."""
@@ -398,6 +477,7 @@ class Runner:
                         st.job_id, st.status = found.id, Status.IN_FLIGHT
                         st.job_ids.append(found.id)
                         self._times[task.name] = {"submitted": intent_at}
+                        self._budget.quote(task.name, found.cost)
                         self.reporter.event("adopted", task.name, job=found.id)
                         return found.id, found.cost
                 attempt += 1
@@ -407,6 +487,7 @@ class Runner:
                 continue
             job = sub.job
             self.journal.append("submitted", durable=True, task=task.name, job_id=job.id, cost=sub.cost)
+            self._budget.quote(task.name, sub.cost)
             st.job_id, st.status = job.id, Status.IN_FLIGHT
             st.job_ids.append(job.id)
             self._times[task.name] = {"submitted": time.time()}
@@ -497,17 +578,19 @@ class Runner:
         await self._inflight.release()
         task, st = active.task, self._states[active.task.name]
         if job is not None and job.status == "success":
-            cost = job.cost if job.cost is not None else active.cost
+            cost = self._budget.settle(task.name, job.cost if job.cost is not None else active.cost)
             self.journal.append("succeeded", task=task.name, job_id=job.id, asset_ids=list(job.asset_ids), cost=cost)
             st.status, st.asset_ids, st.cost = Status.DOWNLOADING, list(job.asset_ids), cost
-            self.counts.spent += cost or 0.0
-            self.result.spent += cost or 0.0
+            self.counts.spent += cost
+            self.result.spent += cost
             self._times.setdefault(task.name, {})["succeeded"] = time.time()
             self._download_q.put_nowait((task, list(job.asset_ids)))
         elif timed_out or (job is not None and job.status == "canceled"):
+            self._budget.release(task.name)
             reason = problem or "job was canceled"
             self._fail(task, reason, permanent=False)
         else:
+            self._budget.release(task.name)  # refunded
             reason = problem or (job.error if job and job.error else "job failed without a reason")
             self.journal.append("job_failed", task=task.name, job_id=active.job_id, reason=reason, refunded=True)
             st.job_failures += 1
@@ -644,7 +727,7 @@ class Runner:
     def _update_counts(self) -> None:
         self.counts.queued = self._submit_q.qsize()
         self.counts.running = len(self._active)
-        self.counts.committed = sum(a.cost or 0.0 for a in self._active.values())
+        self.counts.committed = self._budget.committed
 
     async def _ticker(self) -> None:
         while True:
@@ -697,6 +780,10 @@ def _timings(marks: dict[str, float], now: float) -> dict[str, object]:
         if "submitted" in marks:
             out["jobSeconds"] = round(marks["succeeded"] - marks["submitted"], 3)
     return out
+
+
+class Declined(BatchgenError):
+    """The user said no to the estimated spend."""
 
 
 class _Stopped(Exception):

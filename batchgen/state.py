@@ -69,6 +69,7 @@ class Replay:
     uploads: dict[str, str] = field(default_factory=dict)  # audio sha256 -> asset id
     warnings: list[str] = field(default_factory=list)
     lines: int = 0
+    spent: float = 0.0  # creative units of every job that succeeded, across all runs
 
 
 def replay(lines: Iterable[str | bytes], source: str = "journal") -> Replay:
@@ -105,6 +106,8 @@ def replay(lines: Iterable[str | bytes], source: str = "journal") -> Replay:
         st = tasks.get(name)
         if st is None:
             st = tasks[name] = TaskState()
+        if kind == "succeeded":
+            out.spent += ev.get("cost") or 0.0
         if not _apply(st, kind, ev):
             out.warnings.append(f"{source}:{number}: unknown event {kind!r} skipped")
     return out

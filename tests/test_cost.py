@@ -1,0 +1,146 @@
+"""Money: estimates from dry runs, the --max-cost cap, refunds, and asking before big spends."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchgen import load
+from batchgen.client import Credentials, ScenarioClient
+from batchgen.cost import Budget, shape
+from batchgen.manifest import expand
+from batchgen.progress import Reporter
+from batchgen.retry import Backoff
+from batchgen.runner import RunConfig, Runner, RunResult
+from batchgen.simulator import Faults, Simulator, SimulatorThread
+from batchgen.state import read
+
+from .conftest import KEY, SECRET, Served
+from .helpers import env_for, run_cli
+
+MANIFEST = """\
+batch: money
+seed: 3
+defaults: {modelVersion: melody-large}
+tracks:
+  - {name: short, prompt: "short sting", duration: 2, takes: 3}
+  - {name: long, prompt: "long bed", duration: 10, takes: 2}
+  - {name: mbd, prompt: "mono with diffusion", duration: 4, multiBandDiffusion: true}
+  - {name: stereo, prompt: "wide pad", duration: 5, modelVersion: stereo-large}
+"""
+SHAPES = 4  # short, long, mbd and stereo differ in price-relevant parameters; takes do not
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "money.yaml"
+    path.write_text(MANIFEST)
+    return path
+
+
+async def run(served: Served, manifest: Path, out: Path, **config: object) -> RunResult:
+    settings: dict[str, object] = dict(
+        out=out, rate=50, max_in_flight=3, poll_interval=0.02, poll_max=0.05, backoff=Backoff(0.01, 0.1, 10)
+    )
+    settings.update(config)
+    async with ScenarioClient(served.url, Credentials(KEY, SECRET)) as client:
+        return await Runner(load(manifest), client, RunConfig(**settings), Reporter(quiet=True)).run()  # type: ignore[arg-type]
+
+
+async def test_estimate_equals_what_the_run_is_charged(served: Served, manifest: Path, tmp_path: Path) -> None:
+    """The dry-run estimate, asked once per price shape, equals the simulator's charges for the run."""
+    result = await run(served, manifest, tmp_path / "out")
+    stats = served.sim.stats()
+    assert result.exit_code == 0
+    assert result.estimate == stats["charged"] == result.spent > 0
+    assert stats["dry_runs"] == SHAPES
+    assert stats["dry_run_in_body"] == 0
+    sidecar = json.loads((tmp_path / "out" / "money" / "long-t1.json").read_text())
+    assert sidecar["cost"] == 7  # ceil(10 s x 0.7 CU/s for melody-large)
+
+
+async def test_cap_is_never_passed_and_a_raised_cap_resumes(served: Served, manifest: Path, tmp_path: Path) -> None:
+    """--max-cost stops submissions before the cap would pass; a higher cap finishes without resubmitting."""
+    out = tmp_path / "out"
+    capped = await run(served, manifest, out, max_cost=12)
+    charged = served.sim.stats()["charged"]
+    assert charged <= 12 and capped.exit_code == 1 and capped.left_for_budget > 0
+    assert capped.batch_spent == charged
+    again = await run(served, manifest, out, max_cost=12)
+    assert again.done == 0 and served.sim.stats()["charged"] == charged  # nothing fits yet: nothing sent
+    finished = await run(served, manifest, out, max_cost=1000)
+    assert finished.exit_code == 0
+    per_task = Counter((j["params"]["prompt"], j["params"]["seed"]) for j in served.sim.stats()["jobs"])
+    assert set(per_task.values()) == {1}
+    assert finished.batch_spent == served.sim.stats()["charged"]
+
+
+async def test_refunded_failures_count_as_zero(served: Served, manifest: Path, tmp_path: Path) -> None:
+    """Failed jobs cost nothing in the journal's total, which matches what the simulator charged."""
+    served.sim.faults = Faults(failure_rate=0.4, seed=5)
+    await run(served, manifest, tmp_path / "out", job_retries=3)
+    stats = served.sim.stats()
+    failed_jobs = [j for j in stats["jobs"] if j["status"] == "failure"]
+    assert failed_jobs, "no job failed: the test proved nothing"
+    assert read(tmp_path / "out" / "money").spent == stats["charged"]
+
+
+async def test_cap_counts_jobs_still_running(served: Served, manifest: Path, tmp_path: Path) -> None:
+    """Jobs in flight hold their quoted cost: with slow jobs the cap still holds at every moment."""
+    served.sim.job_time = 0.3
+    await run(served, manifest, tmp_path / "out", max_cost=15, max_in_flight=8)
+    submitted = sum(j["cost"] for j in served.sim.stats()["jobs"])
+    assert submitted <= 15
+
+
+def test_budget_arithmetic() -> None:
+    """Reserve, quote, settle and release move creative units where they belong."""
+    budget = Budget(cap=10)
+    assert budget.reserve("a", 4) and budget.reserve("b", 4)
+    assert not budget.reserve("c", 3) and budget.left_out == 1
+    budget.quote("a", 3)
+    assert budget.committed == 7
+    assert budget.settle("a", None) == 3 and budget.spent == 3
+    budget.release("b")
+    assert budget.committed == 0 and budget.reserve("c", 7)
+
+
+def test_shape_ignores_prompt_and_seed(manifest: Path) -> None:
+    """Takes of one track share a price shape; tracks that differ in duration do not."""
+    tasks = expand(load(manifest))
+    assert len({shape(t) for t in tasks}) == SHAPES
+
+
+@pytest.fixture
+def thread() -> Iterator[SimulatorThread]:
+    with SimulatorThread(Simulator(key=KEY, secret=SECRET, job_time=0.1)) as t:
+        yield t
+
+
+def test_plan_cost_prices_what_is_left(thread: SimulatorThread, manifest: Path, tmp_path: Path) -> None:
+    """`plan --cost --json` prices each shape once and sums per track; no job is created."""
+    out = str(tmp_path / "out")
+    result = run_cli(["plan", str(manifest), "--cost", "--json", "--out", out], env_for(thread))
+    assert result.returncode == 0, result.stderr
+    priced = json.loads(result.stdout)
+    assert priced["tasks"] == 7 and priced["dry_runs"] == SHAPES
+    assert priced["tracks"] == {"short": 6.0, "long": 14.0, "mbd": 4.0, "stereo": 5.0}
+    assert priced["total"] == 29
+    stats = thread.stats()
+    assert stats["jobs"] == [] and stats["dry_run_in_body"] == 0
+
+
+def test_confirm_above_without_a_terminal_refuses(thread: SimulatorThread, manifest: Path, tmp_path: Path) -> None:
+    """Above --confirm-above with no terminal to ask: exit 2 and nothing submitted; --yes goes ahead."""
+    out = str(tmp_path / "out")
+    args = ["run", str(manifest), "--out", out, "--confirm-above", "10", "--rate", "20", "--poll-interval", "0.05"]
+    refused = run_cli(args, env_for(thread))
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert thread.stats()["jobs"] == []
+    accepted = run_cli([*args, "--yes"], env_for(thread))
+    assert accepted.returncode == 0, accepted.stderr
+    assert "estimate before submitting: 29 CU" in accepted.stdout
