@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--truncate-rate", type=float, default=0.0, metavar="P", help="share of truncated downloads")
     sim.add_argument("--url-ttl", type=float, default=3600.0, metavar="S", help="signed URL lifetime (default 3600)")
     sim.add_argument("--seed", type=int, help="seed for the fault dice")
+    sim.add_argument("--fast-audio", action="store_true", help="one cached tone for every asset (benchmarks)")
     return parser
 
 
@@ -376,11 +377,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts = Counter(st.status.value for st in replayed.tasks.values())
     failures = {name: st.reason for name, st in replayed.tasks.items() if st.status is state.Status.FAILED}
     committed = sum(st.cost or 0.0 for st in replayed.tasks.values() if st.status is state.Status.IN_FLIGHT)
-    tasks, _ = _expand_with_journal(manifest, args.out)
     prices = load_prices(folder)
-    remaining = [t for t in tasks if state.plan_status(t.digest, replayed.tasks.get(t.name)) in TO_GENERATE]
-    unpriced = sum(1 for t in remaining if shape(t) not in prices)
-    estimate = sum(prices.get(shape(t), 0.0) for t in remaining)
+    left = manifest.task_count() - counts.get("done", 0)
+    estimate, unpriced = 0.0, left
+    if left > 0 and prices:
+        # Only now is the expansion worth its cost: to price exactly what is left.
+        base = replayed.base_seed if manifest.seed is None else None
+        tasks = expand(manifest, base if base is not None else 0)
+        remaining = [t for t in tasks if state.plan_status(t.digest, replayed.tasks.get(t.name)) in TO_GENERATE]
+        left = len(remaining)
+        unpriced = sum(1 for t in remaining if shape(t) not in prices)
+        estimate = sum(prices.get(shape(t), 0.0) for t in remaining)
     money = {"spent": replayed.spent, "committed": committed, "remaining_estimate": estimate, "unpriced": unpriced}
     if args.json:
         print(json.dumps({"batch": manifest.batch, "counts": counts, "failed": failures, "cu": money}))
@@ -395,7 +402,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     unknown = f" ({unpriced} not priced yet: run `batchgen plan --cost`)" if unpriced else ""
     print(
         f"  CU: {replayed.spent:g} spent, {committed:g} committed in flight, "
-        f"about {estimate:g} for the {len(remaining)} task(s) left{unknown}"
+        f"about {estimate:g} for the {left} task(s) left{unknown}"
     )
     for name, reason in sorted(failures.items()):
         print(f"  failed {name}: {reason}")
@@ -429,7 +436,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         url_ttl=args.url_ttl,
         seed=args.seed,
     )
-    sim = Simulator(key=key, secret=secret, job_time=args.job_time, faults=faults)
+    sim = Simulator(key=key, secret=secret, job_time=args.job_time, faults=faults, fast_audio=args.fast_audio)
 
     def announce(url: str) -> None:
         print(f"Scenario simulator listening; in another shell:\n  export SCENARIO_BASE_URL={url}", flush=True)

@@ -82,6 +82,7 @@ class Job:
     input: Mapping[str, Any] = field(default_factory=dict)
     output_entity: str | None = None
     created_at: str | None = None
+    updated_at: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -107,6 +108,7 @@ class Job:
             input=meta.get("input") or {},
             output_entity=output.get("entityId") if isinstance(output, dict) else None,
             created_at=job.get("createdAt"),
+            updated_at=job.get("updatedAt"),
         )
 
 

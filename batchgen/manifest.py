@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from .errors import ManifestError
+from .gcpause import paused_gc
 from .params import MODEL_ID, PARAMS, check_combination, check_value, nearest
 from .task import Task, canonical, default_name, derive_seed, format_value, is_safe_name, params_digest, point_suffix
 
@@ -127,7 +128,8 @@ class Manifest:
 
 def load(path: str | os.PathLike[str]) -> Manifest:
     """Read and validate a manifest file and the files it names."""
-    return _Reader(Path(path)).read()
+    with paused_gc():
+        return _Reader(Path(path)).read()
 
 
 def load_and_expand(path: str | os.PathLike[str], base_seed: int | None = None) -> tuple[Manifest, list[Task]]:
@@ -520,6 +522,11 @@ def expand(manifest: Manifest, base_seed: int | None = None) -> list[Task]:
     `base_seed` is used when the manifest sets none (the runner draws one and keeps it
     in the journal); a manifest's own `seed` always wins.
     """
+    with paused_gc():
+        return _expand(manifest, base_seed)
+
+
+def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
     base = manifest.seed if manifest.seed is not None else base_seed
     points = _points(manifest)
     # Per-point text is shared by every track: compute it once, not once per task.

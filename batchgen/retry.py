@@ -30,12 +30,3 @@ class Backoff:
 
     def exhausted(self, attempt: int) -> bool:
         return attempt >= self.attempts
-
-
-def poll_delay(age: float, first: float, longest: float) -> float:
-    """Seconds until the next poll of a job that has run for `age` seconds.
-
-    Short at first (most jobs finish in seconds on a quiet API), then a quarter of the
-    job's age, so a job that runs for minutes costs tens of polls, not hundreds.
-    """
-    return max(first, min(longest, age * 0.25))

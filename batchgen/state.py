@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DiskError, JournalError
+from .gcpause import paused_gc
 
 VERSION = 1
 STATE_DIR = ".batchgen"
@@ -73,6 +74,12 @@ class Replay:
 
 
 def replay(lines: Iterable[str | bytes], source: str = "journal") -> Replay:
+    """Fold journal lines into task states (see `_replay`), with the collector paused."""
+    with paused_gc():
+        return _replay(lines, source)
+
+
+def _replay(lines: Iterable[str | bytes], source: str) -> Replay:
     """Fold journal lines into task states. Linear in the number of lines.
 
     A torn or garbled line, or an event type this version does not know, is skipped
@@ -80,13 +87,11 @@ def replay(lines: Iterable[str | bytes], source: str = "journal") -> Replay:
     """
     out = Replay()
     tasks = out.tasks
-    for number, raw in enumerate(lines, start=1):
+    for number, ev in _decode(lines):
         out.lines = number
-        try:
-            ev = json.loads(raw)
-            kind = ev["ev"]
-        except (ValueError, KeyError, TypeError):
-            if raw.strip():
+        kind = ev.get("ev") if isinstance(ev, dict) else None
+        if kind is None:
+            if ev is not _BLANK:
                 out.warnings.append(f"{source}:{number}: unreadable line skipped")
             continue
         if kind == "batch":
@@ -111,6 +116,34 @@ def replay(lines: Iterable[str | bytes], source: str = "journal") -> Replay:
         if not _apply(st, kind, ev):
             out.warnings.append(f"{source}:{number}: unknown event {kind!r} skipped")
     return out
+
+
+_BLANK = object()
+
+
+def _decode(lines: Iterable[str | bytes]) -> Iterable[tuple[int, Any]]:
+    """(line number, decoded event) pairs; None for a line that is not JSON.
+
+    A journal of 400,000 lines decodes several times faster as one JSON array than
+    line by line; any damage sends it down the line-by-line path, which finds the line.
+    """
+    raw = [line.decode() if isinstance(line, bytes) else line for line in lines]
+    stripped = [line.strip() for line in raw]
+    if all(stripped):
+        try:
+            return enumerate(json.loads("[" + ",".join(stripped) + "]"), start=1)
+        except ValueError:
+            pass
+    return ((n, _one(line)) for n, line in enumerate(stripped, start=1))
+
+
+def _one(line: str) -> Any:
+    if not line:
+        return _BLANK
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
 
 
 def _apply(st: TaskState, kind: str, ev: dict[str, Any]) -> bool:

@@ -12,13 +12,17 @@ import atexit
 import base64
 import binascii
 import concurrent.futures
+import functools
 import hashlib
 import hmac
+import io
 import itertools
 import math
 import multiprocessing
 import secrets
 import time
+import wave
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -103,9 +107,13 @@ class Simulator:
         secret: str = "sim-secret",
         job_time: float = 3.0,
         faults: Faults | None = None,
+        fast_audio: bool = False,
     ) -> None:
         self.key, self.secret = key, secret
         self.job_time = job_time
+        # Benchmarks: one cached tone per (duration, channels) instead of a piece per
+        # prompt and seed, so rendering does not compete with the client for the CPU.
+        self.fast_audio = fast_audio
         self.faults = faults or Faults()
         self._url_key = secrets.token_bytes(16)
         self.jobs: dict[str, SimJob] = {}
@@ -285,7 +293,8 @@ class Simulator:
             "metadata": meta,
             "billing": {"cuCost": charged, "cuDiscount": 0},
             "createdAt": iso(job.created_wall),
-            "updatedAt": iso(time.time()),
+            # A finished job was last updated when it finished, not when it was read.
+            "updatedAt": iso(job.created_wall + job.job_time if status in ("success", "failure") else time.time()),
             "ownerId": "sim-team",
         }
 
@@ -316,18 +325,24 @@ class Simulator:
             return _error(400, "bad pageSize or paginationToken")
         statuses = set(filter(None, q.get("status", "").split(",")))
         after = _parse_iso(q["createdAfter"]) if q.get("createdAfter") else None
-        jobs = sorted(self.jobs.values(), key=lambda j: j.created_wall, reverse=True)
-        chosen = []
-        for job in jobs:
+        now = self.now()
+        matched = 0
+        page: list[dict[str, Any]] = []
+        more = False
+        # Jobs are kept in creation order: walk newest first and stop at createdAfter.
+        for job in reversed(self.jobs.values()):
             if after is not None and job.created_wall <= after:
+                break
+            if statuses and job.status(now)[0] not in statuses:
                 continue
-            data = self._job_json(job)
-            if statuses and data["status"] not in statuses:
-                continue
-            chosen.append(data)
-        page = chosen[offset : offset + size]
+            if matched >= offset + size:
+                more = True
+                break
+            if matched >= offset:
+                page.append(self._job_json(job))
+            matched += 1
         out: dict[str, Any] = {"jobs": page}
-        if offset + size < len(chosen):
+        if more:
             out["nextPaginationToken"] = str(offset + size)
         return web.json_response(out)
 
@@ -353,6 +368,8 @@ class Simulator:
         }
 
     async def _bytes(self, asset: SimAsset) -> bytes:
+        if asset.data is None and self.fast_audio:
+            asset.data = _tone(asset.duration, asset.channels)
         if asset.data is None:
             # Rendering is pure Python: in a thread it would hold the GIL and stall the
             # loop (skewing every timing the simulator records), so it runs in a process.
@@ -520,6 +537,26 @@ class Simulator:
 
     async def stats_handler(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+
+@functools.lru_cache(maxsize=64)
+def _tone(duration: float, channels: int) -> bytes:
+    """A plain 440 Hz tone as a valid WAV, for --fast-audio."""
+    frames = max(1, int(16000 * duration))
+    period = [int(12000 * math.sin(2 * math.pi * 440 * i / 16000)) for i in range(400)]  # 40 periods of 440 Hz
+    samples = array("h", (period * (frames // 400 + 1))[:frames])
+    if channels == 2:
+        both = array("h", [0]) * (2 * frames)
+        both[0::2] = samples
+        both[1::2] = samples
+        samples = both
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(samples.tobytes())
+    return buf.getvalue()
 
 
 _POOL: concurrent.futures.ProcessPoolExecutor | None = None

@@ -1,0 +1,277 @@
+"""batchgen's benchmark: makespan against the lower bound and a naive baseline, API requests
+per task, CPU per task, 100k-task scale and download memory. Not a test: it measures.
+
+    python bench/bench.py            # everything, about 5 minutes on 2 cores
+    python bench/bench.py --quick    # smaller N, for a smoke run
+
+Every scenario gets a fresh simulator process (`batchgen simulate --fast-audio`), so its
+CPU and request counts are its own; batchgen and the baseline run as child processes,
+side by side in one run of this script, so their ratio survives a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+@contextmanager
+def simulator(job_time: float) -> Iterator[tuple[str, dict[str, str]]]:
+    proc = subprocess.Popen(
+        [PY, "-m", "batchgen", "simulate", "--port", "0", "--job-time", str(job_time), "--fast-audio"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        url = ""
+        while not url:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("simulator did not start")
+            if match := re.search(r"SCENARIO_BASE_URL=(\S+)", line):
+                url = match.group(1)
+        env = dict(os.environ, SCENARIO_BASE_URL=url, SCENARIO_API_KEY="sim-key", SCENARIO_API_SECRET="sim-secret")
+        yield url, env
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def stats(url: str) -> dict:
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/__stats", timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def manifest(path: Path, n: int) -> Path:
+    tracks = "".join(f"  - {{name: t{i}, prompt: 'bench {i}'}}\n" for i in range(n))
+    path.write_text(f"batch: bench\nseed: 1\ndefaults: {{duration: 1, modelVersion: melody-large}}\ntracks:\n{tracks}")
+    return path
+
+
+def child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Run a command; wall seconds, CPU seconds (user+sys) and exit code."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status)
+
+
+def batchgen(env: dict[str, str], work: Path, n: int, rate: float, m: int, *extra: str) -> tuple[float, float, int]:
+    path = manifest(work / f"m{n}.yaml", n)
+    out = work / f"out-{time.monotonic_ns()}"
+    cmd = [PY, "-m", "batchgen", "run", str(path), "--out", str(out), "-q", "--rate", str(rate)]
+    return child([*cmd, "--max-in-flight", str(m), "--poll-interval", "0.25", *extra], env)
+
+
+def makespan(n: int, rate: float, m: int, job: float, work: Path, rows: list[str]) -> None:
+    bound = max(n / rate, math.ceil(n / m) * job)
+    with simulator(job) as (_, env):
+        ours, _, code = batchgen(env, work, n, rate, m)
+    with simulator(job) as (_, env):
+        out = work / f"naive-{time.monotonic_ns()}"
+        out.mkdir()
+        naive, _, naive_code = child([PY, str(ROOT / "bench" / "naive.py"), str(n), str(m), str(out)], env)
+    assert code == 0 and naive_code == 0, (code, naive_code)
+    rows.append(
+        f"| N={n}, R={rate:g}/s, M={m}, J={job:g} s | {bound:.1f} s | {ours:.1f} s | {ours / bound:.3f} "
+        f"| {naive:.1f} s | {ours / naive:.2f} |"
+    )
+    print(rows[-1], flush=True)
+
+
+def requests_per_task(n: int, job: float, work: Path) -> str:
+    with simulator(job) as (url, env):
+        _, _, code = batchgen(env, work, n, 50, n)
+        seen = stats(url)["requests"]
+    total = sum(seen.values())
+    detail = ", ".join(
+        f"{k.split(' ')[0]} {k.split(' ')[1].split('/')[2] if '/v1/' in k else 'cdn'} {v}"
+        for k, v in sorted(seen.items())
+    )
+    return f"| requests per task, N={n}, J={job:g} s | {total / n:.2f} | {detail} | exit {code}"
+
+
+def cpu_per_task(n: int, work: Path) -> str:
+    with simulator(0.0) as (_, env):
+        wall, cpu, code = batchgen(env, work, n, 100000, 64, "--poll-interval", "0.02")
+    return (
+        f"| CPU per task, N={n}, J=0 | {cpu / n * 1000:.2f} ms | wall {wall:.1f} s, {n / wall:.0f} tasks/s, exit {code}"
+    )
+
+
+def scale(work: Path, n: int) -> list[str]:
+    rows = []
+    csv = work / "rows.csv"
+    csv.write_text("name,prompt,duration\n" + "".join(f't{i},"prompt {i}, calm",{1 + i % 30}\n' for i in range(n)))
+    big = work / "big.yaml"
+    big.write_text("batch: big\nseed: 1\ntracks_file: rows.csv\n")
+    wall, _, code = child([PY, "-m", "batchgen", "validate", str(big)], dict(os.environ))
+    rows.append(f"| validate, {n:,} tasks | {wall:.2f} s | exit {code}")
+    # A journal of n done tasks, written the way the runner writes it.
+    sys.path.insert(0, str(ROOT))
+    from batchgen.manifest import expand, load
+
+    tasks = expand(load(big))
+    journal = work / "out" / "big" / ".batchgen" / "state.jsonl"
+    journal.parent.mkdir(parents=True)
+    with journal.open("w") as fh:
+        fh.write('{"ev":"batch","v":1,"batch":"big","base_seed":null}\n')
+        for i, t in enumerate(tasks):
+            fh.write(f'{{"ev":"intent","t":1.0,"task":"{t.name}","digest":"{t.digest}","attempt":1}}\n')
+            fh.write(f'{{"ev":"submitted","t":1.1,"task":"{t.name}","job_id":"job_{i}","cost":5.0}}\n')
+            fh.write(
+                f'{{"ev":"succeeded","t":2.0,"task":"{t.name}","job_id":"job_{i}","asset_ids":["asset_{i}"],"cost":5.0}}\n'
+            )
+            fh.write(
+                f'{{"ev":"done","t":2.1,"task":"{t.name}","digest":"{t.digest}","files":[{{"path":"{t.name}.wav","bytes":1,"sha256":"x"}}],"cost":5.0}}\n'
+            )
+    wall, _, code = child([PY, "-m", "batchgen", "status", str(big), "--out", str(work / "out")], dict(os.environ))
+    rows.append(
+        f"| status, journal of {n:,} done tasks ({journal.stat().st_size / 1e6:.0f} MB) | {wall:.2f} s | exit {code}"
+    )
+    # Peak memory of a run with n tasks queued: start it, let it get going, stop it.
+    big2 = work / "queued.yaml"
+    big2.write_text("batch: queued\nseed: 1\ntracks_file: rows.csv\n")
+    with simulator(5.0) as (_, env):
+        proc = subprocess.Popen(
+            [PY, "-m", "batchgen", "run", str(big2), "--out", str(work / "out2"), "-q", "--rate", "50", "--yes"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        peak = 0
+        deadline = time.monotonic() + 25
+        submitted = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak = max(peak, int(re.search(r"VmHWM:\s+(\d+)", status).group(1)))
+            journal2 = work / "out2" / "queued" / ".batchgen" / "state.jsonl"
+            submitted = journal2.read_text().count('"submitted"') if journal2.exists() else 0
+            if submitted >= 200:
+                break
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    rows.append(
+        f"| peak RSS of run, {n:,} tasks queued ({submitted} submitted when sampled) "
+        f"| {peak / 1024:.0f} MB | exit {proc.returncode}"
+    )
+    return rows
+
+
+def download_memory(size_mb: int) -> str:
+    """Peak RSS growth while download_asset streams a size_mb WAV (measured in a child)."""
+    out = subprocess.run([PY, __file__, "--download-child", str(size_mb)], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip() or out.stderr.strip()[-500:]
+
+
+async def _download_child(size_mb: int) -> None:
+    from aiohttp import web
+
+    sys.path.insert(0, str(ROOT))
+    from batchgen.client import Asset, Credentials, ScenarioClient
+    from batchgen.download import download_asset
+    from batchgen.retry import Backoff
+
+    data_bytes = size_mb * 1024 * 1024
+    header = b"RIFF" + (36 + data_bytes).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+    header += (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (16000).to_bytes(4, "little")
+    header += (32000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    header += b"data" + data_bytes.to_bytes(4, "little")
+    chunk = bytes(1024 * 1024)
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "audio/wav"})
+        resp.content_length = len(header) + data_bytes
+        await resp.prepare(request)
+        await resp.write(header)
+        for _ in range(size_mb):
+            await resp.write(chunk)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/big.wav", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with tempfile.TemporaryDirectory() as tmp:
+        async with ScenarioClient(f"http://127.0.0.1:{port}/v1", Credentials("k", "s")) as client:
+            asset = Asset("asset_big", f"http://127.0.0.1:{port}/big.wav", "audio/wav", size=len(header) + data_bytes)
+            t0 = time.perf_counter()
+            info = await download_asset(
+                client,
+                asset,
+                Path(tmp) / "big",
+                refresh=None,
+                max_bytes=4 << 30,
+                backoff=Backoff(),
+                folder=Path(tmp),  # type: ignore[arg-type]
+            )
+            wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    await runner.cleanup()
+    growth = (after - before) / 1024
+    speed = info.bytes / wall / 1e6
+    print(f"| download memory, {size_mb} MB asset | +{growth:.1f} MB peak RSS | {speed:.0f} MB/s, server in-process")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--download-child", type=int)
+    args = parser.parse_args()
+    if args.download_child:
+        asyncio.run(_download_child(args.download_child))
+        return
+    started = time.monotonic()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        print("| scenario | lower bound | batchgen | / bound | naive baseline | batchgen / naive |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        rows: list[str] = []
+        small = 60 if args.quick else 300
+        makespan(small, 20, 32, 2.0, work, rows)
+        makespan(small, 20, 32, 1.0, work, rows)
+        if not args.quick:
+            makespan(2000, 50, 200, 5.0, work, rows)
+        print()
+        print("| measure | figure | notes |")
+        print("| --- | --- | --- |")
+        print(requests_per_task(50 if args.quick else 200, 20.0, work), flush=True)
+        print(cpu_per_task(200 if args.quick else 1000, work), flush=True)
+        for row in scale(work, 10_000 if args.quick else 100_000):
+            print(row, flush=True)
+        print(download_memory(50 if args.quick else 500), flush=True)
+    print(f"\nbench took {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
