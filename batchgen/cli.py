@@ -174,6 +174,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_run(args)
     if command == "simulate":
         return cmd_simulate(args)
+    if command == "report":
+        return cmd_report(args)
     raise UsageError(f"{command}: not available yet")
 
 
@@ -223,7 +225,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         reporter.close()
     _print_summary(manifest, result, args.max_cost)
+    if not args.no_report and (result.done or result.failed or result.skipped):
+        from . import report
+
+        page = report.build(manifest, Path(args.out))
+        print(f"  listening page: {page}")
     return result.exit_code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    manifest = load(args.manifest)
+    if not (Path(args.out) / manifest.batch).is_dir():
+        raise UsageError(f"{Path(args.out) / manifest.batch}: no such batch folder; run the batch first")
+    print(report.build(manifest, Path(args.out)))
+    return EXIT_OK
 
 
 # On a terminal, ask before spending more than this unless --confirm-above says otherwise.
