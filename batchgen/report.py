@@ -121,7 +121,7 @@ def differing(params: Mapping[str, object], point: Mapping[str, object]) -> dict
     """Parameters that differ from the API's defaults (prompt, seed and sweep keys shown elsewhere)."""
     shown = {}
     for key, value in params.items():
-        if key in ("prompt", "seed") or key in point:
+        if key in ("prompt", "seed", "modelVersion") or key in point:  # shown on their own
             continue
         default = PARAMS[key].default if key in PARAMS else None
         if value != default:

@@ -9,7 +9,6 @@ Money events are on disk before the program moves on.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import random
 import signal
@@ -37,11 +36,11 @@ from .errors import (
 from .limits import Cooldown, InFlight, make_throttle
 from .lock import BatchLock
 from .manifest import Manifest, expand
-from .polling import DUE_STEP, MIN_STEP, PAGE, DurationEstimate, epoch, next_poll, poll_delay, prefer_list
 from .progress import Counts, Reporter
 from .retry import Backoff
 from .state import STATE_DIR, Journal, Replay, Status, TaskState, journal_path, replay
 from .task import Task
+from .watcher import Watch, Watcher
 
 # How far before an intent to look for its job: covers clock skew between us and the API.
 RECONCILE_MARGIN = 600.0
@@ -98,21 +97,6 @@ class RunResult:
         return 1 if self.failed or self.left_for_budget else 0
 
 
-@dataclass(slots=True)
-class _Active:
-    """A job that is submitted and not finished."""
-
-    task: Task
-    job_id: str
-    started: float  # monotonic time the job was submitted (estimated on resume)
-    next_poll: float
-    cost: float | None = None
-    created: float | None = None  # the server's createdAt, as epoch seconds
-    polls: int = 0
-    errors: int = 0
-    misses: int = 0  # list calls that did not show it finished: ask it directly next time
-
-
 class Runner:
     """Runs one batch to completion (or to a graceful stop) against one client."""
 
@@ -133,12 +117,10 @@ class Runner:
         self.result = RunResult()
         self._submit_q: asyncio.Queue[Task] = asyncio.Queue()
         self._download_q: asyncio.Queue[tuple[Task, list[str]]] = asyncio.Queue()
-        self._active: dict[str, _Active] = {}
         self._states: dict[str, TaskState] = {}
         self._uploads: dict[str, str] = {}
         self._remaining = 0
         self._finished = asyncio.Event()
-        self._wake_poller = asyncio.Event()
         self._stopping = False
         self._cooldown = Cooldown()
         self._throttle = make_throttle(config.rate)
@@ -149,9 +131,16 @@ class Runner:
         self._budget = Budget(cap=config.max_cost)
         self._pricer = Pricer(self._dry_run, load_prices(self.folder))
         self._disk_error: DiskError | None = None
-        self._durations = DurationEstimate()
-        self._created: list[float] = []  # createdAt of this run's jobs, sorted, to size list calls
-        self._list_not_before = 0.0
+        self._watcher = Watcher(
+            client,
+            first=config.poll_interval,
+            longest=config.poll_max,
+            concurrency=config.poll_concurrency,
+            job_timeout=config.job_timeout,
+            backoff=config.backoff,
+            on_end=self._job_ended,
+            on_429=self._on_429,
+        )
         self._times: dict[str, dict[str, float]] = {}  # wall-clock milestones per task, for sidecars
 
     @property
@@ -230,7 +219,7 @@ class Runner:
             age = max(0.0, time.time() - (st.updated or time.time()))
             self._budget.held[task.name] = st.cost or 0.0
             self._inflight.take_now()  # already running on the server: counts against the cap
-            self._active[st.job_id] = _Active(task, st.job_id, now - age, now, st.cost, created=st.updated)
+            self._watcher.add(Watch(task, st.job_id, now - age, now, st.cost, created=st.updated))
         for task, st in to_download:
             self._download_q.put_nowait((task, list(st.asset_ids)))
         self._update_counts()
@@ -242,7 +231,7 @@ class Runner:
                 async with asyncio.TaskGroup() as tg:
                     workers = [tg.create_task(self._submit_worker()) for _ in range(self.config.submit_workers)]
                     workers += [tg.create_task(self._download_worker()) for _ in range(self.config.download_workers)]
-                    workers += [tg.create_task(self._poller()), tg.create_task(self._ticker())]
+                    workers += [tg.create_task(self._watcher.run()), tg.create_task(self._ticker())]
                     workers.append(tg.create_task(self._assets.run()))
                     await self._finished.wait()
                     for worker in workers:
@@ -422,12 +411,8 @@ class Runner:
             finally:
                 self.counts.submitting -= 1
                 self._maybe_idle()
-            now = time.monotonic()
-            created = time.time()  # close to the server's createdAt; the poll answer refines it
-            bisect.insort(self._created, created)
-            first = next_poll(0.0, self._durations.value, self.config.poll_interval, self.config.poll_max)
-            self._active[job_id] = _Active(task, job_id, now, now + first, cost, created=created)
-            self._wake_poller.set()
+            # time.time() is close to the server's createdAt; the first poll answer refines it.
+            self._watcher.submitted(task, job_id, cost, created=time.time())
             self._update_counts()
 
     async def _reserve(self, task: Task) -> bool:
@@ -534,150 +519,8 @@ class Runner:
             if not token:
                 return
 
-    async def _poller(self) -> None:
-        """Ask about running jobs when they are due: one list call for many, or a GET each."""
-        limit = asyncio.Semaphore(self.config.poll_concurrency)
-        while True:
-            now = time.monotonic()
-            due = [a for a in self._active.values() if a.next_poll <= now]
-            if not due:
-                wait = min((a.next_poll for a in self._active.values()), default=now + 3600) - now
-                self._wake_poller.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_poller.wait(), timeout=max(0.005, wait))
-                continue
-            listable = [a for a in due if a.misses < 2 and a.created is not None]
-            # One list call also settles jobs that are not due yet but have probably ended.
-            estimate = self._durations.value
-            likely = [
-                a
-                for a in self._active.values()
-                if a.misses < 2
-                and a.created is not None
-                and a.next_poll > now
-                and (estimate is None or now - a.started >= 0.8 * estimate)
-            ]
-            if prefer_list(len(listable) + len(likely), self._pages_for(listable + likely)):
-                if now < self._list_not_before:
-                    # Listings are shared by every job: pace them, the due jobs wait their turn.
-                    await asyncio.sleep(self._list_not_before - now)
-                    continue
-                for active in due:
-                    active.next_poll = float("inf")  # not due again until this round decides
-                self._list_not_before = now + self._list_gap(estimate)
-                due = await self._poll_listed(listable, likely) + [a for a in due if a not in listable]
-            for active in due:
-                active.next_poll = float("inf")
-            async with asyncio.TaskGroup() as tg:
-                for active in due:
-                    tg.create_task(self._poll(active, limit))
-
-    def _list_gap(self, estimate: float | None) -> float:
-        """Least time between two listings: a share of a typical job, or of the oldest one's age."""
-        if estimate is not None:
-            return max(MIN_STEP, estimate * DUE_STEP)
-        oldest = max((time.monotonic() - a.started for a in self._active.values()), default=0.0)
-        return poll_delay(oldest, self.config.poll_interval, self.config.poll_max)
-
-    def _pages_for(self, due: list[_Active]) -> int:
-        """List pages needed to cover `due`: our jobs created since the oldest of them."""
-        if not due:
-            return 0
-        oldest = min(a.created or 0.0 for a in due)
-        newer = len(self._created) - bisect.bisect_left(self._created, oldest - 1.0)
-        return max(1, -(-newer // PAGE))
-
-    async def _poll_listed(self, due: list[_Active], likely: list[_Active]) -> list[_Active]:
-        """One pass over the list of finished jobs; returns the due jobs it did not settle."""
-        # Everything running is in the same listing: settle or reschedule all of it, in
-        # step, so the next round is again one call for every job instead of a trickle.
-        wanted = {a.job_id: a for a in self._active.values() if a.created is not None and a.misses < 2}
-        wanted.update((a.job_id, a) for a in (*due, *likely))
-        late: list[_Active] = []  # due jobs past --job-timeout: _poll settles them
-        since = iso(min(a.created or 0.0 for a in wanted.values()) - 2.0)  # margin for clock skew
-        pages = self._pages_for(list(wanted.values()))
-        token: str | None = None
-        for _ in range(pages + 1):
-            try:
-                # No status filter: one listing tells finished, failed and running apart.
-                jobs, token = await self.client.list_jobs(created_after=since, page_size=PAGE, pagination_token=token)
-            except ApiError as err:
-                if isinstance(err, CredentialsError):
-                    raise
-                if err.status == 429:
-                    self._on_429(err)
-                break  # the due jobs not seen are asked one by one below
-            for job in jobs:
-                active = wanted.pop(job.id, None)
-                if active is None:
-                    continue
-                active.polls += 1
-                active.misses = 0
-                if job.terminal:
-                    await self._job_ended(active, job, None)
-                elif self._timed_out(active):
-                    active.next_poll = float("inf")
-                    late.append(active)
-                else:
-                    self._reschedule(active)  # just observed running: its own schedule restarts
-            if not wanted or not token:
-                break
-        for active in due:
-            if active.job_id in wanted:  # not in the listing at all: ask it directly next time
-                active.misses += 1
-                self._reschedule(active)
-        return late
-
-    def _timed_out(self, active: _Active) -> bool:
-        return time.monotonic() - active.started > self.config.job_timeout
-
-    def _reschedule(self, active: _Active) -> None:
-        now = time.monotonic()
-        active.next_poll = now + self._next_delay(active, now)
-
-    def _next_delay(self, active: _Active, now: float) -> float:
-        return next_poll(now - active.started, self._durations.value, self.config.poll_interval, self.config.poll_max)
-
-    async def _poll(self, active: _Active, limit: asyncio.Semaphore) -> None:
-        async with limit:
-            try:
-                job = await self.client.get_job(active.job_id)
-            except ApiError as err:
-                if isinstance(err, CredentialsError):
-                    raise
-                active.errors += 1
-                if err.status == 429:
-                    self._on_429(err)
-                if err.status == 404:
-                    await self._job_ended(active, None, "job not found on the server")
-                    return
-                active.next_poll = time.monotonic() + self.config.backoff.delay(active.errors, err.retry_after)
-                return
-        active.polls += 1
-        active.errors = 0
-        now = time.monotonic()
-        if (created := epoch(job.created_at)) is not None:
-            active.created = created
-        if job.terminal:
-            await self._job_ended(active, job, None)
-        elif now - active.started > self.config.job_timeout:
-            with contextlib.suppress(ApiError):
-                await self.client.cancel_job(active.job_id)  # the API may refuse; the deadline stands
-            await self._job_ended(
-                active,
-                None,
-                f"job still {job.status} after {self.config.job_timeout:.0f}s (--job-timeout)",
-                timed_out=True,
-            )
-        else:
-            active.next_poll = now + self._next_delay(active, now)
-
-    async def _job_ended(self, active: _Active, job: Job | None, problem: str | None, timed_out: bool = False) -> None:
-        del self._active[active.job_id]
-        if job is not None and job.status == "success":
-            start, end = epoch(job.created_at), epoch(job.updated_at)
-            observed = time.monotonic() - active.started
-            self._durations.add(end - start if start is not None and end is not None else observed)
+    async def _job_ended(self, active: Watch, job: Job | None, problem: str | None, timed_out: bool) -> None:
+        """The watcher saw a job end (or gave up on it): release its slot and move the task on."""
         await self._inflight.release()
         task, st = active.task, self._states[active.task.name]
         if job is not None and job.status == "success":
@@ -829,7 +672,7 @@ class Runner:
 
     def _update_counts(self) -> None:
         self.counts.queued = self._submit_q.qsize()
-        self.counts.running = len(self._active)
+        self.counts.running = len(self._watcher.running)
         self.counts.committed = self._budget.committed
 
     async def _ticker(self) -> None:
@@ -868,7 +711,7 @@ class Runner:
         quiet = self.counts.submitting == 0 and self.counts.downloading == 0
         if self._stopping and quiet and self._download_q.empty():
             self._finished.set()
-        if self._disk_error is not None and quiet and not self._active:
+        if self._disk_error is not None and quiet and not self._watcher.running:
             self._finished.set()
 
 

@@ -1,0 +1,96 @@
+"""Polling policy (pure) and what it costs against the simulator (requests per task)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchgen import load
+from batchgen.client import Credentials, ScenarioClient
+from batchgen.limits import Cooldown
+from batchgen.polling import DurationEstimate, epoch, next_poll, poll_delay, prefer_list
+from batchgen.progress import Reporter
+from batchgen.retry import Backoff
+from batchgen.runner import RunConfig, Runner
+
+from .conftest import KEY, SECRET, Served
+
+
+@pytest.mark.parametrize(
+    ("age", "estimate", "expected"),
+    [
+        (0.0, None, 1.0),  # nothing known: the first poll after --poll-interval
+        (40.0, None, 10.0),  # then a quarter of the job's age
+        (400.0, None, 15.0),  # never more than poll_max
+        (0.0, 20.0, 20.02),  # known: wait for the expected end
+        (19.0, 20.0, 1.02),
+        (25.0, 20.0, 1.0),  # overdue: every 5 % of a typical job
+        (25.0, 0.1, 0.05),  # but not more often than MIN_STEP
+    ],
+)
+def test_next_poll(age: float, estimate: float | None, expected: float) -> None:
+    """Polls wait for a job's expected end, then look often; without an estimate they back off with age."""
+    assert next_poll(age, estimate, first=1.0, longest=15.0) == pytest.approx(expected)
+
+
+def test_poll_delay_and_list_choice() -> None:
+    """Listing wins when it takes fewer calls than asking each due job."""
+    assert poll_delay(2.0, 1.0, 15.0) == 1.0
+    assert prefer_list(due=10, pages=1) and prefer_list(due=3, pages=2)
+    assert not prefer_list(due=1, pages=1) and not prefer_list(due=4, pages=4)
+
+
+def test_duration_estimate_is_a_median() -> None:
+    """One slow outlier does not move the estimate much; nothing is known before a sample."""
+    est = DurationEstimate(window=5)
+    assert est.value is None
+    for seconds in (10, 11, 9, 60):
+        est.add(seconds)
+    assert est.value == 10.5
+    assert epoch("2026-01-01T00:00:00.500Z") == pytest.approx(1767225600.5)
+    assert epoch("not a date") is None
+
+
+def test_cooldown_with_an_injected_clock() -> None:
+    """A 429's pause extends, never shortens, and ends on the clock's say-so."""
+    now = [100.0]
+    cooldown = Cooldown(clock=lambda: now[0])
+    cooldown.trip(5)
+    cooldown.trip(2)
+    assert cooldown.remaining == 5
+    now[0] = 104.0
+    assert cooldown.remaining == 1
+    now[0] = 106.0
+    assert cooldown.remaining == 0 and cooldown.trips == 2
+
+
+def test_backoff_full_jitter_and_hints() -> None:
+    """Full jitter spreads over [0, base * 2^(n-1)], capped; a server hint is a floor."""
+    policy = Backoff(base=0.5, cap=8, attempts=3)
+    assert policy.delay(1, rand=lambda: 1.0) == 0.5
+    assert policy.delay(4, rand=lambda: 1.0) == 4.0
+    assert policy.delay(10, rand=lambda: 1.0) == 8.0
+    assert policy.delay(3, rand=lambda: 0.0) == 0.0
+    assert policy.delay(1, hint=7.0, rand=lambda: 1.0) == pytest.approx(7.5)
+    assert policy.exhausted(3) and not policy.exhausted(2)
+
+
+async def test_many_jobs_in_flight_are_polled_by_listing(served: Served, tmp_path: Path) -> None:
+    """With 40 jobs running at once, one listing settles many: far fewer poll requests than jobs."""
+    served.sim.job_time = 0.6
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "batch: poll\nseed: 1\ndefaults: {duration: 1, modelVersion: melody-large}\ntracks:\n"
+        + "".join(f"  - {{name: t{i}, prompt: p{i}}}\n" for i in range(40))
+    )
+    config = RunConfig(out=tmp_path / "out", rate=200, max_in_flight=40, poll_interval=0.1, poll_max=0.5)
+    async with ScenarioClient(served.url, Credentials(KEY, SECRET)) as client:
+        result = await Runner(load(path), client, config, Reporter(quiet=True)).run()
+    assert result.done == 40
+    seen = served.sim.requests
+    polls = seen["GET /v1/jobs"] + seen["GET /v1/jobs/{job_id}"]
+    assert seen["GET /v1/jobs"] > 0
+    assert polls < 20, dict(seen)
+    total = sum(seen.values())  # the one dry run included
+    assert total / 40 < 3.5, dict(seen)
