@@ -230,7 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         page = report.build(manifest, Path(args.out))
         print(f"  listening page: {page}")
-    return result.exit_code
+    exit_code: int = result.exit_code
+    return exit_code
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -359,7 +360,9 @@ def _plan_cost(
 
         async def ask(task: Task) -> float:
             await throttle.acquire()
-            return await client.estimate(task.model, pricing_body(task, replayed.uploads.get(task.audio_sha256 or "")))
+            body = pricing_body(task, replayed.uploads.get(task.audio_sha256 or ""))
+            cost: float = await client.estimate(task.model, body)
+            return cost
 
         pricer = Pricer(ask, load_prices(folder))
         total, per_track = await pricer.total(todo)

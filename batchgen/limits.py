@@ -11,20 +11,29 @@ import math
 import time
 from collections.abc import Callable
 
-from asyncio_throttle import Throttler
+from asyncio_throttle.throttler import Throttler
 
 # asyncio-throttle stamps a slot when it is granted, the server when the request
 # arrives; a little slack keeps request jitter from putting N+1 in a server's window.
 WINDOW_SLACK = 1.02
 
 
-def make_throttle(rate: float) -> Throttler:
-    """A throttle allowing at most `rate` submissions in any window of one second.
+class RateLimit:
+    """At most `rate` requests in any window of one second (asyncio-throttle underneath).
 
     Fractional rates become one slot per 1/rate seconds.
     """
-    slots = max(1, math.floor(rate))
-    return Throttler(rate_limit=slots, period=slots / rate * WINDOW_SLACK)
+
+    def __init__(self, rate: float) -> None:
+        slots = max(1, math.floor(rate))
+        self._throttler = Throttler(rate_limit=slots, period=slots / rate * WINDOW_SLACK)
+
+    async def acquire(self) -> None:
+        await self._throttler.acquire()  # type: ignore[no-untyped-call]
+
+
+def make_throttle(rate: float) -> RateLimit:
+    return RateLimit(rate)
 
 
 class Cooldown:

@@ -51,7 +51,7 @@ class LineList(list[Any]):
 _Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_Base):  # type: ignore[misc,valid-type]
+class _Loader(_Base):  # type: ignore[misc]
     """yaml.safe_load's loader (the C one when present), keeping node line numbers."""
 
 
@@ -583,7 +583,8 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
 
 def _seed_for(track: Track, take: int, point: Mapping[str, object], point_text: str, base: int | None) -> int:
     if "seed" in point and point["seed"] not in (None, -1):
-        return int(point["seed"])  # type: ignore[call-overload]
+        seed: int = int(point["seed"])  # type: ignore[call-overload]
+        return seed
     if track.seed is not None:
         # Takes of a track with a fixed seed must still differ: seed, seed+1, ...
         return (track.seed + take - 1) % (2**32)

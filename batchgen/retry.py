@@ -21,8 +21,8 @@ class Backoff:
     attempts: int = 8  # tries of one operation before a transient error is given up on
 
     def delay(self, attempt: int, hint: float | None = None, rand: Callable[[], float] = random.random) -> float:
-        ceiling = min(self.cap, self.base * 2 ** max(0, attempt - 1))
-        jittered = rand() * ceiling
+        ceiling = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
+        jittered = float(rand()) * ceiling
         if hint is None:
             return jittered
         # Honour the hint, plus a little jitter so waiters released together don't collide.

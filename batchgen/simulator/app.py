@@ -24,6 +24,7 @@ import time
 import wave
 from array import array
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -157,7 +158,9 @@ class Simulator:
         return f"{prefix}_{next(self._ids):06d}{secrets.token_hex(3)}"
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         path = request.path
         if not path.startswith("/v1/"):
             return await handler(request)  # CDN, upload parts, stats: no API auth
