@@ -58,12 +58,6 @@ class JournalError(BatchgenError):
     exit_code = 2
 
 
-class Interrupted(BatchgenError):
-    """The run stopped on SIGINT/SIGTERM after saving its state."""
-
-    exit_code = 130
-
-
 class ErrorKind(StrEnum):
     """How an API error should be handled; decides retry versus give up."""
 

@@ -30,7 +30,6 @@ from .errors import (
     DiskError,
     DownloadError,
     ErrorKind,
-    Interrupted,
     JournalError,
 )
 from .limits import Cooldown, InFlight, make_throttle
@@ -777,4 +776,4 @@ def _signals(loop: asyncio.AbstractEventLoop, handler: Any) -> Any:
             loop.remove_signal_handler(sig)
 
 
-__all__ = ["Interrupted", "RunConfig", "RunResult", "Runner"]
+__all__ = ["Declined", "RunConfig", "RunResult", "Runner"]
