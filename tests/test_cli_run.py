@@ -163,3 +163,18 @@ def test_quickstart_demo_on_the_builtin_simulator(tmp_path: Path) -> None:
     wavs = sorted(p.name for p in (tmp_path / "demo").glob("*.wav"))
     assert len(wavs) == 7 and "boss-battle-t3.wav" in wavs
     assert "7/7 done" in result.stdout
+
+
+def test_log_formats_for_cron(sim: SimulatorThread, tmp_path: Path) -> None:
+    """--log-format json writes one JSON object per stderr line; -q keeps stderr empty on success."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST)
+    base = ["run", str(manifest), "--rate", "20", "--poll-interval", "0.05"]
+    logged = run_cli([*base, "--out", str(tmp_path / "a"), "--log-format", "json"], env_for(sim))
+    assert logged.returncode == 0, logged.stderr
+    events = [json.loads(line) for line in logged.stderr.splitlines()]
+    assert sum(1 for e in events if e["ev"] == "done") == TASKS
+    assert any(e["ev"] == "progress" and e["done"] == TASKS for e in events)
+    quiet = run_cli([*base, "--out", str(tmp_path / "b"), "-q"], env_for(sim))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert f"{TASKS}/{TASKS} done" in quiet.stdout
