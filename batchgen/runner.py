@@ -514,6 +514,9 @@ class Runner:
                 )
             )
             for job in page:
+                if not job.input and job.status not in ("failure", "canceled"):
+                    # Some listings leave out metadata.input; matching needs it, so ask the job.
+                    job = await self._with_retries(lambda job_id=job.id: self.client.get_job(job_id))
                 yield job
             if not token:
                 return

@@ -46,6 +46,7 @@ MATRIX: dict[str, dict[str, object]] = {
     "action-limit": dict(action_limit=4),
     "errors": dict(error_rate=0.15),
     "drops": dict(drop_rate=0.15),
+    "drops, listing without input": dict(drop_rate=0.15, list_hides_input=True),
     "job-failures": dict(failure_rate=0.2),
     "truncation": dict(truncate_rate=0.2),
     "expired-urls": dict(expired_rate=0.2),

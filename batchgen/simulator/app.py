@@ -342,7 +342,10 @@ class Simulator:
                 more = True
                 break
             if matched >= offset:
-                page.append(self._job_json(job))
+                data = self._job_json(job)
+                if self.faults.list_hides_input:
+                    data["metadata"].pop("input", None)
+                page.append(data)
             matched += 1
         out: dict[str, Any] = {"jobs": page}
         if more:
