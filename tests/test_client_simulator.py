@@ -298,3 +298,45 @@ async def test_simulator_on_a_second_server() -> None:
     """Two simulators can run side by side on free ports."""
     async with serve(Simulator()) as a, serve(Simulator()) as b:
         assert a != b
+
+
+async def test_download_verifies_checksum_and_leaves_nothing_on_mismatch(
+    client: ScenarioClient, served: Served, tmp_path: Path
+) -> None:
+    """When the API gives a sha256, a file that does not match it is refused and removed."""
+    import dataclasses
+    import hashlib
+
+    from batchgen.download import download_asset
+    from batchgen.retry import Backoff
+
+    job = await finished(client, (await client.generate(MODEL_ID, PARAMS)).job.id)
+    asset = await client.get_asset(job.asset_ids[0])
+
+    async def refresh() -> object:
+        return await client.get_asset(asset.id)
+
+    _, data = await fetch(client, asset.url)
+    good = dataclasses.replace(asset, checksum=hashlib.sha256(data).hexdigest())
+    info = await download_asset(
+        client,
+        good,
+        tmp_path / "ok",
+        refresh=refresh,
+        max_bytes=1 << 30,
+        backoff=Backoff(0.01, 0.1, 3),
+        folder=tmp_path,
+    )
+    assert info.path == "ok.wav" and (tmp_path / "ok.wav").read_bytes() == data
+    bad = dataclasses.replace(asset, checksum="0" * 64)
+    with pytest.raises(DownloadError, match="sha256"):
+        await download_asset(
+            client,
+            bad,
+            tmp_path / "bad",
+            refresh=refresh,
+            max_bytes=1 << 30,
+            backoff=Backoff(0.01, 0.1, 3),
+            folder=tmp_path,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.wav"]
