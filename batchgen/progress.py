@@ -8,6 +8,7 @@ so stdout keeps only the final summary.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -82,8 +83,9 @@ class Reporter:
         )
 
     def _live(self, text: str) -> None:
-        width = 160
-        self.stream.write("\r" + text[:width].ljust(width if self._line_shown else 0) + "\x1b[K")
+        # Never wider than the terminal: a wrapped line cannot be redrawn with \r.
+        width = max(20, shutil.get_terminal_size((100, 20)).columns - 1)
+        self.stream.write("\r" + text[:width] + "\x1b[K")
         self.stream.flush()
         self._line_shown = True
 
