@@ -43,6 +43,8 @@ from .watcher import Watch, Watcher
 
 # How far before an intent to look for its job: covers clock skew between us and the API.
 RECONCILE_MARGIN = 600.0
+# 429s in a row for one submission before its task is failed (each waits the server's hint).
+MAX_RATE_LIMITED = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +409,12 @@ class Runner:
                 await self._inflight.release()
                 self._budget.release(task.name)
                 continue
+            except _Unsure as unsure:
+                # The intent stays in the journal without a job id: the next run reconciles it.
+                await self._inflight.release()
+                self._budget.release(task.name)
+                self._defer(task, f"{unsure}; rerun to finish")
+                continue
             finally:
                 self.counts.submitting -= 1
                 self._maybe_idle()
@@ -444,6 +452,7 @@ class Runner:
         st.digest = task.digest
         st.status = Status.SUBMITTING
         maybe_sent = False
+        limited = 0
         while True:
             await self._cooldown.wait()
             await self._throttle.acquire()
@@ -461,11 +470,19 @@ class Runner:
                     raise
                 if err.status == 429:
                     self._on_429(err)
+                    limited += 1
+                    if limited >= MAX_RATE_LIMITED:
+                        raise  # a quota that never comes back: fail the task, not the night
                     continue
                 if err.ambiguous:
                     maybe_sent = True
                     # The POST may have created (and billed) a job: look before resubmitting.
-                    found = await self._find_job(body, intent_at, st.job_ids)
+                    try:
+                        found = await self._find_job(body, intent_at, st.job_ids)
+                    except ApiError as lookup:
+                        if isinstance(lookup, CredentialsError):
+                            raise
+                        raise _Unsure(f"could not check whether a submission went through ({lookup})") from None
                     if found is not None:
                         self.journal.append("submitted", durable=True, task=task.name, job_id=found.id, adopted=True)
                         st.job_id, st.status = found.id, Status.IN_FLIGHT
@@ -736,6 +753,10 @@ class Declined(BatchgenError):
 
 class _Stopped(Exception):
     """A submit worker saw the stop flag before sending its POST."""
+
+
+class _Unsure(Exception):
+    """A POST may have created a job and the job list could not say: leave it to the next run."""
 
 
 def _matches(sent: dict[str, object], echoed: Any) -> bool:

@@ -242,3 +242,17 @@ def test_disk_error_stops_submitting_and_rerun_finishes(thread: SimulatorThread,
     check_invariants(thread.sim, tmp_path / "out" / "crash", 6)
     paid = Counter(j.params["seed"] for j in thread.sim.jobs.values())
     assert set(paid.values()) == {1}
+
+
+async def test_unsure_submissions_wait_for_the_next_run(served: Served, tmp_path: Path) -> None:
+    """A POST whose answer was lost while the job list cannot be read is left for the next run, not resent."""
+    served.sim.faults = Faults(drop_rate=1.0, seed=11)
+    unsure = await run_batch(served, tmp_path, backoff=Backoff(base=0.01, cap=0.02, attempts=3))
+    assert len(unsure.failed) == TRACKS * TAKES
+    assert all("rerun" in reason for reason in unsure.failed.values())
+    created = sum(1 for j in served.sim.jobs.values() if j.kind == "generate")
+    assert 0 < created < TRACKS * TAKES  # some POSTs made a job before the connection dropped
+    served.sim.faults = Faults(seed=11)
+    again = await run_batch(served, tmp_path)
+    assert not again.failed
+    audit(served.sim, tmp_path / "out" / "matrix", again)
