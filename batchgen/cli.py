@@ -11,7 +11,7 @@ import json
 import random
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,34 +30,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"batchgen: error: {message}\n")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return value
+def _number(kind: type[int] | type[float], least: float, *, strictly: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` that is at least (or, strictly, above) `least`."""
+    word = "whole number" if kind is int else "number"
+    bound = f"greater than {least:g}" if strictly else f"at least {least:g}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {word}") from None
+        if value < least or (strictly and value == least):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {bound}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
+_positive_float = _number(float, 0, strictly=True)
+_positive_int = _number(int, 1)
+_count = _number(int, 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

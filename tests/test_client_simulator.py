@@ -316,27 +316,20 @@ async def test_download_verifies_checksum_and_leaves_nothing_on_mismatch(
     async def refresh() -> object:
         return await client.get_asset(asset.id)
 
-    _, data = await fetch(client, asset.url)
-    good = dataclasses.replace(asset, checksum=hashlib.sha256(data).hexdigest())
-    info = await download_asset(
-        client,
-        good,
-        tmp_path / "ok",
-        refresh=refresh,
-        max_bytes=1 << 30,
-        backoff=Backoff(0.01, 0.1, 3),
-        folder=tmp_path,
-    )
-    assert info.path == "ok.wav" and (tmp_path / "ok.wav").read_bytes() == data
-    bad = dataclasses.replace(asset, checksum="0" * 64)
-    with pytest.raises(DownloadError, match="sha256"):
-        await download_asset(
+    def save(checked: object, name: str) -> object:
+        return download_asset(
             client,
-            bad,
-            tmp_path / "bad",
+            checked,
+            tmp_path / name,
             refresh=refresh,
             max_bytes=1 << 30,
             backoff=Backoff(0.01, 0.1, 3),
             folder=tmp_path,
         )
+
+    _, data = await fetch(client, asset.url)
+    info = await save(dataclasses.replace(asset, checksum=hashlib.sha256(data).hexdigest()), "ok")
+    assert info.path == "ok.wav" and (tmp_path / "ok.wav").read_bytes() == data
+    with pytest.raises(DownloadError, match="sha256"):
+        await save(dataclasses.replace(asset, checksum="0" * 64), "bad")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.wav"]
