@@ -339,7 +339,7 @@ class Runner:
                     self._fail(task, f"upload of input audio {path} failed: {err}", permanent=True)
                 continue
             self._uploads[sha] = asset_id
-            self.journal.append("upload", durable=True, sha256=sha, asset_id=asset_id, path=path)
+            await self.journal.commit("upload", sha256=sha, asset_id=asset_id, path=path)
             self.reporter.event("uploaded", path=path, asset=asset_id)
 
     async def _reconcile(
@@ -365,7 +365,7 @@ class Runner:
                     if task.name in adopted or not _matches(self._body(task), job.input):
                         continue
                     adopted.add(task.name)
-                    self.journal.append("submitted", durable=True, task=task.name, job_id=job.id, adopted=True)
+                    await self.journal.commit("submitted", task=task.name, job_id=job.id, adopted=True)
                     st.job_id, st.status = job.id, Status.IN_FLIGHT
                     st.job_ids.append(job.id)
                     self.reporter.event("adopted", task.name, job=job.id)
@@ -447,7 +447,7 @@ class Runner:
         # The intent goes to disk before waiting for a rate slot, so that nothing but the
         # POST itself sits between the slot being granted and the request being sent.
         intent_at = time.time()
-        self.journal.append("intent", durable=True, task=task.name, digest=task.digest, attempt=st.attempts + 1)
+        await self.journal.commit("intent", task=task.name, digest=task.digest, attempt=st.attempts + 1)
         st.attempts += 1
         st.digest = task.digest
         st.status = Status.SUBMITTING
@@ -484,7 +484,7 @@ class Runner:
                             raise
                         raise _Unsure(f"could not check whether a submission went through ({lookup})") from None
                     if found is not None:
-                        self.journal.append("submitted", durable=True, task=task.name, job_id=found.id, adopted=True)
+                        await self.journal.commit("submitted", task=task.name, job_id=found.id, adopted=True)
                         st.job_id, st.status = found.id, Status.IN_FLIGHT
                         st.job_ids.append(found.id)
                         self._times[task.name] = {"submitted": intent_at}
@@ -497,7 +497,7 @@ class Runner:
                 await asyncio.sleep(self.config.backoff.delay(attempt, err.retry_after))
                 continue
             job = sub.job
-            self.journal.append("submitted", durable=True, task=task.name, job_id=job.id, cost=sub.cost)
+            await self.journal.commit("submitted", task=task.name, job_id=job.id, cost=sub.cost)
             self._budget.quote(task.name, sub.cost)
             st.job_id, st.status = job.id, Status.IN_FLIGHT
             st.job_ids.append(job.id)

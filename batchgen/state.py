@@ -8,6 +8,7 @@ they survive a crash or a cancelled coroutine.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -239,6 +240,9 @@ class Journal:
             self._fh = self.path.open("ab")
         except OSError as err:
             raise DiskError(str(self.path), err) from None
+        self._appended = 0  # events written so far
+        self._synced = 0  # events known to be on disk
+        self._sync_lock = asyncio.Lock()
         self._heal_torn_tail()
 
     def _heal_torn_tail(self) -> None:
@@ -256,12 +260,35 @@ class Journal:
         ev = {"ev": kind, "t": round(time.time(), 3), **fields}
         self._write(json.dumps(ev, separators=(",", ":")).encode() + b"\n", durable)
 
+    async def commit(self, kind: str, **fields: Any) -> None:
+        """Write one event and return once it is on disk (group commit).
+
+        The write and flush are synchronous, so from the moment this is called the
+        event survives the process being killed. The fsync, which only guards against
+        power loss, runs in a thread, and one fsync covers every event written before
+        it started: 64 submissions at once cost a few fsyncs instead of 64, and the
+        event loop never waits on the disk.
+        """
+        self.append(kind, **fields)
+        target = self._appended
+        async with self._sync_lock:
+            if self._synced >= target:
+                return  # an fsync that started after our write already covered it
+            upto = self._appended
+            try:
+                await asyncio.to_thread(os.fsync, self._fh.fileno())
+            except OSError as err:
+                raise DiskError(str(self.path), err) from None
+            self._synced = max(self._synced, upto)
+
     def _write(self, data: bytes, durable: bool) -> None:
         try:
             self._fh.write(data)
             self._fh.flush()
+            self._appended += 1
             if durable:
                 os.fsync(self._fh.fileno())
+                self._synced = self._appended
         except OSError as err:
             raise DiskError(str(self.path), err) from None
 
