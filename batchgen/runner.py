@@ -576,7 +576,7 @@ class Runner:
             self.counts.downloading += 1
             try:
                 files = await self._download(task, asset_ids)
-                self._finish(task, files)
+                await self._finish(task, files)
             except DiskError as err:
                 self._on_disk_error(err)
                 continue
@@ -629,7 +629,7 @@ class Runner:
                     raise
                 await asyncio.sleep(self.config.backoff.delay(attempt, err.retry_after))
 
-    def _finish(self, task: Task, files: list[FileInfo]) -> None:
+    async def _finish(self, task: Task, files: list[FileInfo]) -> None:
         st = self._states[task.name]
         sidecar = {
             "track": task.track,
@@ -654,7 +654,8 @@ class Runner:
         }
         if task.input_audio:
             sidecar["inputAudio"] = {"file": task.params.get("inputAudio"), "sha256": task.audio_sha256}
-        write_json_atomic(self.folder / f"{task.name}.json", sidecar)
+        # In a thread: the sidecar's fsync should not stall every other task on a slow disk.
+        await asyncio.to_thread(write_json_atomic, self.folder / f"{task.name}.json", sidecar)
         self.journal.append(
             "done", task=task.name, digest=task.digest, files=[f.as_dict() for f in files], cost=st.cost
         )
