@@ -580,13 +580,16 @@ class Runner:
             except DiskError as err:
                 self._on_disk_error(err)
                 continue
+            # The job is paid for: a task whose files could not be fetched is not marked
+            # failed (--retry-failed would pay again); it stays "succeeded" in the journal
+            # and the next run downloads it.
             except DownloadError as err:
-                self._fail(task, f"download failed: {err.reason}", permanent=False)
+                self._defer(task, f"download failed: {err.reason} (paid; the next run downloads it again)")
                 continue
             except ApiError as err:
                 if isinstance(err, CredentialsError):
                     raise
-                self._fail(task, f"asset lookup failed: {err}", permanent=err.kind is ErrorKind.PERMANENT)
+                self._defer(task, f"asset lookup failed: {err} (paid; the next run downloads it again)")
                 continue
             finally:
                 self.counts.downloading -= 1

@@ -124,11 +124,18 @@ async def test_action_limit_lowers_the_cap(served: Served, tmp_path: Path) -> No
 
 
 async def test_non_audio_download_fails_with_reason(served: Served, tmp_path: Path) -> None:
-    """A download that comes back as an HTML page is refused, and the task says why."""
+    """A download that comes back as an HTML page is refused with the reason; the paid job is
+    downloaded by the next run, not submitted again."""
     served.sim.faults = Faults(html_rate=1.0)
     result = await run_batch(served, tmp_path)
-    assert result.failed and all("not audio" in r for r in result.failed.values())
+    assert len(result.failed) == TRACKS * TAKES and all("not audio" in r for r in result.failed.values())
     assert not list((tmp_path / "out" / "matrix").glob("*.wav"))
+    jobs = len(served.sim.jobs)
+    served.sim.faults = Faults()
+    again = await run_batch(served, tmp_path)
+    assert again.exit_code == 0 and again.done == TRACKS * TAKES
+    assert len(served.sim.jobs) == jobs  # nothing paid twice
+    audit(served.sim, tmp_path / "out" / "matrix", again)
 
 
 async def test_oversized_download_is_cut_off_and_failed(served: Served, tmp_path: Path) -> None:
