@@ -379,9 +379,13 @@ class Simulator:
         if asset.data is None:
             # Rendering is pure Python: in a thread it would hold the GIL and stall the
             # loop (skewing every timing the simulator records), so it runs in a process.
-            data = await asyncio.get_running_loop().run_in_executor(
-                _render_pool(), render, asset.prompt, asset.seed, asset.duration, asset.channels
-            )
+            args = (asset.prompt, asset.seed, asset.duration, asset.channels)
+            try:
+                data = await asyncio.get_running_loop().run_in_executor(_render_pool(), render, *args)
+            except (RuntimeError, OSError, concurrent.futures.process.BrokenProcessPool):
+                # No worker processes here (a script without a __main__ guard, a sandbox
+                # that forbids them): render in a thread, slower timings but the same bytes.
+                data = await asyncio.to_thread(render, *args)
             if asset.data is None:
                 asset.data = data
         return asset.data
