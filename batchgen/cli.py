@@ -188,9 +188,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     manifest = load(args.manifest)
     if args.dry_run:
-        code = cmd_plan(args)
+        tasks, replayed = _expand_with_journal(manifest, args.out)
+        _print_plan(_plan_rows(tasks, replayed), as_json=False)
         print("dry run: nothing submitted")
-        return code
+        return EXIT_OK
     config = RunConfig(
         out=Path(args.out),
         rate=args.rate,
@@ -317,20 +318,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     manifest = load(args.manifest)
     tasks, replayed = _expand_with_journal(manifest, args.out)
-    rows = [(t, state.plan_status(t.digest, replayed.tasks.get(t.name))) for t in tasks]
-    if getattr(args, "cost", False):
+    rows = _plan_rows(tasks, replayed)
+    if args.cost:
         return _plan_cost(manifest, rows, replayed, args)
-    if args.json:
+    _print_plan(rows, as_json=args.json)
+    return EXIT_OK
+
+
+def _plan_rows(tasks: list[Task], replayed: state.Replay) -> list[tuple[Task, str]]:
+    return [(t, state.plan_status(t.digest, replayed.tasks.get(t.name))) for t in tasks]
+
+
+def _print_plan(rows: list[tuple[Task, str]], *, as_json: bool) -> None:
+    if as_json:
         for task, status in rows:
             print(json.dumps({"name": task.name, "track": task.track, "digest": task.digest, "status": status}))
-        return EXIT_OK
-    width = max((len(t.name) for t in tasks), default=4)
+        return
+    width = max((len(t.name) for t, _ in rows), default=4)
     print(f"{'NAME':<{width}}  {'DIGEST':<16}  STATUS")
     for task, status in rows:
         print(f"{task.name:<{width}}  {task.digest}  {status}")
     counts = Counter(status for _, status in rows)
     print(f"{len(rows)} tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return EXIT_OK
 
 
 TO_GENERATE = ("new", "changed", "failed")

@@ -178,3 +178,14 @@ def test_log_formats_for_cron(sim: SimulatorThread, tmp_path: Path) -> None:
     quiet = run_cli([*base, "--out", str(tmp_path / "b"), "-q"], env_for(sim))
     assert quiet.returncode == 0 and quiet.stderr == ""
     assert f"{TASKS}/{TASKS} done" in quiet.stdout
+
+
+def test_dry_run_prints_the_plan_and_submits_nothing(sim: SimulatorThread, tmp_path: Path) -> None:
+    """run --dry-run lists every task as the plan does, exits 0 and sends nothing."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST)
+    result = run_cli(["run", str(manifest), "--out", str(tmp_path / "out"), "--dry-run"], env_for(sim))
+    assert result.returncode == 0, result.stderr
+    assert "a-t1" in result.stdout and f"{TASKS} tasks: {TASKS} new" in result.stdout
+    assert "nothing submitted" in result.stdout
+    assert sim.stats()["jobs"] == [] and not (tmp_path / "out").exists()
