@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -17,7 +16,7 @@ from typing import Any
 
 from . import __version__, state
 from .errors import BatchgenError, UsageError
-from .manifest import Manifest, expand, load
+from .manifest import Manifest, expand_as_recorded, load
 from .task import Task
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -30,8 +29,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"batchgen: error: {message}\n")
 
 
-def _number(kind: type[int] | type[float], least: float, *, strictly: bool = False) -> Callable[[str], Any]:
-    """An argparse type: a number of `kind` that is at least (or, strictly, above) `least`."""
+def _number(
+    kind: type[int] | type[float], least: float, *, strictly: bool = False, most: float | None = None
+) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind`, at least (or, strictly, above) `least`, at most `most`."""
     word = "whole number" if kind is int else "number"
     bound = f"greater than {least:g}" if strictly else f"at least {least:g}"
 
@@ -42,6 +43,8 @@ def _number(kind: type[int] | type[float], least: float, *, strictly: bool = Fal
             raise argparse.ArgumentTypeError(f"{text!r} is not a {word}") from None
         if value < least or (strictly and value == least):
             raise argparse.ArgumentTypeError(f"{text!r} must be {bound}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at most {most:g}")
         return value
 
     return parse
@@ -50,6 +53,7 @@ def _number(kind: type[int] | type[float], least: float, *, strictly: bool = Fal
 _positive_float = _number(float, 0, strictly=True)
 _positive_int = _number(int, 1)
 _count = _number(int, 0)
+_share = _number(float, 0, most=1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,13 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="generate every task; resumes where the last run stopped")
     with_out(run)
-    run.add_argument(
-        "--rate", type=_positive_float, default=2.0, metavar="N", help="submissions per second (default 2)"
-    )
+    run.add_argument("--rate", type=_positive_float, metavar="N", help="submissions per second (default 2)")
     run.add_argument(
         "--max-in-flight",
         type=_positive_int,
-        default=8,
         metavar="N",
         help="jobs submitted and not finished (default 8)",
     )
@@ -90,16 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--job-retries",
         type=_count,
-        default=1,
         metavar="N",
         help="resubmissions after a refunded job failure (default 1)",
     )
     run.add_argument(
-        "--job-timeout", type=_positive_float, metavar="S", help="fail a job still running after S seconds"
+        "--job-timeout", type=_positive_float, metavar="S", help="fail a job still running after S seconds (1800)"
     )
-    run.add_argument(
-        "--max-download-bytes", type=_positive_int, default=2 * 1024**3, metavar="N", help="refuse larger files (2 GiB)"
-    )
+    run.add_argument("--max-download-bytes", type=_positive_int, metavar="N", help="refuse larger files (2 GiB)")
     run.add_argument("--confirm-above", type=_positive_float, metavar="CU", help="ask before spending more than CU")
     run.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     run.add_argument("--no-report", action="store_true", help="do not write index.html at the end")
@@ -130,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--job-time", type=float, default=3.0, metavar="S", help="seconds a job takes (default 3)")
     sim.add_argument("--rate-limit", type=int, metavar="N", help="answer 429 past N submissions per second")
     sim.add_argument("--action-limit", type=int, metavar="N", help="answer 429 past N jobs running at once")
-    sim.add_argument("--error-rate", type=float, default=0.0, metavar="P", help="share of 500/503 answers")
-    sim.add_argument("--drop-rate", type=float, default=0.0, metavar="P", help="share of dropped connections")
-    sim.add_argument("--failure-rate", type=float, default=0.0, metavar="P", help="share of jobs that fail")
-    sim.add_argument("--truncate-rate", type=float, default=0.0, metavar="P", help="share of truncated downloads")
+    sim.add_argument("--error-rate", type=_share, default=0.0, metavar="P", help="share of 500/503 answers")
+    sim.add_argument("--drop-rate", type=_share, default=0.0, metavar="P", help="share of dropped connections")
+    sim.add_argument("--failure-rate", type=_share, default=0.0, metavar="P", help="share of jobs that fail")
+    sim.add_argument("--truncate-rate", type=_share, default=0.0, metavar="P", help="share of truncated downloads")
     sim.add_argument("--url-ttl", type=float, default=3600.0, metavar="S", help="signed URL lifetime (default 3600)")
     sim.add_argument("--seed", type=int, help="seed for the fault dice")
     sim.add_argument("--fast-audio", action="store_true", help="one cached tone for every asset (benchmarks)")
@@ -155,29 +153,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    command = args.command
-    if command == "validate":
-        return cmd_validate(args)
-    if command == "plan":
-        return cmd_plan(args)
-    if command == "status":
-        return cmd_status(args)
-    if command == "run":
-        return cmd_run(args)
-    if command == "simulate":
-        return cmd_simulate(args)
-    if command == "report":
-        return cmd_report(args)
-    raise UsageError(f"{command}: not available yet")
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": cmd_run,
+        "validate": cmd_validate,
+        "plan": cmd_plan,
+        "status": cmd_status,
+        "report": cmd_report,
+        "simulate": cmd_simulate,
+    }
+    return commands[args.command](args)
 
 
-def _expand_with_journal(manifest: Manifest, out: str | None) -> tuple[list[Task], state.Replay]:
-    """Expand with the base seed the batch's journal recorded, so names and digests match the run's."""
-    replayed = state.read(Path(out) / manifest.batch) if out else state.Replay()
-    base = replayed.base_seed
-    if manifest.seed is None and base is None:
-        base = random.SystemRandom().randrange(2**31)  # shown only; `run` records its own
-    return expand(manifest, base), replayed
+def _expand_with_journal(manifest: Manifest, out: str) -> tuple[list[Task], state.Replay]:
+    """The batch's tasks as its journal's recorded seed makes them, and the journal's replay."""
+    replayed = state.read(Path(out) / manifest.batch)
+    return expand_as_recorded(manifest, replayed.base_seed), replayed
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -192,17 +182,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_plan(_plan_rows(tasks, replayed), as_json=False)
         print("dry run: nothing submitted")
         return EXIT_OK
+    # Options left unset keep RunConfig's defaults, so each default is written once.
+    options = {
+        "rate": args.rate,
+        "max_in_flight": args.max_in_flight,
+        "workers": args.workers,
+        "poll_interval": args.poll_interval,
+        "job_retries": args.job_retries,
+        "job_timeout": args.job_timeout,
+        "max_download_bytes": args.max_download_bytes,
+        "max_cost": args.max_cost,
+    }
     config = RunConfig(
         out=Path(args.out),
-        rate=args.rate,
-        max_in_flight=args.max_in_flight,
-        workers=args.workers,
-        poll_interval=args.poll_interval or 1.0,
         retry_failed=args.retry_failed,
-        job_retries=args.job_retries,
-        job_timeout=args.job_timeout or 1800.0,
-        max_download_bytes=args.max_download_bytes,
-        max_cost=args.max_cost,
+        **{k: v for k, v in options.items() if v is not None},
     )
     reporter = Reporter(args.log_format, args.quiet)
     confirm = _confirmer(args.confirm_above, args.yes)
@@ -309,7 +303,7 @@ def _print_summary(manifest: Manifest, result: Any, max_cost: float | None) -> N
 
 def cmd_validate(args: argparse.Namespace) -> int:
     manifest = load(args.manifest)
-    tasks, _ = _expand_with_journal(manifest, None)
+    tasks = expand_as_recorded(manifest, None)
     tracks = len(manifest.tracks)
     print(f"{args.manifest}: ok: batch {manifest.batch!r}, {tracks} track{'s' * (tracks != 1)}, {len(tasks)} tasks")
     return EXIT_OK
@@ -403,8 +397,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     estimate, unpriced = 0.0, left
     if left > 0 and prices:
         # Only now is the expansion worth its cost: to price exactly what is left.
-        base = replayed.base_seed if manifest.seed is None else None
-        tasks = expand(manifest, base if base is not None else 0)
+        tasks = expand_as_recorded(manifest, replayed.base_seed)
         remaining = [t for t in tasks if state.plan_status(t.digest, replayed.tasks.get(t.name)) in TO_GENERATE]
         left = len(remaining)
         unpriced = sum(1 for t in remaining if shape(t) not in prices)
@@ -439,14 +432,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     key = args.key or os.environ.get("SCENARIO_API_KEY") or "sim-key"
     secret = args.secret or os.environ.get("SCENARIO_API_SECRET") or "sim-secret"
-    for name, share in (
-        ("--error-rate", args.error_rate),
-        ("--drop-rate", args.drop_rate),
-        ("--failure-rate", args.failure_rate),
-        ("--truncate-rate", args.truncate_rate),
-    ):
-        if not 0 <= share <= 1:
-            raise UsageError(f"{name} must be between 0 and 1, not {share}")
     faults = Faults(
         rate_limit=args.rate_limit,
         action_limit=args.action_limit,

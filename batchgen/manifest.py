@@ -132,11 +132,6 @@ def load(path: str | os.PathLike[str]) -> Manifest:
         return _Reader(Path(path)).read()
 
 
-def load_and_expand(path: str | os.PathLike[str], base_seed: int | None = None) -> tuple[Manifest, list[Task]]:
-    manifest = load(path)
-    return manifest, expand(manifest, base_seed)
-
-
 class _Reader:
     """One manifest read: keeps the file name for every error it raises."""
 
@@ -524,6 +519,14 @@ def expand(manifest: Manifest, base_seed: int | None = None) -> list[Task]:
     """
     with paused_gc():
         return _expand(manifest, base_seed)
+
+
+def expand_as_recorded(manifest: Manifest, recorded_seed: int | None) -> list[Task]:
+    """Expand with the base seed a run recorded in the journal, for plan, status and report.
+
+    Before any run there is none: a provisional 0 stands in, so what they show is stable.
+    """
+    return expand(manifest, recorded_seed if recorded_seed is not None else 0)
 
 
 def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:

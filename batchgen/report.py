@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import state
-from .manifest import Manifest, expand
+from .manifest import Manifest, expand_as_recorded
 from .params import PARAMS
 from .state import Replay, Status, TaskState
 from .task import Task
@@ -197,8 +197,7 @@ def build(manifest: Manifest, out: Path) -> Path:
     """Write the batch's page from its manifest, journal and files; returns its path."""
     folder = out / manifest.batch
     replayed = state.read(folder)
-    base = replayed.base_seed if manifest.seed is None else None
-    tasks = expand(manifest, base if base is not None else 0)
+    tasks = expand_as_recorded(manifest, replayed.base_seed)
     return write(folder, manifest.batch, collect(tasks, replayed, folder))
 
 
