@@ -365,10 +365,7 @@ class Runner:
                     if task.name in adopted or not _matches(self._body(task), job.input):
                         continue
                     adopted.add(task.name)
-                    await self.journal.commit("submitted", task=task.name, job_id=job.id, adopted=True)
-                    st.job_id, st.status = job.id, Status.IN_FLIGHT
-                    st.job_ids.append(job.id)
-                    self.reporter.event("adopted", task.name, job=job.id)
+                    await self._record_job(task, job.id, job.cost, adopted=True)
                     to_poll.append((task, st))
                     break
         except ApiError as err:
@@ -384,7 +381,7 @@ class Runner:
         return [task for task, _ in pending if task.name not in adopted]
 
     def _body(self, task: Task) -> dict[str, object]:
-        return task.body(self._uploads.get(task.audio_sha256 or "")) if task.input_audio else dict(task.params)
+        return task.body(self._uploads.get(task.audio_sha256 or ""))
 
     async def _submit_worker(self) -> None:
         while True:
@@ -398,22 +395,16 @@ class Runner:
             self.counts.submitting += 1
             try:
                 job_id, cost = await self._submit(task)
-            except ApiError as err:
-                await self._inflight.release()
+            except (ApiError, _Stopped, _Unsure) as err:
+                await self._inflight.release()  # no job is running for this task
                 self._budget.release(task.name)
                 if isinstance(err, CredentialsError):
                     raise
-                self._fail(task, f"submit failed: {err}", permanent=err.kind is ErrorKind.PERMANENT)
-                continue
-            except _Stopped:
-                await self._inflight.release()
-                self._budget.release(task.name)
-                continue
-            except _Unsure as unsure:
-                # The intent stays in the journal without a job id: the next run reconciles it.
-                await self._inflight.release()
-                self._budget.release(task.name)
-                self._defer(task, f"{unsure}; rerun to finish")
+                if isinstance(err, ApiError):
+                    self._fail(task, f"submit failed: {err}", permanent=err.kind is ErrorKind.PERMANENT)
+                elif isinstance(err, _Unsure):
+                    # The intent stays in the journal without a job id: the next run reconciles it.
+                    self._defer(task, f"{err}; rerun to finish")
                 continue
             finally:
                 self.counts.submitting -= 1
@@ -484,25 +475,29 @@ class Runner:
                             raise
                         raise _Unsure(f"could not check whether a submission went through ({lookup})") from None
                     if found is not None:
-                        await self.journal.commit("submitted", task=task.name, job_id=found.id, adopted=True)
-                        st.job_id, st.status = found.id, Status.IN_FLIGHT
-                        st.job_ids.append(found.id)
+                        await self._record_job(task, found.id, found.cost, adopted=True)
                         self._times[task.name] = {"submitted": intent_at}
-                        self._budget.quote(task.name, found.cost)
-                        self.reporter.event("adopted", task.name, job=found.id)
                         return found.id, found.cost
                 attempt += 1
                 if self.config.backoff.exhausted(attempt):
                     raise
                 await asyncio.sleep(self.config.backoff.delay(attempt, err.retry_after))
                 continue
-            job = sub.job
-            await self.journal.commit("submitted", task=task.name, job_id=job.id, cost=sub.cost)
-            self._budget.quote(task.name, sub.cost)
-            st.job_id, st.status = job.id, Status.IN_FLIGHT
-            st.job_ids.append(job.id)
+            await self._record_job(task, sub.job.id, sub.cost, adopted=False)
             self._times[task.name] = {"submitted": time.time()}
-            return job.id, sub.cost
+            return sub.job.id, sub.cost
+
+    async def _record_job(self, task: Task, job_id: str, cost: float | None, *, adopted: bool) -> None:
+        """A task's job id, on disk before anything else happens, and in its state."""
+        if adopted:
+            await self.journal.commit("submitted", task=task.name, job_id=job_id, adopted=True)
+            self.reporter.event("adopted", task.name, job=job_id)
+        else:
+            await self.journal.commit("submitted", task=task.name, job_id=job_id, cost=cost)
+        self._budget.quote(task.name, cost)
+        st = self._states[task.name]
+        st.job_id, st.status = job_id, Status.IN_FLIGHT
+        st.job_ids.append(job_id)
 
     def _on_429(self, err: ApiError) -> None:
         """Any 429, from any request: every submitter pauses until the server's hint."""
