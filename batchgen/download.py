@@ -116,15 +116,19 @@ async def download_asset(
         handle = await aiofiles.open(part, "wb")
     except OSError as err:
         raise DiskError(str(part), err) from None
+
+    async def start_over() -> None:
+        nonlocal sha, written
+        await handle.seek(0)
+        await handle.truncate()
+        sha, written = hashlib.sha256(), 0
+
     try:
         while True:
             try:
                 async with client.download(asset.url, offset=written, if_range=etag) as resp:
                     if written and resp.status != 206:
-                        # The server ignored Range (or the file changed): start over cleanly.
-                        await handle.seek(0)
-                        await handle.truncate()
-                        sha, written = hashlib.sha256(), 0
+                        await start_over()  # the server ignored Range (or the file changed)
                     served_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
                     if (
                         served_type
@@ -135,11 +139,13 @@ async def download_asset(
                     etag = resp.headers.get("ETag") or etag
                     total = written + (resp.content_length or 0) if resp.content_length is not None else None
                     if total is not None and total > limit:
-                        raise DownloadError(f"server announced {total} bytes, more than the {limit} allowed; cut off")
+                        raise DownloadError(
+                            f"server announced {total} bytes, more than the {limit} allowed; cut off", restart=True
+                        )
                     async for chunk in resp.content.iter_chunked(CHUNK):
                         written += len(chunk)
                         if written > limit:
-                            raise DownloadError(f"download ran past {limit} bytes; cut off")
+                            raise DownloadError(f"download ran past {limit} bytes; cut off", restart=True)
                         sha.update(chunk)
                         try:
                             await handle.write(chunk)
@@ -156,10 +162,8 @@ async def download_asset(
                 attempt += 1
                 if not err.retryable or backoff.exhausted(attempt):
                     raise
-                if "cut off" in err.reason:
-                    await handle.seek(0)
-                    await handle.truncate()
-                    sha, written = hashlib.sha256(), 0
+                if err.restart:
+                    await start_over()
                 await asyncio.sleep(backoff.delay(attempt))
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as err:
                 attempt += 1  # cut mid-body: resume from what we have, with Range

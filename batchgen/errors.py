@@ -108,10 +108,11 @@ class CredentialsError(ApiError):
 class DownloadError(BatchgenError):
     """An asset could not be fetched or failed verification."""
 
-    def __init__(self, reason: str, *, expired: bool = False, retryable: bool = True) -> None:
+    def __init__(self, reason: str, *, expired: bool = False, retryable: bool = True, restart: bool = False) -> None:
         self.reason = reason
         self.expired = expired  # the signed URL is no longer valid: refresh it
         self.retryable = retryable
+        self.restart = restart  # the bytes so far cannot be trusted: retry from the first byte
         super().__init__(reason)
 
 

@@ -70,7 +70,6 @@ class Replay:
     tasks: dict[str, TaskState] = field(default_factory=dict)
     uploads: dict[str, str] = field(default_factory=dict)  # audio sha256 -> asset id
     warnings: list[str] = field(default_factory=list)
-    lines: int = 0
     spent: float = 0.0  # creative units of every job that succeeded, across all runs
 
 
@@ -89,7 +88,6 @@ def _replay(lines: Iterable[str | bytes], source: str) -> Replay:
     out = Replay()
     tasks = out.tasks
     for number, ev in _decode(lines):
-        out.lines = number
         kind = ev.get("ev") if isinstance(ev, dict) else None
         if kind is None:
             if ev is not _BLANK:
