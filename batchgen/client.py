@@ -16,7 +16,7 @@ import mimetypes
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -329,10 +329,17 @@ class ScenarioClient:
         _, body = await self._request("GET", "/jobs", endpoint="jobs", params=params)
         return [Job.parse(j) for j in body.get("jobs", [])], body.get("nextPaginationToken") or None
 
-    async def iter_jobs(self, **filters: Any) -> AsyncIterator[Job]:
+    async def iter_jobs(
+        self, *, retry: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None, **filters: Any
+    ) -> AsyncIterator[Job]:
+        """Every job matching `filters`, page after page; `retry` wraps each page's request."""
         token = None
         while True:
-            jobs, token = await self.list_jobs(pagination_token=token, **filters)
+
+            async def page(token: str | None = token) -> tuple[list[Job], str | None]:
+                return await self.list_jobs(pagination_token=token, **filters)
+
+            jobs, token = await (retry(page) if retry else page())
             for job in jobs:
                 yield job
             if not token:

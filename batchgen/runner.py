@@ -518,20 +518,14 @@ class Runner:
 
     async def _jobs_since(self, since: float) -> AsyncIterator[Job]:
         """The account's jobs created after `since` (less a clock-skew margin), each page retried."""
-        token: str | None = None
-        while True:
-            page, token = await self._with_retries(
-                lambda token=token: self.client.list_jobs(
-                    created_after=iso(since - RECONCILE_MARGIN), page_size=100, pagination_token=token
-                )
-            )
-            for job in page:
-                if not job.input and job.status not in ("failure", "canceled"):
-                    # Some listings leave out metadata.input; matching needs it, so ask the job.
-                    job = await self._with_retries(lambda job_id=job.id: self.client.get_job(job_id))
-                yield job
-            if not token:
-                return
+        jobs = self.client.iter_jobs(
+            created_after=iso(since - RECONCILE_MARGIN), page_size=100, retry=self._with_retries
+        )
+        async for job in jobs:
+            if not job.input and job.status not in ("failure", "canceled"):
+                # Some listings leave out metadata.input; matching needs it, so ask the job.
+                job = await self._with_retries(lambda job_id=job.id: self.client.get_job(job_id))
+            yield job
 
     async def _job_ended(self, active: Watch, job: Job | None, problem: str | None, timed_out: bool) -> None:
         """The watcher saw a job end (or gave up on it): release its slot and move the task on."""
