@@ -201,10 +201,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     reporter = Reporter(args.log_format, args.quiet)
     confirm = _confirmer(args.confirm_above, args.yes)
 
+    runner: Any = None
+
     async def go(client: Any) -> Any:
         from .runner import Runner
 
-        return await Runner(manifest, client, config, reporter, confirm).run()
+        nonlocal runner
+        runner = Runner(manifest, client, config, reporter, confirm)
+        return await runner.run()
 
     connections = config.max_in_flight + config.download_workers + config.poll_concurrency
     try:
@@ -215,7 +219,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_report and (result.done or result.failed or result.skipped):
         from . import report
 
-        page = report.build(manifest, Path(args.out))
+        # The run's own tasks and states: no second journal replay or expansion.
+        folder = Path(args.out) / manifest.batch
+        page = report.write(folder, manifest.batch, report.collect(runner.tasks, runner.states, folder))
         print(f"  listening page: {page}")
     exit_code: int = result.exit_code
     return exit_code

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import state
 from .manifest import Manifest, expand_as_recorded
 from .params import PARAMS
-from .state import Replay, Status, TaskState
+from .state import Status, TaskState
 from .task import Task
 
 COLUMNS = 200  # min and max per column: 400 points per waveform
@@ -89,11 +89,11 @@ class Entry:
     extra_files: list[str] = field(default_factory=list)
 
 
-def collect(tasks: Sequence[Task], replay: Replay, folder: Path) -> list[Entry]:
-    """What the journal and the folder say about each task."""
+def collect(tasks: Sequence[Task], states: Mapping[str, TaskState], folder: Path) -> list[Entry]:
+    """What the task states (replayed from the journal, or a run's own) and the folder say."""
     entries = []
     for task in tasks:
-        st: TaskState | None = replay.tasks.get(task.name)
+        st: TaskState | None = states.get(task.name)
         if st is None:
             entries.append(Entry(task, "pending"))
             continue
@@ -198,7 +198,7 @@ def build(manifest: Manifest, out: Path) -> Path:
     folder = out / manifest.batch
     replayed = state.read(folder)
     tasks = expand_as_recorded(manifest, replayed.base_seed)
-    return write(folder, manifest.batch, collect(tasks, replayed, folder))
+    return write(folder, manifest.batch, collect(tasks, replayed.tasks, folder))
 
 
 def write(folder: Path, batch: str, entries: Sequence[Entry]) -> Path:

@@ -142,7 +142,13 @@ class Runner:
             on_end=self._job_ended,
             on_429=self._on_429,
         )
+        self.tasks: list[Task] = []
         self._times: dict[str, dict[str, float]] = {}  # wall-clock milestones per task, for sidecars
+
+    @property
+    def states(self) -> dict[str, TaskState]:
+        """Every task's state as this run left it (what a replay of the journal would give)."""
+        return self._states
 
     @property
     def journal(self) -> Journal:
@@ -157,7 +163,7 @@ class Runner:
             self._journal = Journal(self.folder)
             try:
                 base_seed = self._header(replayed)
-                tasks = expand(self.manifest, base_seed)
+                tasks = self.tasks = expand(self.manifest, base_seed)
                 self._states = replayed.tasks
                 self._uploads = dict(replayed.uploads)
                 self._budget.spent = replayed.spent
