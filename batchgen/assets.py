@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from .client import BULK_LIMIT, Asset, ScenarioClient
 from .errors import ApiError, ErrorKind
+from .retry import Backoff, retry_call
 
 
 class AssetBatcher:
@@ -23,12 +24,14 @@ class AssetBatcher:
         self,
         client: ScenarioClient,
         *,
+        policy: Backoff,
         window: float = 0.02,
-        retry: Callable[[Callable[[], Awaitable[list[Asset]]]], Awaitable[list[Asset]]] | None = None,
+        observe: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.client = client
         self.window = window
-        self._retry = retry
+        self._policy = policy
+        self._observe = observe
         self._waiting: dict[str, list[asyncio.Future[Asset]]] = {}
         self._wake = asyncio.Event()
 
@@ -50,11 +53,8 @@ class AssetBatcher:
                 await self._fetch(ids, waiters)
 
     async def _fetch(self, ids: list[str], waiters: dict[str, list[asyncio.Future[Asset]]]) -> None:
-        async def call() -> list[Asset]:
-            return await self.client.get_assets(ids)
-
         try:
-            assets = await (self._retry(call) if self._retry else call())
+            assets = await retry_call(self._policy, lambda: self.client.get_assets(ids), observe=self._observe)
         except ApiError as err:
             for futures in waiters.values():
                 for f in futures:

@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, state
+from . import __version__
 from .errors import BatchgenError, UsageError
+from .ledger import TO_GENERATE, Ledger
 from .manifest import Manifest, expand_as_recorded, load
 from .task import Task
 
@@ -164,22 +165,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     return commands[args.command](args)
 
 
-def _expand_with_journal(manifest: Manifest, out: str) -> tuple[list[Task], state.Replay]:
-    """The batch's tasks as its journal's recorded seed makes them, and the journal's replay."""
-    replayed = state.read(Path(out) / manifest.batch)
-    return expand_as_recorded(manifest, replayed.base_seed), replayed
+def _read_batch(manifest: Manifest, out: str) -> tuple[list[Task], Ledger]:
+    """The batch's tasks, as its journal's recorded seed makes them, and its ledger (read-only)."""
+    ledger = Ledger.read(Path(out) / manifest.batch, manifest.batch)
+    return expand_as_recorded(manifest, ledger.base_seed), ledger
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from .download import Limits
     from .progress import Reporter
     from .runner import RunConfig
 
     manifest = load(args.manifest)
     if args.dry_run:
-        tasks, replayed = _expand_with_journal(manifest, args.out)
-        _print_plan(_plan_rows(tasks, replayed), as_json=False)
+        tasks, ledger = _read_batch(manifest, args.out)
+        _print_plan(ledger.rows(tasks), as_json=False)
         print("dry run: nothing submitted")
         return EXIT_OK
     # Options left unset keep RunConfig's defaults, so each default is written once.
@@ -190,12 +192,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         "poll_interval": args.poll_interval,
         "job_retries": args.job_retries,
         "job_timeout": args.job_timeout,
-        "max_download_bytes": args.max_download_bytes,
         "max_cost": args.max_cost,
     }
+    limits = Limits() if args.max_download_bytes is None else Limits(max_bytes=args.max_download_bytes)
     config = RunConfig(
         out=Path(args.out),
         retry_failed=args.retry_failed,
+        limits=limits,
         **{k: v for k, v in options.items() if v is not None},
     )
     reporter = Reporter(args.log_format, args.quiet)
@@ -219,9 +222,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_report and (result.done or result.failed or result.skipped):
         from . import report
 
-        # The run's own tasks and states: no second journal replay or expansion.
+        # The run's own tasks and ledger: no second journal replay or expansion.
         folder = Path(args.out) / manifest.batch
-        page = report.write(folder, manifest.batch, report.collect(runner.tasks, runner.states, folder))
+        page = report.write(folder, manifest.batch, report.collect(runner.tasks, runner.ledger, folder))
         print(f"  listening page: {page}")
     exit_code: int = result.exit_code
     return exit_code
@@ -294,6 +297,10 @@ def _print_summary(manifest: Manifest, result: Any, max_cost: float | None) -> N
         f"{result.spent:g} CU spent ({result.batch_spent:g} in all), {result.elapsed:.1f}s"
     )
     print(line)
+    if result.paid_failures:
+        print(f"  of which {result.paid_failures:g} CU paid for jobs that failed without a refund")
+    if result.discount:
+        print(f"  discounts: {result.discount:g} CU")
     if result.estimate is not None:
         print(f"  estimate before submitting: {result.estimate:g} CU")
     if result.left_for_budget:
@@ -317,16 +324,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     manifest = load(args.manifest)
-    tasks, replayed = _expand_with_journal(manifest, args.out)
-    rows = _plan_rows(tasks, replayed)
+    tasks, ledger = _read_batch(manifest, args.out)
+    rows = ledger.rows(tasks)
     if args.cost:
-        return _plan_cost(manifest, rows, replayed, args)
+        return _plan_cost(manifest, rows, ledger, args)
     _print_plan(rows, as_json=args.json)
     return EXIT_OK
-
-
-def _plan_rows(tasks: list[Task], replayed: state.Replay) -> list[tuple[Task, str]]:
-    return [(t, state.plan_status(t.digest, replayed.tasks.get(t.name))) for t in tasks]
 
 
 def _print_plan(rows: list[tuple[Task, str]], *, as_json: bool) -> None:
@@ -342,31 +345,32 @@ def _print_plan(rows: list[tuple[Task, str]], *, as_json: bool) -> None:
     print(f"{len(rows)} tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
-TO_GENERATE = ("new", "changed", "failed")
-
-
-def _plan_cost(
-    manifest: Manifest, rows: list[tuple[Task, str]], replayed: state.Replay, args: argparse.Namespace
-) -> int:
+def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger, args: argparse.Namespace) -> int:
     import asyncio
 
     from .cost import Pricer, load_prices, pricing_body, save_prices
-    from .limits import make_throttle
+    from .limits import Admission
+    from .retry import Backoff, retry_call
 
     folder = Path(args.out) / manifest.batch
     todo = [task for task, status in rows if status in TO_GENERATE]
 
     async def price(client: Any) -> tuple[float, dict[str, float], int]:
-        throttle = make_throttle(2.0)  # the run's default rate: dry runs count against it too
+        policy = Backoff()
+        gate = Admission(2.0, 1, policy)  # the run's default rate: dry runs count against it too
 
-        async def ask(task: Task) -> float:
-            await throttle.acquire()
-            body = pricing_body(task, replayed.uploads.get(task.audio_sha256 or ""))
-            cost: float = await client.estimate(task.model, body)
-            return cost
+        async def ask(task: Task, hop: int) -> float:
+            body = pricing_body(task, hop, ledger.uploads.get(task.audio_sha256 or "") if hop == 0 else None)
+
+            async def once() -> float:
+                async with gate:
+                    cost: float = await client.estimate(task.model, body)
+                    return cost
+
+            return await retry_call(policy, once, observe=gate.saw)
 
         pricer = Pricer(ask, load_prices(folder))
-        total, per_track = await pricer.total(todo)
+        total, per_track = await pricer.total((task, 0) for task in todo)
         if pricer.asked and folder.exists():
             save_prices(folder, pricer.prices)
         return total, per_track, pricer.asked
@@ -393,38 +397,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .cost import load_prices, shape
 
     manifest = load(args.manifest)
-    folder = Path(args.out) / manifest.batch
-    replayed = state.read(folder)
-    counts = Counter(st.status.value for st in replayed.tasks.values())
-    failures = {name: st.reason for name, st in replayed.tasks.items() if st.status is state.Status.FAILED}
-    committed = sum(st.cost or 0.0 for st in replayed.tasks.values() if st.status is state.Status.IN_FLIGHT)
-    prices = load_prices(folder)
-    left = manifest.task_count() - counts.get("done", 0)
-    estimate, unpriced = 0.0, left
-    if left > 0 and prices:
-        # Only now is the expansion worth its cost: to price exactly what is left.
-        tasks = expand_as_recorded(manifest, replayed.base_seed)
-        remaining = [t for t in tasks if state.plan_status(t.digest, replayed.tasks.get(t.name)) in TO_GENERATE]
-        left = len(remaining)
-        unpriced = sum(1 for t in remaining if shape(t) not in prices)
-        estimate = sum(prices.get(shape(t), 0.0) for t in remaining)
-    money = {"spent": replayed.spent, "committed": committed, "remaining_estimate": estimate, "unpriced": unpriced}
+    tasks, ledger = _read_batch(manifest, args.out)
+    figures = ledger.figures(tasks)
+    prices = load_prices(ledger.folder)
+    rows = [t for t, status in ledger.rows(tasks) if status in TO_GENERATE] if figures.left else []
+    shapes = [shape(t, hop) for t in rows for hop in range(t.hop_count)]
+    estimate = sum(prices.get(key, 0.0) for key in shapes)
+    unpriced = len({t.name for t in rows for hop in range(t.hop_count) if shape(t, hop) not in prices})
+    money = {
+        "spent": figures.spent,
+        "committed": figures.committed,
+        "remaining_estimate": estimate,
+        "unpriced": unpriced,
+    }
+    counts = dict(sorted(figures.counts.items()))
     if args.json:
-        print(json.dumps({"batch": manifest.batch, "counts": counts, "failed": failures, "cu": money}))
+        print(json.dumps({"batch": manifest.batch, "counts": counts, "failed": figures.failures, "cu": money}))
         return EXIT_OK
-    for warning in replayed.warnings:
+    for warning in ledger.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    total = sum(counts.values())
-    print(
-        f"{manifest.batch}: {total} tasks in the journal: "
-        + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
-    )
+    shown = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"
+    print(f"{manifest.batch}: {len(tasks)} tasks: {shown}")
     unknown = f" ({unpriced} not priced yet: run `batchgen plan --cost`)" if unpriced else ""
     print(
-        f"  CU: {replayed.spent:g} spent, {committed:g} committed in flight, "
-        f"about {estimate:g} for the {left} task(s) left{unknown}"
+        f"  CU: {figures.spent:g} spent, {figures.committed:g} committed in flight, "
+        f"about {estimate:g} for the {figures.left} task(s) left{unknown}"
     )
-    for name, reason in sorted(failures.items()):
+    if figures.orphans:
+        print(f"  {figures.orphans} task(s) in the journal are no longer in the manifest")
+    for name, reason in sorted(figures.failures.items()):
         print(f"  failed {name}: {reason}")
     return EXIT_OK
 

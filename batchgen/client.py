@@ -1,18 +1,20 @@
 """The Scenario API over one aiohttp session: requests out, typed results or errors back.
 
-Every API call carries HTTP Basic auth; CDN downloads never do (signed URLs carry their
-own authority, and storage services reject a second auth mechanism). Errors become
-`ApiError`s classified as transient, permanent or credentials, with the server's retry
-hints parsed from all the places Scenario puts them.
+Every API call carries HTTP Basic auth (and `projectId` when the batch has one); CDN
+downloads never carry auth (signed URLs carry their own authority, and storage services
+reject a second auth mechanism). Every answer is parsed defensively into typed values:
+an answer that does not hold up is a `MalformedAnswer`, which fails or retries that one
+request, never the run. Bodies are read up to a cap (a gzip bomb cannot exhaust
+memory), ids are checked before they go into a URL path, and the credentials are
+scrubbed from every string a server sends back.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email.utils
 import json
-import mimetypes
+import math
 import os
 import time
 from collections import Counter
@@ -20,16 +22,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
-from .errors import ApiError, CredentialsError, DownloadError, ErrorKind, UsageError
+from .errors import ApiError, CredentialsError, DownloadError, ErrorKind, MalformedAnswer, UsageError
+from .task import is_safe_id
 
 DEFAULT_BASE_URL = "https://api.cloud.scenario.com/v1"
 BULK_LIMIT = 200  # POST /assets/get-bulk takes at most 200 ids
 TERMINAL = frozenset({"success", "failure", "canceled"})
+MAX_BODY = 16 * 1024 * 1024  # bytes of one API answer, after decompression
+MAX_TEXT = 500  # characters kept of any text a server sends (reasons, errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +57,12 @@ class Credentials:
         return cls(key, secret)
 
     @property
+    def token(self) -> str:
+        return base64.b64encode(f"{self.key}:{self.secret}".encode()).decode()
+
+    @property
     def header(self) -> str:
-        token = base64.b64encode(f"{self.key}:{self.secret}".encode()).decode()
-        return f"Basic {token}"
+        return f"Basic {self.token}"
 
     def __repr__(self) -> str:
         return f"Credentials(key={self.key[:4]}..., secret=***)"
@@ -62,23 +70,49 @@ class Credentials:
     __str__ = __repr__
 
     def redact(self, text: str) -> str:
-        """`text` with the secret (and the key, and the auth header) removed."""
-        for needle in (self.header.split(" ", 1)[1], self.secret, self.key):
-            if needle:
+        """`text` with the secret, the key and the auth token (also URL-quoted) removed."""
+        for needle in (self.token, quote(self.token, safe=""), self.secret, quote(self.secret, safe=""), self.key):
+            if needle and needle in text:
                 text = text.replace(needle, "***")
         return text
 
 
+def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _numbers(value: Any) -> dict[str, float]:
+    """A cost breakdown: the numeric entries of a mapping (anything else is dropped)."""
+    return {str(k)[:60]: n for k, v in _mapping(value).items() if (n := _number(v)) is not None}
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
-    """The parts of a Scenario job batchgen uses (unknown fields are ignored)."""
+    """The parts of a Scenario job batchgen uses, typed (unknown fields are ignored)."""
 
     id: str
     status: str
     progress: float = 0.0
     asset_ids: tuple[str, ...] = ()
     error: str | None = None
-    cost: float | None = None
+    cost: float | None = None  # billing.cuCost: the main action
+    cost_details: Mapping[str, float] = field(default_factory=dict)  # billing.cuCostDetails: add-ons
+    discount: float | None = None
+    refundable: bool = True  # False when billing.disableRefund: a failure keeps its charge
     input: Mapping[str, Any] = field(default_factory=dict)
     output_entity: str | None = None
     created_at: str | None = None
@@ -88,27 +122,42 @@ class Job:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def charge(self) -> float | None:
+        """Creative units this job costs in all: the main action plus its add-ons."""
+        if self.cost is None:
+            return None
+        return self.cost + sum(self.cost_details.values())
+
     @classmethod
-    def parse(cls, data: Mapping[str, Any]) -> Job:
-        job = data.get("job", data)
-        meta = job.get("metadata") or {}
-        billing = job.get("billing") or {}
-        output = meta.get("output") or {}
+    def parse(cls, data: Any, redact: Callable[[str], str] = lambda s: s) -> Job:
+        """A job from an API answer (`{"job": {...}}` or the job itself); `MalformedAnswer` if unusable."""
+        job = data.get("job", data) if isinstance(data, dict) else None
+        if not isinstance(job, dict):
+            raise MalformedAnswer("answer holds no job object")
         # The API documents jobId; some responses and the SDK's models use id.
         job_id = job.get("jobId") or job.get("id")
-        if not job_id:
-            raise ApiError(200, "job without jobId in response", ErrorKind.TRANSIENT)
+        if not is_safe_id(job_id):
+            raise MalformedAnswer("job without a usable jobId")
+        meta, billing = _mapping(job.get("metadata")), _mapping(job.get("billing"))
+        output = _mapping(meta.get("output"))
+        assets = meta.get("assetIds")
+        error = _text(meta.get("error")) or _text(meta.get("hint"))
+        progress = _number(job.get("progress"))
         return cls(
             id=str(job_id),
-            status=str(job.get("status", "queued")),
-            progress=float(job.get("progress") or 0.0),
-            asset_ids=tuple(meta.get("assetIds") or ()),
-            error=meta.get("error") or meta.get("hint"),
-            cost=billing.get("cuCost"),
-            input=meta.get("input") or {},
-            output_entity=output.get("entityId") if isinstance(output, dict) else None,
-            created_at=job.get("createdAt"),
-            updated_at=job.get("updatedAt"),
+            status=_text(job.get("status"), 40) or "unknown",
+            progress=min(1.0, max(0.0, progress)) if progress is not None else 0.0,
+            asset_ids=tuple(a for a in assets if is_safe_id(a)) if isinstance(assets, list) else (),
+            error=redact(error) if error else None,
+            cost=_number(billing.get("cuCost")),
+            cost_details=_numbers(billing.get("cuCostDetails")),
+            discount=_number(billing.get("cuDiscount")),
+            refundable=billing.get("disableRefund") is not True,
+            input=_mapping(meta.get("input")),
+            output_entity=output.get("entityId") if is_safe_id(output.get("entityId")) else None,
+            created_at=_text(job.get("createdAt"), 64),
+            updated_at=_text(job.get("updatedAt"), 64),
         )
 
 
@@ -118,6 +167,8 @@ class Submission:
 
     job: Job
     cost: float | None
+    discount: float | None = None
+    cost_details: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,19 +185,54 @@ class Asset:
     checksum: str | None = None  # sha256 hex when the API gives one
 
     @classmethod
-    def parse(cls, data: Mapping[str, Any]) -> Asset:
-        asset = data.get("asset", data)
-        props = asset.get("properties") or {}
-        size = props.get("size")
+    def parse(cls, data: Any) -> Asset:
+        asset = data.get("asset", data) if isinstance(data, dict) else None
+        if not isinstance(asset, dict) or not is_safe_id(asset.get("id")):
+            raise MalformedAnswer("answer holds no asset with a usable id")
+        props = _mapping(asset.get("properties"))
+        size, channels = _number(props.get("size")), _number(props.get("channels"))
+        checksum = _text(props.get("sha256")) or _text(asset.get("sha256"))
         return cls(
             id=str(asset["id"]),
-            url=str(asset.get("url") or ""),
-            mime_type=str(asset.get("mimeType") or "application/octet-stream"),
-            size=int(size) if isinstance(size, int | float) else None,
-            duration=props.get("duration"),
-            channels=props.get("channels"),
-            status=str(asset.get("status", "success")),
-            checksum=props.get("sha256") or asset.get("sha256"),
+            url=_text(asset.get("url"), 8192) or "",
+            mime_type=_text(asset.get("mimeType"), 100) or "application/octet-stream",
+            size=int(size) if size is not None and size >= 0 else None,
+            duration=_number(props.get("duration")),
+            channels=int(channels) if channels is not None and channels > 0 else None,
+            status=_text(asset.get("status"), 40) or "success",
+            checksum=checksum.lower() if checksum and len(checksum) == 64 else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An upload as the API describes it (SDK `Upload`): its status and, once imported, its asset."""
+
+    id: str
+    status: str
+    part_urls: tuple[str, ...] = ()
+    entity_id: str | None = None  # the asset id, once imported
+    job_id: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def parse(cls, data: Any, redact: Callable[[str], str] = lambda s: s) -> Upload:
+        upload = data.get("upload", data) if isinstance(data, dict) else None
+        if not isinstance(upload, dict) or not is_safe_id(upload.get("id")):
+            raise MalformedAnswer("answer holds no upload with a usable id")
+        urls = tuple(
+            u
+            for p in _items(upload.get("parts"))
+            if isinstance(u := _mapping(p).get("url"), str) and u.startswith("http")
+        )
+        error = _text(upload.get("errorMessage"))
+        return cls(
+            id=str(upload["id"]),
+            status=_text(upload.get("status"), 40) or "unknown",
+            part_urls=urls,
+            entity_id=upload.get("entityId") if is_safe_id(upload.get("entityId")) else None,
+            job_id=upload.get("jobId") if is_safe_id(upload.get("jobId")) else None,
+            error=redact(error) if error else None,
         )
 
 
@@ -154,33 +240,38 @@ def retry_hint(headers: Mapping[str, str], body: Mapping[str, Any] | None, now: 
     """Seconds the server asks us to wait, from whichever place it put the hint.
 
     Retry-After as delta-seconds or as an HTTP date, retry-after-ms (milliseconds), or a
-    JSON body's `remainingSeconds` (top level or under `details`).
+    JSON body's `remainingSeconds` (top level or under `details`). Nonsense (negative,
+    not finite) is ignored; callers cap what is left.
     """
     raw = headers.get("retry-after-ms") or headers.get("Retry-After-Ms")
-    if raw:
-        try:
-            return max(0.0, float(raw) / 1000)
-        except ValueError:
-            pass
+    if raw and (ms := _float(raw)) is not None:
+        return ms / 1000
     raw = headers.get("Retry-After") or headers.get("retry-after")
     if raw:
         raw = raw.strip()
+        if (seconds := _float(raw)) is not None:
+            return seconds
         try:
-            return max(0.0, float(raw))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(raw)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                if when.tzinfo is None:
-                    when = when.replace(tzinfo=UTC)
-                return max(0.0, when.timestamp() - (time.time() if now is None else now))
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, when.timestamp() - (time.time() if now is None else now))
     if body:
-        for place in (body, body.get("details") or {}):
-            if isinstance(place, dict) and isinstance(place.get("remainingSeconds"), int | float):
-                return max(0.0, float(place["remainingSeconds"]))
+        for place in (body, _mapping(body.get("details"))):
+            if (seconds := _number(place.get("remainingSeconds"))) is not None and seconds >= 0:
+                return seconds
     return None
+
+
+def _float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return max(0.0, value) if math.isfinite(value) else None
 
 
 def classify(status: int) -> ErrorKind:
@@ -203,12 +294,14 @@ class ScenarioClient:
         base_url: str,
         credentials: Credentials,
         *,
+        project: str | None = None,
         max_connections: int = 32,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
+        self.project = project
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -221,7 +314,14 @@ class ScenarioClient:
     def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> ScenarioClient:
         env = os.environ if env is None else env
         base = env.get("SCENARIO_BASE_URL") or DEFAULT_BASE_URL
+        if not base.startswith(("http://", "https://")):
+            raise UsageError(f"SCENARIO_BASE_URL must be an http(s) URL, not {base[:80]!r}")
+        kwargs.setdefault("project", env.get("SCENARIO_PROJECT_ID") or None)
         return cls(base, Credentials.from_env(env), **kwargs)
+
+    @property
+    def redact(self) -> Callable[[str], str]:
+        return self._credentials.redact
 
     async def __aenter__(self) -> ScenarioClient:
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections)
@@ -247,40 +347,65 @@ class ScenarioClient:
         endpoint: str,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
-    ) -> tuple[int, Any]:
+    ) -> tuple[int, dict[str, Any]]:
+        """One API call; the answer's status and JSON object, or an `ApiError`."""
         url = f"{self.base_url}{path}"
+        query = dict(params or {})
+        if self.project:
+            query["projectId"] = self.project
         self.calls[endpoint] += 1
         headers = {"Authorization": self._credentials.header, "Accept": "application/json"}
+        sent = method != "GET"  # a request that may have been acted on if the answer is lost
         try:
-            async with self.session.request(method, url, json=json_body, params=params, headers=headers) as resp:
-                text = await resp.text()
-                body = _json(text)
-                if resp.status >= 400:
-                    raise self._error(resp.status, resp.headers, body, text, method, path)
+            async with self.session.request(
+                method, url, json=json_body, params=query or None, headers=headers, allow_redirects=False
+            ) as resp:
+                raw = await _read_capped(resp, MAX_BODY)
+                body = _json(raw)
+                if resp.status >= 300:
+                    raise self._error(resp.status, resp.headers, body, raw, method, path)
+                if not isinstance(body, dict):
+                    raise MalformedAnswer("answer is not a JSON object", status=resp.status, ambiguous=sent)
                 return resp.status, body
-        except ApiError:
+        except ApiError as err:
+            if isinstance(err, MalformedAnswer):
+                err.method, err.url = method, path
             raise
         except aiohttp.ClientConnectorError as err:
             # Never connected: the request cannot have been acted on.
-            raise ApiError(0, f"cannot connect: {err.os_error}", ErrorKind.TRANSIENT, method=method, url=path) from None
-        except (aiohttp.ClientError, TimeoutError) as err:
-            reason = type(err).__name__ if isinstance(err, TimeoutError) else str(err) or type(err).__name__
-            raise ApiError(0, reason, ErrorKind.TRANSIENT, method=method, url=path, ambiguous=method != "GET") from None
+            reason = f"cannot connect: {err.os_error}"
+            raise ApiError(0, reason, ErrorKind.TRANSIENT, method=method, url=path) from None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+            reason = type(err).__name__ if isinstance(err, TimeoutError) else str(err)[:200] or type(err).__name__
+            raise ApiError(
+                0, self.redact(reason), ErrorKind.TRANSIENT, method=method, url=path, ambiguous=sent
+            ) from None
 
-    def _error(self, status: int, headers: Mapping[str, str], body: Any, text: str, method: str, path: str) -> ApiError:
-        body_map = body if isinstance(body, dict) else {}
-        reason = body_map.get("reason") or body_map.get("message") or body_map.get("error") or text[:200] or "no reason"
-        details = body_map.get("details") if isinstance(body_map.get("details"), dict) else {}
-        limit = details.get("actionLimit") if details else None
-        kind = classify(status)
+    def _error(
+        self, status: int, headers: Mapping[str, str], body: Any, raw: bytes, method: str, path: str
+    ) -> ApiError:
+        body_map = _mapping(body)
+        reason = (
+            _text(body_map.get("reason"))
+            or _text(body_map.get("message"))
+            or _text(body_map.get("error"))
+            or raw[:200].decode("utf-8", "replace")
+            or "no reason"
+        )
+        limit = _number(_mapping(body_map.get("details")).get("actionLimit"))
+        if 300 <= status < 400:
+            reason, kind = f"unexpected redirect ({reason})", ErrorKind.PERMANENT
+        else:
+            kind = classify(status)
         cls = CredentialsError if kind is ErrorKind.CREDENTIALS else ApiError
+        trace = _text(body_map.get("trace_id"), 80) or headers.get("x-trace-id") or headers.get("x-request-id")
         return cls(
             status=status,
-            reason=self._credentials.redact(str(reason)),
+            reason=self.redact(" ".join(reason.split())),
             kind=kind,
-            trace_id=body_map.get("trace_id") or headers.get("x-trace-id") or headers.get("x-request-id"),
+            trace_id=trace[:80] if trace else None,
             retry_after=retry_hint(headers, body_map),
-            action_limit=int(limit) if isinstance(limit, int | float) else None,
+            action_limit=int(limit) if limit is not None and limit >= 1 else None,
             method=method,
             url=path,
             ambiguous=method != "GET" and status >= 500,
@@ -288,8 +413,20 @@ class ScenarioClient:
 
     async def generate(self, model: str, params: Mapping[str, Any]) -> Submission:
         """Submit one generation. The job is created (and billed) when this returns."""
-        _, body = await self._request("POST", f"/generate/custom/{model}", endpoint="generate", json_body=dict(params))
-        return Submission(Job.parse(body), body.get("creativeUnitsCost"))
+        _, body = await self._request(
+            "POST", f"/generate/custom/{_path_id(model)}", endpoint="generate", json_body=dict(params)
+        )
+        try:
+            job = Job.parse(body, self.redact)
+        except MalformedAnswer as err:
+            # A 2xx without a usable job may still mean a job exists (and is billed).
+            raise MalformedAnswer(err.reason, status=200, ambiguous=True, method="POST", url="/generate") from None
+        return Submission(
+            job,
+            _number(body.get("creativeUnitsCost")),
+            _number(body.get("creativeUnitsDiscount")),
+            _numbers(body.get("costDetails")),
+        )
 
     async def estimate(self, model: str, params: Mapping[str, Any]) -> float:
         """The creative-unit cost of a generation, without running it.
@@ -297,43 +434,65 @@ class ScenarioClient:
         `dryRun` goes in the query string: in the body it is ignored and a paid job runs.
         """
         status, body = await self._request(
-            "POST", f"/generate/custom/{model}", endpoint="dry-run", json_body=dict(params), params={"dryRun": "true"}
+            "POST",
+            f"/generate/custom/{_path_id(model)}",
+            endpoint="dry-run",
+            json_body=dict(params),
+            params={"dryRun": "true"},
         )
-        cost = body.get("creativeUnitsCost") if isinstance(body, dict) else None
-        if status != 269 and "job" in (body or {}):
+        cost = _number(body.get("creativeUnitsCost"))
+        if status != 269 and "job" in body:
             raise ApiError(status, "dry run created a job instead of pricing it", ErrorKind.PERMANENT)
-        if not isinstance(cost, int | float):
-            raise ApiError(status, "dry run answered without creativeUnitsCost", ErrorKind.TRANSIENT)
-        return float(cost)
+        if cost is None or cost < 0:
+            raise MalformedAnswer("dry run answered without a usable creativeUnitsCost", status=status)
+        return cost
 
     async def get_job(self, job_id: str) -> Job:
-        _, body = await self._request("GET", f"/jobs/{job_id}", endpoint="job")
-        return Job.parse(body)
+        _, body = await self._request("GET", f"/jobs/{_path_id(job_id)}", endpoint="job")
+        return Job.parse(body, self.redact)
 
     async def list_jobs(
         self,
         *,
-        status: str | Sequence[str] | None = None,
+        status: str | None = None,
         created_after: str | None = None,
         page_size: int = 100,
         pagination_token: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """One page of the account's jobs, newest first, and the next page's token."""
+        """One page of the account's jobs, newest first, and the next page's token.
+
+        As the SDK documents: `status` is one value and cannot be combined with
+        `createdAfter`; a page may be short, even empty, while a token is still given.
+        A job in the page that does not parse is left out, not fatal.
+        """
+        if status and created_after:
+            raise ValueError("the API does not combine status with createdAfter")
         params = {"pageSize": str(max(1, min(100, page_size)))}
         if status:
-            params["status"] = status if isinstance(status, str) else ",".join(status)
+            params["status"] = status
         if created_after:
             params["createdAfter"] = created_after
         if pagination_token:
             params["paginationToken"] = pagination_token
         _, body = await self._request("GET", "/jobs", endpoint="jobs", params=params)
-        return [Job.parse(j) for j in body.get("jobs", [])], body.get("nextPaginationToken") or None
+        jobs = []
+        for item in _items(body.get("jobs")):
+            try:
+                jobs.append(Job.parse(item, self.redact))
+            except MalformedAnswer:
+                continue
+        token = _text(body.get("nextPaginationToken"), 4096)
+        return jobs, token or None
 
     async def iter_jobs(
         self, *, retry: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None, **filters: Any
     ) -> AsyncIterator[Job]:
-        """Every job matching `filters`, page after page; `retry` wraps each page's request."""
+        """Every job matching `filters`, page after page; `retry` wraps each page's request.
+
+        Stops at a token seen before (a server that loops would otherwise page for ever).
+        """
         token = None
+        seen: set[str] = set()
         while True:
 
             async def page(token: str | None = token) -> tuple[list[Job], str | None]:
@@ -342,78 +501,67 @@ class ScenarioClient:
             jobs, token = await (retry(page) if retry else page())
             for job in jobs:
                 yield job
-            if not token:
+            if not token or token in seen:
                 return
+            seen.add(token)
 
     async def cancel_job(self, job_id: str) -> None:
-        await self._request("POST", f"/jobs/{job_id}/action", endpoint="cancel", json_body={"action": "cancel"})
+        await self._request(
+            "POST", f"/jobs/{_path_id(job_id)}/action", endpoint="cancel", json_body={"action": "cancel"}
+        )
 
     async def get_asset(self, asset_id: str) -> Asset:
-        _, body = await self._request("GET", f"/assets/{asset_id}", endpoint="asset")
+        _, body = await self._request("GET", f"/assets/{_path_id(asset_id)}", endpoint="asset")
         return Asset.parse(body)
 
     async def get_assets(self, asset_ids: Sequence[str]) -> list[Asset]:
         """Several assets in as few calls as the bulk endpoint allows (200 per call)."""
         out: list[Asset] = []
         for start in range(0, len(asset_ids), BULK_LIMIT):
-            chunk = list(asset_ids[start : start + BULK_LIMIT])
+            chunk = [_path_id(a) for a in asset_ids[start : start + BULK_LIMIT]]
             _, body = await self._request(
                 "POST", "/assets/get-bulk", endpoint="assets-bulk", json_body={"assetIds": chunk}
             )
-            out.extend(Asset.parse(a) for a in body.get("assets", []))
+            for item in _items(body.get("assets")):
+                try:
+                    out.append(Asset.parse(item))
+                except MalformedAnswer:
+                    continue
         return out
 
-    async def upload_audio(
-        self, path: str | os.PathLike[str], *, poll_interval: float = 0.5, max_wait: float = 300
-    ) -> str:
-        """Upload a local audio file; returns the asset id once the API has processed it."""
-        local = Path(path)
-        data = await asyncio.to_thread(local.read_bytes)
-        content_type = mimetypes.guess_type(local.name)[0] or "audio/wav"
-        _, body = await self._request(
-            "POST",
-            "/uploads",
-            endpoint="upload",
-            json_body={
-                "fileName": local.name,
-                "fileSize": len(data),
-                "contentType": content_type,
-                "kind": "audio",
-                "parts": 1,
-            },
-        )
-        upload = body["upload"]
-        part_url = upload["parts"][0]["url"]
+    async def create_upload(self, file_name: str, size: int, content_type: str) -> Upload:
+        """Start a one-part upload of an audio file; the answer carries the part's URL."""
+        body = {"fileName": file_name, "fileSize": size, "contentType": content_type, "kind": "audio", "parts": 1}
+        _, answer = await self._request("POST", "/uploads", endpoint="upload", json_body=body)
+        upload = Upload.parse(answer, self.redact)
+        if not upload.part_urls:
+            raise MalformedAnswer("upload answer has no part URL")
+        return upload
+
+    async def put_part(self, url: str, path: str | os.PathLike[str], size: int, content_type: str) -> None:
+        """PUT a file to a signed part URL, streamed from disk (no auth: the URL carries it)."""
         self.calls["upload-part"] += 1
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
         try:
-            async with self.session.put(part_url, data=data, headers={"Content-Type": content_type}) as resp:
-                if resp.status >= 400:
-                    raise ApiError(resp.status, f"upload of {local.name} refused", classify(resp.status), method="PUT")
+            with open(path, "rb") as fh:  # noqa: ASYNC230 - aiohttp reads it in chunks as it sends
+                async with self.session.put(url, data=fh, headers=headers, allow_redirects=False) as resp:
+                    if resp.status >= 300:
+                        kind = ErrorKind.PERMANENT if 300 <= resp.status < 400 else classify(resp.status)
+                        raise ApiError(resp.status, "upload part refused", kind, method="PUT")
+        except OSError as err:
+            raise ApiError(0, f"cannot read {os.fspath(path)}: {err.strerror}", ErrorKind.PERMANENT) from None
         except aiohttp.ClientError as err:
-            raise ApiError(0, f"upload of {local.name} failed: {err}", ErrorKind.TRANSIENT, method="PUT") from None
+            raise ApiError(0, f"upload part failed: {type(err).__name__}", ErrorKind.TRANSIENT, method="PUT") from None
+
+    async def complete_upload(self, upload_id: str) -> Upload:
         _, body = await self._request(
-            "POST", f"/uploads/{upload['id']}/action", endpoint="upload", json_body={"action": "complete"}
+            "POST", f"/uploads/{_path_id(upload_id)}/action", endpoint="upload", json_body={"action": "complete"}
         )
-        done = body.get("upload", body)
-        job_id = done.get("jobId") or (done.get("job") or {}).get("jobId")
-        if not job_id:
-            asset_id = done.get("assetId") or (done.get("asset") or {}).get("id")
-            if asset_id:
-                return str(asset_id)
-            raise ApiError(200, "upload completed without a job or asset id", ErrorKind.PERMANENT)
-        deadline = time.monotonic() + max_wait
-        while True:
-            job = await self.get_job(job_id)
-            if job.status == "success":
-                asset_id = job.output_entity or (job.asset_ids[0] if job.asset_ids else None)
-                if not asset_id:
-                    raise ApiError(200, f"upload of {local.name} finished without an asset id", ErrorKind.PERMANENT)
-                return asset_id
-            if job.terminal:
-                raise ApiError(200, f"upload of {local.name} {job.status}: {job.error}", ErrorKind.PERMANENT)
-            if time.monotonic() > deadline:
-                raise ApiError(0, f"upload of {local.name} not processed after {max_wait:.0f}s", ErrorKind.TRANSIENT)
-            await asyncio.sleep(poll_interval)
+        return Upload.parse(body, self.redact)
+
+    async def get_upload(self, upload_id: str) -> Upload:
+        _, body = await self._request("GET", f"/uploads/{_path_id(upload_id)}", endpoint="upload-status")
+        return Upload.parse(body, self.redact)
 
     @asynccontextmanager
     async def download(
@@ -422,6 +570,7 @@ class ScenarioClient:
         """Open a CDN URL for streaming, from byte `offset`; no Authorization header.
 
         403/404/410 mean the signed URL expired (or was revoked): `DownloadError(expired=True)`.
+        Redirects are followed only to http(s), at most a few.
         """
         if not url.startswith(("http://", "https://")):
             raise DownloadError(f"asset URL is not http(s): {url[:60]!r}", retryable=False)
@@ -432,23 +581,47 @@ class ScenarioClient:
                 headers["If-Range"] = if_range
         self.calls["download"] += 1
         try:
-            async with self.session.get(url, headers=headers, auto_decompress=False) as resp:
+            async with self.session.get(url, headers=headers, auto_decompress=False, max_redirects=5) as resp:
                 if resp.status in (403, 404, 410):
                     raise DownloadError(f"download URL refused with HTTP {resp.status} (expired?)", expired=True)
-                if resp.status >= 400:
+                if resp.status >= 300:
                     raise DownloadError(f"download failed with HTTP {resp.status}")
                 yield resp
         except aiohttp.ClientConnectorError as err:
             raise DownloadError(f"cannot connect to download host: {err.os_error}") from None
+        except (aiohttp.TooManyRedirects, aiohttp.InvalidURL) as err:
+            raise DownloadError(f"download redirected badly: {type(err).__name__}", retryable=False) from None
+        except aiohttp.ClientResponseError as err:
+            raise DownloadError(f"download failed: {err.status} {err.message[:80]}") from None
 
 
-def _json(text: str) -> Any:
-    if not text:
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The (decompressed) body, refusing more than `limit` bytes."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise ApiError(resp.status, f"answer of {resp.content_length} bytes is too large", ErrorKind.TRANSIENT)
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(resp.status, f"answer larger than {limit} bytes", ErrorKind.TRANSIENT)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(raw: bytes) -> Any:
+    if not raw:
         return {}
     try:
-        return json.loads(text)
-    except ValueError:
-        return {}
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _path_id(value: str) -> str:
+    """An id checked for URL-path safety and quoted; a bad one never leaves the process."""
+    if not is_safe_id(value):
+        raise ApiError(0, f"refusing an unsafe id {str(value)[:40]!r}", ErrorKind.PERMANENT)
+    return quote(value, safe="")
 
 
 def iso(ts: float) -> str:

@@ -1,125 +1,146 @@
-"""Money: price tasks with the API's dry run, cap what a batch may spend, count what it did.
+"""Money: price jobs with the API's dry run, hold a batch to a cap, never count a credit twice.
 
-Tasks that differ only in prompt or seed cost the same, so prices are asked once per
+Jobs that differ only in prompt or seed cost the same, so prices are asked once per
 *shape* (every parameter but those two) and cached, in memory and in
-`.batchgen/prices.json` so `status` can estimate what remains without the network.
+`.batchgen/prices.json` so `status` can estimate what remains without the network. A
+chained track is priced hop by hop (its middle hops share one shape).
+
+What was spent is the ledger's figure (from the journal); the `Budget` only holds what
+submissions in progress may still cost, so the cap covers spent + held + the next job.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .download import write_json_atomic
+from . import files
 from .state import STATE_DIR
 from .task import Task, canonical
 
 PRICES = "prices.json"
+MAX_PRICES_BYTES = 16 * 1024 * 1024
 _FREE_OF_CHARGE = ("prompt", "seed")  # the price does not depend on these
+_CONTINUATION = ("inputAudio", "continuation", "continuationStart", "continuationEnd")
 
 
-def shape(task: Task) -> str:
-    """The part of a task that decides its price: model and every parameter but prompt and seed."""
-    params = {k: v for k, v in task.params.items() if k not in _FREE_OF_CHARGE}
-    if task.audio_sha256:
+def pricing_body(task: Task, hop: int, asset_id: str | None) -> dict[str, object]:
+    """What to send to the dry run for hop `hop` of a task.
+
+    Input audio that does not exist yet on the API (a local file not uploaded, a
+    previous hop not made) is left out, with the fields that need it: the price is the
+    generation's, and pricing must not upload or generate anything.
+    """
+    body = task.hop_body(hop, asset_id)
+    if asset_id is None or hop > 0:
+        for key in _CONTINUATION:
+            body.pop(key, None)
+    return body
+
+
+def shape(task: Task, hop: int = 0) -> str:
+    """The part of a job that decides its price: model and every parameter but prompt and seed."""
+    params = {k: v for k, v in pricing_body(task, hop, None).items() if k not in _FREE_OF_CHARGE}
+    if hop == 0 and task.audio_sha256:
         params["inputAudio"] = f"sha256:{task.audio_sha256}"
     return canonical({"model": task.model, "params": params})
 
 
-def pricing_body(task: Task, asset_id: str | None) -> dict[str, object]:
-    """What to send to the dry run for a task.
-
-    A local inputAudio not uploaded yet is left out, with the fields that need it: the
-    price is the generation's, and `plan` must not upload files.
-    """
-    if task.input_audio is None or asset_id is not None:
-        return task.body(asset_id)
-    body = {k: v for k, v in task.params.items() if k not in ("inputAudio", "continuation")}
-    body.pop("continuationStart", None)
-    body.pop("continuationEnd", None)
-    return body
-
-
 def load_prices(batch_dir: Path) -> dict[str, float]:
+    """The cached prices; a damaged or hostile cache is simply not used."""
     try:
-        data = json.loads((batch_dir / STATE_DIR / PRICES).read_text())
-    except (OSError, ValueError):
+        data = json.loads(files.read_regular(batch_dir / STATE_DIR / PRICES, MAX_PRICES_BYTES) or b"{}")
+    except (OSError, ValueError, RecursionError):
         return {}
-    return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in data.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    }
 
 
 def save_prices(batch_dir: Path, prices: Mapping[str, float]) -> None:
-    (batch_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(batch_dir / STATE_DIR / PRICES, dict(prices))
+    files.ensure_dir(batch_dir / STATE_DIR)
+    files.write_json_atomic(batch_dir / STATE_DIR / PRICES, dict(prices), durable=False)
 
 
 class Pricer:
-    """Prices tasks through `ask` (a dry run), once per shape."""
+    """Prices jobs through `ask` (a dry run of one hop), once per shape."""
 
-    def __init__(self, ask: Callable[[Task], Awaitable[float]], known: Mapping[str, float] | None = None) -> None:
+    def __init__(self, ask: Callable[[Task, int], Awaitable[float]], known: Mapping[str, float] | None = None) -> None:
         self._ask = ask
         self.prices: dict[str, float] = dict(known or {})
         self.asked = 0
 
-    async def price(self, task: Task) -> float:
-        key = shape(task)
+    async def price(self, task: Task, hop: int = 0) -> float:
+        key = shape(task, hop)
         if key not in self.prices:
-            self.prices[key] = await self._ask(task)
+            self.prices[key] = await self._ask(task, hop)
             self.asked += 1
         return self.prices[key]
 
-    async def total(self, tasks: Iterable[Task]) -> tuple[float, dict[str, float]]:
-        """Sum and per-track sums for `tasks`."""
+    async def hops(self, task: Task, first: int = 0) -> dict[int, float]:
+        """Prices of hops `first`.. of a task (one entry for a plain task)."""
+        return {hop: await self.price(task, hop) for hop in range(first, task.hop_count)}
+
+    async def total(self, steps: Iterable[tuple[Task, int]]) -> tuple[float, dict[str, float]]:
+        """Sum and per-track sums for tasks from the given hop on."""
         per_track: dict[str, float] = {}
-        for task in tasks:
-            cost = await self.price(task)
+        for task, first in steps:
+            cost = sum((await self.hops(task, first)).values())
             per_track[task.track] = per_track.get(task.track, 0.0) + cost
         return sum(per_track.values()), per_track
 
-    def known(self, task: Task) -> float | None:
-        return self.prices.get(shape(task))
+    def known(self, task: Task, hop: int = 0) -> float | None:
+        return self.prices.get(shape(task, hop))
 
 
 @dataclass(slots=True)
 class Budget:
-    """Creative units spent and committed against an optional cap, for one batch.
+    """What submissions in progress hold against an optional cap.
 
-    `spent` counts jobs that succeeded (in earlier runs too); `held` the jobs still
-    running, at the API's quote (or our estimate until the POST answers). Failed jobs
-    are refunded, so their hold is simply dropped.
+    `spent` reads what the journal says was charged (earlier runs too); `held` keeps,
+    per task and hop, our estimate until the POST answers, then the API's quote, until
+    the job ends and its charge is in the journal. A chain holds every hop it has left
+    from before its first hop, so a chain that starts can finish within the cap.
     """
 
+    spent: Callable[[], float]
     cap: float | None = None
-    spent: float = 0.0
-    held: dict[str, float] = field(default_factory=dict)
-    left_out: int = 0  # submissions refused for lack of budget
+    held: dict[tuple[str, int], float] = field(default_factory=dict)
+    left_out: set[str] = field(default_factory=set)  # tasks not submitted for lack of budget
 
     @property
     def committed(self) -> float:
         return sum(self.held.values())
 
-    def reserve(self, task: str, estimate: float) -> bool:
-        """Hold `estimate` for a task about to be submitted; False when it would pass the cap."""
-        if self.cap is not None and self.spent + self.committed + estimate > self.cap + 1e-9:
-            self.left_out += 1
+    def holds(self, task: str) -> bool:
+        return any(key[0] == task for key in self.held)
+
+    def reserve(self, task: str, prices: Mapping[int, float]) -> bool:
+        """Hold `prices` (by hop) for a task; False, holding nothing, when they would pass the cap."""
+        wanted = {hop: price for hop, price in prices.items() if (task, hop) not in self.held}
+        if self.cap is not None and self.spent() + self.committed + sum(wanted.values()) > self.cap + 1e-9:
+            self.left_out.add(task)
             return False
-        self.held[task] = estimate
+        for hop, price in wanted.items():
+            self.held[(task, hop)] = price
         return True
 
-    def quote(self, task: str, cost: float | None) -> None:
+    def quote(self, task: str, hop: int, cost: float | None) -> None:
         """The API quoted the job's cost: hold that instead of our estimate."""
-        if cost is not None and task in self.held:
-            self.held[task] = cost
+        if cost is not None and (task, hop) in self.held:
+            self.held[(task, hop)] = cost
 
-    def settle(self, task: str, cost: float | None) -> float:
-        """The job succeeded: its actual cost (or the held quote) is spent."""
-        held = self.held.pop(task, 0.0)
-        actual = held if cost is None else cost
-        self.spent += actual
-        return actual
-
-    def release(self, task: str) -> None:
-        """The job failed (refunded) or was never sent."""
-        self.held.pop(task, None)
+    def release(self, task: str, hop: int | None = None) -> None:
+        """The job ended (its charge is in the journal now), or was never sent; None: every hop."""
+        if hop is not None:
+            self.held.pop((task, hop), None)
+            return
+        for key in [k for k in self.held if k[0] == task]:
+            del self.held[key]

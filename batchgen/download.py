@@ -1,33 +1,36 @@
 """Stream an asset to `<file>.part`, verify it, rename it into place.
 
 A file under its final name is always complete and checked: length against the
-response and the asset's declared size, sha256 when the API gives one, and an audio
-header that parses. A cut connection resumes with Range; an expired URL is refreshed
-through the asset endpoint; a server that sends too much is cut off.
+response and the asset's declared size, sha256 when the API gives one, and magic bytes
+that match the audio type its extension claims (a WAV's header must parse). A cut
+connection resumes with Range; an expired URL is refreshed through the asset endpoint;
+a server that sends too much is cut off, one that stalls is given up on, and every
+download has a deadline. Only audio types on an allowlist are accepted, and their
+extensions can never collide with a sidecar (`.json`) or the page (`.html`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import hashlib
-import json
-import os
-import wave
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import aiofiles
 import aiohttp
 
+from . import files
 from .client import Asset, ScenarioClient
 from .errors import DiskError, DownloadError
-from .retry import Backoff
+from .journal import Syncer
+from .retry import Backoff, Retrying
+from .wavfile import WavError, read_info
 
 CHUNK = 256 * 1024
-MAX_REFRESHES = 5  # fresh URLs that are expired again mean a clock or CDN problem: give up
+MAX_REFRESHES = 6  # fresh URLs in a row before an expired one counts as a failure
 EXTENSIONS = {
     "audio/wav": ".wav",
     "audio/x-wav": ".wav",
@@ -38,9 +41,24 @@ EXTENSIONS = {
     "audio/flac": ".flac",
     "audio/x-flac": ".flac",
     "audio/ogg": ".ogg",
+    "audio/vorbis": ".ogg",
+    "audio/opus": ".opus",
     "audio/aac": ".aac",
+    "audio/x-aac": ".aac",
     "audio/mp4": ".m4a",
+    "audio/x-m4a": ".m4a",
+    "audio/webm": ".webm",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on one download: size, how slow before it counts as stalled, how long in all."""
+
+    max_bytes: int = 2 * 1024**3
+    stall_seconds: float = 30.0  # a window with less than stall_bytes received is a stall
+    stall_bytes: int = 16 * 1024
+    deadline: float = 1800.0  # seconds for one file, retries included
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,33 +82,59 @@ class FileInfo:
 
 
 def extension(mime_type: str) -> str:
-    """File extension for an asset's MIME type; anything not audio is refused."""
+    """File extension for an asset's MIME type, from the allowlist; anything else is refused."""
     mime = mime_type.split(";", 1)[0].strip().lower()
     if mime in EXTENSIONS:
         return EXTENSIONS[mime]
-    if mime.startswith("audio/"):
-        sub = mime.split("/", 1)[1].removeprefix("x-")
-        return "." + "".join(c for c in sub if c.isalnum())[:8] if sub else ".audio"
-    raise DownloadError(f"asset is {mime_type!r}, not audio", retryable=False)
+    raise DownloadError(f"asset type {mime_type[:60]!r} is not an audio type batchgen accepts", retryable=False)
+
+
+def _looks_like(ext: str, head: bytes) -> bool:
+    if ext == ".wav":
+        return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+    if ext == ".mp3":
+        return head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+    if ext == ".flac":
+        return head[:4] == b"fLaC"
+    if ext in (".ogg", ".opus"):
+        return head[:4] == b"OggS"
+    if ext == ".aac":
+        return len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0
+    if ext == ".m4a":
+        return head[4:8] == b"ftyp"
+    if ext == ".webm":
+        return head[:4] == b"\x1a\x45\xdf\xa3"
+    return False
 
 
 def check_audio(path: Path, ext: str) -> None:
-    """Raise unless the file's header parses as the audio format its extension says."""
+    """Raise unless the file's first bytes are the audio format its extension says (a WAV must parse)."""
     with path.open("rb") as fh:
         head = fh.read(12)
+    if not _looks_like(ext, head):
+        raise DownloadError(f"downloaded file is not {ext[1:].upper()} audio (its first bytes say otherwise)")
     if ext == ".wav":
-        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            raise DownloadError("downloaded file is not a WAV (no RIFF/WAVE header)")
         try:
-            with wave.open(str(path), "rb") as w:
-                frames, width, channels = w.getnframes(), w.getsampwidth(), w.getnchannels()
-        except (wave.Error, EOFError) as err:
+            info = read_info(path)
+        except (WavError, OSError) as err:
             raise DownloadError(f"downloaded WAV does not parse: {err}") from None
-        expected = frames * width * channels
-        if path.stat().st_size < 44 + expected - width * channels:
-            raise DownloadError("downloaded WAV is shorter than its header says")
-    elif ext == ".mp3" and not (head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)):
-        raise DownloadError("downloaded file is not an MP3 (no ID3 tag or frame sync)")
+        if info.frames == 0:
+            raise DownloadError("downloaded WAV holds no audio")
+
+
+class _Progress:
+    """Bytes written to the .part so far, their hash, and the server's ETag."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.written = 0
+        self.sha = hashlib.sha256()
+        self.etag: str | None = None
+
+    def reset(self, fh: BinaryIO) -> None:
+        fh.seek(0)
+        fh.truncate()
+        self.written, self.sha = 0, hashlib.sha256()
 
 
 async def download_asset(
@@ -99,117 +143,120 @@ async def download_asset(
     dest: Path,
     *,
     refresh: Callable[[], Awaitable[Asset]],
-    max_bytes: int,
-    backoff: Backoff,
+    limits: Limits,
+    policy: Backoff,
     folder: Path,
+    syncer: Syncer | None = None,
 ) -> FileInfo:
-    """Download `asset` to `dest` (its extension decided here), atomically and verified."""
+    """Download `asset` to `dest` plus its extension, atomically and verified."""
     ext = extension(asset.mime_type)
     final = dest.with_name(dest.name + ext)
     part = final.with_name(final.name + ".part")
-    limit = min(max_bytes, asset.size) if asset.size else max_bytes
-    attempt = refreshes = 0
-    sha = hashlib.sha256()
-    written = 0
-    etag: str | None = None
+    files.check_replaceable(final)
+    fh = files.create(part)
+    progress = _Progress(part)
     try:
-        handle = await aiofiles.open(part, "wb")
-    except OSError as err:
-        raise DiskError(str(part), err) from None
-
-    async def start_over() -> None:
-        nonlocal sha, written
-        await handle.seek(0)
-        await handle.truncate()
-        sha, written = hashlib.sha256(), 0
-
-    try:
-        while True:
-            try:
-                async with client.download(asset.url, offset=written, if_range=etag) as resp:
-                    if written and resp.status != 206:
-                        await start_over()  # the server ignored Range (or the file changed)
-                    served_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                    if (
-                        served_type
-                        and not served_type.startswith("audio/")
-                        and served_type != "application/octet-stream"
-                    ):
-                        raise DownloadError(f"download is {served_type!r}, not audio", retryable=False)
-                    etag = resp.headers.get("ETag") or etag
-                    total = written + (resp.content_length or 0) if resp.content_length is not None else None
-                    if total is not None and total > limit:
-                        raise DownloadError(
-                            f"server announced {total} bytes, more than the {limit} allowed; cut off", restart=True
-                        )
-                    async for chunk in resp.content.iter_chunked(CHUNK):
-                        written += len(chunk)
-                        if written > limit:
-                            raise DownloadError(f"download ran past {limit} bytes; cut off", restart=True)
-                        sha.update(chunk)
-                        try:
-                            await handle.write(chunk)
-                        except OSError as err:
-                            raise DiskError(str(part), err) from None
-                    if total is not None and written != total:
-                        raise DownloadError(f"download ended at {written} of {total} bytes")
-                break
-            except DownloadError as err:
-                if err.expired and refreshes < MAX_REFRESHES:
-                    refreshes += 1
-                    asset = await refresh()  # a fresh signed URL; bytes so far stay valid
-                    continue
-                attempt += 1
-                if not err.retryable or backoff.exhausted(attempt):
-                    raise
-                if err.restart:
-                    await start_over()
-                await asyncio.sleep(backoff.delay(attempt))
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as err:
-                attempt += 1  # cut mid-body: resume from what we have, with Range
-                if backoff.exhausted(attempt):
-                    raise DownloadError(f"download kept failing: {type(err).__name__}") from None
-                await asyncio.sleep(backoff.delay(attempt))
         try:
-            await handle.flush()
-            await asyncio.to_thread(os.fsync, handle.fileno())
+            async with asyncio.timeout(limits.deadline):
+                asset = await _fetch(client, asset, fh, progress, refresh, limits, policy)
+        except TimeoutError:
+            raise DownloadError(f"download took longer than {limits.deadline:.0f}s; given up") from None
+        try:
+            fh.flush()
+            if syncer is not None:
+                await syncer.sync(fh.fileno())
         except OSError as err:
             raise DiskError(str(part), err) from None
+        fh.close()
+        _verify(asset, part, ext, progress)
+        files.replace(part, final)
     except BaseException:
-        await handle.close()
-        _unlink(part)  # a failed download leaves nothing behind, not even a .part
+        fh.close()
+        files.unlink_quietly(part)  # a failed download leaves nothing behind, not even a .part
         raise
-    else:
-        await handle.close()
-    try:
-        if asset.size is not None and written != asset.size:
-            raise DownloadError(f"downloaded {written} bytes, asset says {asset.size}")
-        digest = sha.hexdigest()
-        if asset.checksum and asset.checksum.lower() != digest:
-            raise DownloadError("sha256 does not match the asset's checksum")
-        await asyncio.to_thread(check_audio, part, ext)
-        os.replace(part, final)
-    except BaseException:
-        _unlink(part)
-        raise
-    return FileInfo(str(final.relative_to(folder)), written, digest, asset.mime_type, asset.id)
+    return FileInfo(
+        str(final.relative_to(folder)), progress.written, progress.sha.hexdigest(), asset.mime_type, asset.id
+    )
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON so readers see the old file or the new one, never half of one."""
-    part = path.with_name(path.name + ".part")
-    try:
-        with part.open("w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(part, path)
-    except OSError as err:
-        _unlink(part)
-        raise DiskError(str(path), err) from None
+def _verify(asset: Asset, part: Path, ext: str, progress: _Progress) -> None:
+    if asset.size is not None and progress.written != asset.size:
+        raise DownloadError(f"downloaded {progress.written} bytes, asset says {asset.size}")
+    if asset.checksum and asset.checksum != progress.sha.hexdigest():
+        raise DownloadError("sha256 does not match the asset's checksum")
+    check_audio(part, ext)
 
 
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, DownloadError) and exc.retryable
+
+
+def _expired(exc: BaseException) -> bool:
+    return isinstance(exc, DownloadError) and exc.expired
+
+
+async def _fetch(
+    client: ScenarioClient,
+    asset: Asset,
+    fh: BinaryIO,
+    progress: _Progress,
+    refresh: Callable[[], Awaitable[Asset]],
+    limits: Limits,
+    policy: Backoff,
+) -> Asset:
+    """Stream the asset into `fh`, resuming after cuts and refreshing expired URLs."""
+    cap = min(limits.max_bytes, asset.size) if asset.size else limits.max_bytes
+    # A fresh URL that is expired again, over and over, means a clock or CDN problem.
+    refreshes = dataclasses.replace(policy, limited=MAX_REFRESHES)
+    retrying = Retrying(refreshes, on=_retryable, patient=_expired, hint=lambda e: 0.0 if _expired(e) else None)
+    async for attempt in retrying:
+        with attempt:
+            if attempt.number > 1 and retrying.waits:
+                asset = await refresh()  # a fresh signed URL; the bytes so far stay valid
+            try:
+                await _stream(client, asset, fh, progress, cap, limits)
+            except DownloadError as err:
+                if err.restart:
+                    progress.reset(fh)
+                raise
+            except (aiohttp.ClientError, TimeoutError) as err:
+                # Cut mid-body: the next attempt resumes from what we have, with Range.
+                raise DownloadError(f"download interrupted: {type(err).__name__}") from None
+    return asset
+
+
+async def _stream(
+    client: ScenarioClient, asset: Asset, fh: BinaryIO, progress: _Progress, cap: int, limits: Limits
+) -> None:
+    async with client.download(asset.url, offset=progress.written, if_range=progress.etag) as resp:
+        if progress.written and resp.status != 206:
+            progress.reset(fh)  # the server ignored Range (or the file changed)
+        served = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if served and not served.startswith("audio/") and served != "application/octet-stream":
+            raise DownloadError(f"download is {served[:40]!r}, not audio", retryable=False)
+        progress.etag = resp.headers.get("ETag") or progress.etag
+        total = progress.written + resp.content_length if resp.content_length is not None else None
+        if total is not None and total > cap:
+            raise DownloadError(f"server announced {total} bytes, more than the {cap} allowed; cut off", restart=True)
+        window_start, window_bytes = time.monotonic(), 0
+        while True:
+            async with asyncio.timeout(limits.stall_seconds):
+                chunk = await resp.content.read(CHUNK)
+            if not chunk:
+                break
+            progress.written += len(chunk)
+            if progress.written > cap:
+                raise DownloadError(f"download ran past {cap} bytes; cut off", restart=True)
+            progress.sha.update(chunk)
+            try:
+                fh.write(chunk)  # page-cache writes: cheaper in place than a thread hop per chunk
+            except OSError as err:
+                raise DiskError(str(progress.path), err) from None
+            window_bytes += len(chunk)
+            now = time.monotonic()
+            if now - window_start >= limits.stall_seconds:
+                if window_bytes < limits.stall_bytes:
+                    raise DownloadError(f"download stalled ({window_bytes} bytes in {limits.stall_seconds:.0f}s)")
+                window_start, window_bytes = now, 0
+        if total is not None and progress.written != total:
+            raise DownloadError(f"download ended at {progress.written} of {total} bytes")

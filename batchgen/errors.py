@@ -105,6 +105,19 @@ class CredentialsError(ApiError):
     """The API refused the credentials; raised so the run can stop at once."""
 
 
+class MalformedAnswer(ApiError):
+    """A 2xx answer that does not hold up (not JSON, no job id, wrong types).
+
+    Transient: the request is tried again. After a POST it is also `ambiguous`: the
+    server may have acted on it, so a job is looked for before any retry.
+    """
+
+    def __init__(
+        self, reason: str, *, status: int = 200, ambiguous: bool = False, method: str = "", url: str = ""
+    ) -> None:
+        super().__init__(status, reason, ErrorKind.TRANSIENT, method=method, url=url, ambiguous=ambiguous)
+
+
 class DownloadError(BatchgenError):
     """An asset could not be fetched or failed verification."""
 
@@ -125,3 +138,14 @@ class DiskError(BatchgenError):
         hints = {28: "free some space", 27: "the file is too large for this filesystem or limit"}
         hint = hints.get(err.errno or 0, "check the folder's permissions")
         super().__init__(f"{path}: {err.strerror or err}; {hint}, then rerun to finish")
+
+
+class UnsafeFileError(DiskError):
+    """A path batchgen would write is a symlink, a folder or otherwise not its own file."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.errno = None
+        BatchgenError.__init__(self, f"{path}: {problem}")

@@ -10,7 +10,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import DiskError, LockedError
+from . import files
+from .errors import LockedError
 
 
 class BatchLock:
@@ -19,11 +20,9 @@ class BatchLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise DiskError(str(self.path), err) from None
+        files.ensure_dir(self.path.parent.parent)
+        files.ensure_dir(self.path.parent)
+        fd = files.open_lock(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

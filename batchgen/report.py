@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import wave
+import sys
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from . import state
+from . import files, wavfile
+from .ledger import Ledger
 from .manifest import Manifest, expand_as_recorded
 from .params import PARAMS
 from .state import Status, TaskState
@@ -24,6 +25,7 @@ from .task import Task
 
 COLUMNS = 200  # min and max per column: 400 points per waveform
 HEIGHT = 40
+BLOCK = 65536  # frames read at a time when drawing a waveform
 
 
 def waveform(samples: Sequence[int], columns: int = COLUMNS, height: int = HEIGHT) -> list[tuple[int, int]]:
@@ -62,16 +64,63 @@ def svg_path(columns: Sequence[tuple[int, int]]) -> str:
     return "".join(parts)
 
 
-def read_samples(path: Path) -> tuple[array[int], float]:
-    """The first channel of a 16-bit WAV, and its duration in seconds."""
-    with wave.open(str(path), "rb") as w:
-        channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-        raw = w.readframes(frames)
-    if width != 2:
-        raise ValueError("only 16-bit WAV waveforms are drawn")
-    data = array("h")
-    data.frombytes(raw[: len(raw) - len(raw) % 2])
-    return (data[::channels] if channels > 1 else data), frames / rate if rate else 0.0
+def wav_columns(path: Path, columns: int = COLUMNS, height: int = HEIGHT) -> tuple[list[tuple[int, int]], float]:
+    """The waveform columns of a WAV's first channel and its duration, streamed block by block.
+
+    Memory stays at one block however long the file: a 400 MB asset is never read whole.
+    16-bit PCM (what MusicGen and the simulator write) is reduced at C speed.
+    """
+    info = wavfile.read_info(path)
+    total = info.frames
+    if total == 0:
+        return [], 0.0
+    columns = min(columns, total)
+    lows, highs = [1.0] * columns, [-1.0] * columns
+    at = 0
+    for first, scale in _first_channel(path, info):
+        n = len(first)
+        c = at * columns // total
+        while c < columns:
+            lo, hi = c * total // columns, (c + 1) * total // columns
+            start, end = max(lo, at) - at, min(hi, at + n) - at
+            if start >= n:
+                break
+            part = first[start:end] if end > start else first[start : start + 1]
+            lows[c], highs[c] = min(lows[c], min(part) * scale), max(highs[c], max(part) * scale)
+            if hi > at + n:
+                break
+            c += 1
+        at += n
+    half = height / 2
+    out = []
+    for low, high in zip(lows, highs, strict=True):
+        top, bottom = int(half - high * half), int(half - low * half)
+        out.append((max(0, min(height - 1, top)), max(0, min(height, max(bottom, top + 1)))))
+    return out, info.seconds
+
+
+def _first_channel(path: Path, info: wavfile.WavInfo) -> Iterator[tuple[array[Any], float]]:
+    """Blocks of the first channel's samples, with the factor that makes them fractions of full scale.
+
+    16-bit PCM stays as ints, so the min and max of each column run in C.
+    """
+    if info.bits != 16 or info.is_float:
+        for block in wavfile.frames(path, info, block=BLOCK):
+            yield block[:: info.channels], 1.0
+        return
+    with path.open("rb") as fh:
+        fh.seek(info.data_offset)
+        left = info.data_bytes
+        while left > 0:
+            raw = fh.read(min(left, BLOCK * info.frame_bytes))
+            if not raw:
+                return
+            left -= len(raw)
+            ints = array("h")
+            ints.frombytes(raw[: len(raw) - len(raw) % 2])
+            if sys.byteorder != "little":
+                ints.byteswap()
+            yield ints[:: info.channels], 1 / 32768.0
 
 
 @dataclass(slots=True)
@@ -89,24 +138,26 @@ class Entry:
     extra_files: list[str] = field(default_factory=list)
 
 
-def collect(tasks: Sequence[Task], states: Mapping[str, TaskState], folder: Path) -> list[Entry]:
-    """What the task states (replayed from the journal, or a run's own) and the folder say."""
+def collect(tasks: Sequence[Task], ledger: Ledger, folder: Path) -> list[Entry]:
+    """What the ledger's task states and the folder say."""
     entries = []
     for task in tasks:
-        st: TaskState | None = states.get(task.name)
+        st: TaskState | None = ledger.state(task.name)
         if st is None:
             entries.append(Entry(task, "pending"))
             continue
-        entry = Entry(task, st.status.value, cost=st.cost, job_id=st.job_id or (st.job_ids[-1] if st.job_ids else None))
+        entry = Entry(
+            task, st.status.value, cost=st.spent or None, job_id=st.job_id or (st.job_ids[-1] if st.job_ids else None)
+        )
         if st.status is Status.DONE and st.files:
             entry.file = st.files[0]["path"]
             entry.extra_files = [f["path"] for f in st.files[1:]]
             path = folder / entry.file
-            if path.suffix == ".wav" and path.is_file():
+            if path.suffix == ".wav" and path.is_file() and not path.is_symlink():
                 try:
-                    samples, entry.seconds = read_samples(path)
-                    entry.wave = svg_path(waveform(samples))
-                except (OSError, EOFError, wave.Error, ValueError):
+                    cols, entry.seconds = wav_columns(path)
+                    entry.wave = svg_path(cols)
+                except (OSError, ValueError):
                     entry.wave = ""
         elif st.status is Status.FAILED:
             entry.reason = st.reason
@@ -196,18 +247,16 @@ def render(batch: str, entries: Sequence[Entry]) -> str:
 def build(manifest: Manifest, out: Path) -> Path:
     """Write the batch's page from its manifest, journal and files; returns its path."""
     folder = out / manifest.batch
-    replayed = state.read(folder)
-    tasks = expand_as_recorded(manifest, replayed.base_seed)
-    return write(folder, manifest.batch, collect(tasks, replayed.tasks, folder))
+    ledger = Ledger.read(folder, manifest.batch)
+    tasks = expand_as_recorded(manifest, ledger.base_seed)
+    return write(folder, manifest.batch, collect(tasks, ledger, folder))
 
 
 def write(folder: Path, batch: str, entries: Sequence[Entry]) -> Path:
-    """Write `index.html` atomically into the batch folder."""
+    """Write `index.html` atomically into the batch folder (never through a symlink)."""
     target = folder / "index.html"
-    part = folder / "index.html.part"
-    folder.mkdir(parents=True, exist_ok=True)
-    part.write_text(render(batch, entries), encoding="utf-8")
-    os.replace(part, target)
+    files.ensure_dir(folder)
+    files.write_atomic(target, render(batch, entries).encode("utf-8"), durable=False)
     return target
 
 

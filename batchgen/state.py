@@ -1,55 +1,75 @@
-"""The journal: an append-only JSON Lines record of every step, and its replay.
+"""Task state as the journal tells it: the events, one function that applies each, replay.
 
-`replay` is pure (lines in, task states out) so resume logic is testable without a
-server. `Journal` is the only writer; appends are synchronous write + flush, with an
-fsync for the events that stand for money (the intent to submit and the job id), so
-they survive a crash or a cancelled coroutine.
+Pure: events in, states out, no I/O. `apply` is the only code that changes a
+`TaskState`, and the ledger calls it for live events exactly as `replay` does for the
+journal's lines, so a run and a later replay can never tell different stories.
+
+Every field an event carries is checked before anything changes: a line with a
+missing, mistyped or out-of-range field is skipped whole (with a warning naming its
+line), and a later bad line can never undo what earlier lines established. Events are
+idempotent: applying one twice, or replaying a journal whose lines were duplicated,
+gives the same state (a job-level event only moves the job it names).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import time
-from collections.abc import Iterable
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-from .errors import DiskError, JournalError
+from .errors import JournalError
 from .gcpause import paused_gc
+from .task import is_safe_id, is_safe_name
 
 VERSION = 1
 STATE_DIR = ".batchgen"
 JOURNAL = "state.jsonl"
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_PATH_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}|\.batchgen")
+MAX_TEXT = 2000  # longest reason or path kept from a journal line
+
 
 class Status(StrEnum):
-    """Where a task stands, as replayed from the journal."""
+    """Where a task (or one hop of a chained task) stands."""
 
-    NEW = "new"  # nothing submitted (or a refunded failure waiting for its retry)
+    NEW = "new"  # nothing running (never submitted, withdrawn, or a refunded failure awaiting its retry)
     SUBMITTING = "submitting"  # intent written, no job id yet: the crash window
-    IN_FLIGHT = "in-flight"  # job id known, job not terminal
-    DOWNLOADING = "downloading"  # job succeeded, assets known, files not all on disk
+    IN_FLIGHT = "in-flight"  # a job is running (or a chain is between two hops)
+    DOWNLOADING = "downloading"  # every job succeeded; files not all on disk yet
     DONE = "done"
     FAILED = "failed"
 
 
 @dataclass(slots=True)
-class TaskState:
-    """One task's replayed state."""
+class HopState:
+    """One job-sized step of a task: a plain task has one, a chained track one per hop."""
 
     status: Status = Status.NEW
-    digest: str | None = None  # digest of the current attempt
     job_id: str | None = None
-    job_ids: list[str] = field(default_factory=list)  # every job ever submitted for it
+    asset_ids: tuple[str, ...] = ()
+    failures: int = 0  # job failures of this hop since the task (or its retry) started afresh
+    cost: float | None = None  # creative units quoted or charged for its current job
+    detail: dict[str, Any] | None = None  # the API's discount and cost breakdown, when it gave them
+    file: dict[str, Any] | None = None  # a chain hop's downloaded output
+
+
+@dataclass(slots=True)
+class TaskState:
+    """One task, as far as the journal has told."""
+
+    digest: str | None = None  # digest of the current attempt
+    hops: list[HopState] = field(default_factory=lambda: [HopState()])
+    outcome: Status | None = None  # DONE or FAILED once the task ended
+    attempts: int = 0  # intents written, all hops together
     intent_at: float | None = None  # wall time of the last intent
-    asset_ids: list[str] = field(default_factory=list)
-    attempts: int = 0  # submissions (intents) so far
-    job_failures: int = 0  # refunded job failures so far
-    cost: float | None = None
+    job_ids: list[str] = field(default_factory=list)  # every job ever submitted for it
+    charges: dict[str, float] = field(default_factory=dict)  # creative units charged, per job
     reason: str | None = None
     permanent: bool = False
     done_digest: str | None = None  # digest of the files on disk
@@ -57,249 +77,459 @@ class TaskState:
     updated: float | None = None
 
     @property
+    def hop(self) -> int:
+        """Index (0-based) of the hop in progress: the first one not yet succeeded."""
+        for index, hop in enumerate(self.hops):
+            if hop.status not in (Status.DOWNLOADING, Status.DONE):
+                return index
+        return len(self.hops) - 1
+
+    @property
+    def current(self) -> HopState:
+        return self.hops[self.hop]
+
+    @property
+    def succeeded(self) -> bool:
+        """Every hop's job succeeded (files may still be downloading)."""
+        return all(h.status in (Status.DOWNLOADING, Status.DONE) for h in self.hops)
+
+    @property
+    def status(self) -> Status:
+        if self.outcome is not None:
+            return self.outcome
+        if self.succeeded:
+            return Status.DOWNLOADING
+        index = self.hop
+        now = self.hops[index].status
+        if now is Status.NEW and index > 0:
+            return Status.IN_FLIGHT  # a chain between two hops
+        return now
+
+    @property
+    def job_id(self) -> str | None:
+        """The job of the hop in progress (or of the last hop once all succeeded)."""
+        return self.current.job_id
+
+    @property
+    def spent(self) -> float:
+        return sum(self.charges.values())
+
+    @property
+    def committed(self) -> float:
+        """Creative units quoted for a job still running."""
+        hop = self.current
+        return hop.cost or 0.0 if hop.status is Status.IN_FLIGHT and self.outcome is None else 0.0
+
+    @property
     def pending_job(self) -> bool:
         return self.status in (Status.SUBMITTING, Status.IN_FLIGHT, Status.DOWNLOADING)
 
 
 @dataclass(slots=True)
-class Replay:
-    """Everything a journal says: batch header, task states, uploads, problems seen."""
+class Book:
+    """Everything a journal says: its header, every task's state, uploads, and figures."""
 
     batch: str | None = None
     base_seed: int | None = None
     tasks: dict[str, TaskState] = field(default_factory=dict)
     uploads: dict[str, str] = field(default_factory=dict)  # audio sha256 -> asset id
     warnings: list[str] = field(default_factory=list)
-    spent: float = 0.0  # creative units of every job that succeeded, across all runs
+
+    @property
+    def spent(self) -> float:
+        """Creative units charged for every job the journal knows, across all runs."""
+        return sum(st.spent for st in self.tasks.values())
+
+    def counts(self) -> Counter[str]:
+        return Counter(st.status.value for st in self.tasks.values())
 
 
-def replay(lines: Iterable[str | bytes], source: str = "journal") -> Replay:
-    """Fold journal lines into task states (see `_replay`), with the collector paused."""
-    with paused_gc():
-        return _replay(lines, source)
+class BadEvent(ValueError):
+    """An event whose fields do not hold up; the line is skipped."""
 
 
-def _replay(lines: Iterable[str | bytes], source: str) -> Replay:
-    """Fold journal lines into task states. Linear in the number of lines.
-
-    A torn or garbled line, or an event type this version does not know, is skipped
-    with a warning naming its line; only a header from another version is fatal.
-    """
-    out = Replay()
-    tasks = out.tasks
-    for number, ev in _decode(lines):
-        kind = ev.get("ev") if isinstance(ev, dict) else None
-        if kind is None:
-            if ev is not _BLANK:
-                out.warnings.append(f"{source}:{number}: unreadable line skipped")
-            continue
-        if kind == "batch":
-            if ev.get("v", VERSION) > VERSION:
-                raise JournalError(f"{source}:{number}: journal version {ev.get('v')} is newer than this batchgen")
-            out.batch = ev.get("batch")
-            if ev.get("base_seed") is not None:
-                out.base_seed = ev["base_seed"]
-            continue
-        if kind == "upload":
-            out.uploads[ev["sha256"]] = ev["asset_id"]
-            continue
-        name = ev.get("task")
-        if not isinstance(name, str):
-            out.warnings.append(f"{source}:{number}: event without a task skipped")
-            continue
-        st = tasks.get(name)
-        if st is None:
-            st = tasks[name] = TaskState()
-        if kind == "succeeded":
-            out.spent += ev.get("cost") or 0.0
-        if not _apply(st, kind, ev):
-            out.warnings.append(f"{source}:{number}: unknown event {kind!r} skipped")
-    return out
-
-
-_BLANK = object()
-
-
-def _decode(lines: Iterable[str | bytes]) -> Iterable[tuple[int, Any]]:
-    """(line number, decoded event) pairs; None for a line that is not JSON.
-
-    A journal of 400,000 lines decodes several times faster as one JSON array than
-    line by line; any damage sends it down the line-by-line path, which finds the line.
-    """
-    raw = [line.decode() if isinstance(line, bytes) else line for line in lines]
-    stripped = [line.strip() for line in raw]
-    if all(stripped):
-        try:
-            return enumerate(json.loads("[" + ",".join(stripped) + "]"), start=1)
-        except ValueError:
-            pass
-    return ((n, _one(line)) for n, line in enumerate(stripped, start=1))
-
-
-def _one(line: str) -> Any:
-    if not line:
-        return _BLANK
-    try:
-        return json.loads(line)
-    except ValueError:
-        return None
-
-
-def _apply(st: TaskState, kind: str, ev: dict[str, Any]) -> bool:
-    st.updated = ev.get("t", st.updated)
-    if kind == "intent":
-        st.status = Status.SUBMITTING
-        st.digest = ev.get("digest")
-        st.intent_at = ev.get("t")
-        st.attempts += 1
-        st.job_id = None
-        st.asset_ids = []
-        st.reason = None
-    elif kind == "submitted":
-        st.status = Status.IN_FLIGHT
-        st.job_id = ev["job_id"]
-        if ev["job_id"] not in st.job_ids:
-            st.job_ids.append(ev["job_id"])
-        if ev.get("cost") is not None:
-            st.cost = ev["cost"]
-    elif kind == "succeeded":
-        st.status = Status.DOWNLOADING
-        st.asset_ids = list(ev.get("asset_ids", []))
-        if ev.get("cost") is not None:
-            st.cost = ev["cost"]
-    elif kind == "job_failed":
-        # Failed jobs are refunded; the task waits for a resubmission (or a `failed`).
-        st.status = Status.NEW
-        st.job_failures += 1
-        st.job_id = None
-        st.reason = ev.get("reason")
-    elif kind == "done":
-        st.status = Status.DONE
-        st.done_digest = ev.get("digest", st.digest)
-        st.digest = st.done_digest
-        st.files = list(ev.get("files", []))
-        if ev.get("cost") is not None:
-            st.cost = ev["cost"]
-        st.reason = None
-    elif kind == "failed":
-        st.status = Status.FAILED
-        st.reason = ev.get("reason")
-        st.permanent = bool(ev.get("permanent"))
-        st.job_id = None
-    elif kind == "withdrawn":
-        st.status = Status.NEW  # an intent whose POST was never sent
-    elif kind == "status":
-        pass  # informational: progress of a running job
+def apply(book: Book, ev: dict[str, Any]) -> None:
+    """Apply one event to the book. Raises `BadEvent` (and changes nothing) when it is malformed."""
+    kind = ev.get("ev")
+    handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+    if handler is None:
+        raise BadEvent(f"unknown event {str(kind)[:40]!r}")
+    if kind in _BOOK_EVENTS:
+        handler(book, None, ev)
+        return
+    name = ev.get("task")
+    if type(name) is not str or not is_safe_name(name):
+        raise BadEvent("event without a valid task name")
+    st = book.tasks.get(name)
+    if st is None:
+        fresh = TaskState()
+        handler(book, fresh, ev)  # raises before the task is added if the event is bad
+        book.tasks[name] = fresh
     else:
-        return False
-    return True
+        handler(book, st, ev)
+
+
+def replay(lines: Iterable[bytes | str], source: str = "journal") -> Book:
+    """Fold journal lines into a `Book`, skipping bad lines with a warning naming each.
+
+    A line repeated word for word is applied once: every real event carries its own
+    time, so an exact copy can only be a duplication. Only a header from a newer
+    version of batchgen stops the replay (`JournalError`).
+    """
+    with paused_gc():
+        book = Book()
+        seen: set[int] = set()
+        for number, raw, ev in _decode(lines):
+            if ev is _BLANK:
+                continue
+            key = hash(raw)
+            if key in seen:
+                continue
+            seen.add(key)
+            if not isinstance(ev, dict):
+                book.warnings.append(f"{source}:{number}: unreadable line skipped")
+                continue
+            try:
+                apply(book, ev)
+            except BadEvent as bad:
+                book.warnings.append(f"{source}:{number}: {bad}; line skipped")
+            except _Newer as newer:
+                raise JournalError(f"{source}:{number}: {newer}") from None
+        return book
 
 
 def plan_status(digest: str, st: TaskState | None) -> str:
-    """What `plan` shows for a task: new, done, changed, in-flight or failed.
+    """What `plan` and `status` show for a task: new, done, changed, in-flight or failed.
 
     A task whose manifest entry changed since its file (or its failure, or its job in
     flight) is `changed`: the run generates it again.
     """
     if st is None:
         return "new"
-    if st.status is Status.DONE:
+    if st.outcome is Status.DONE:
         return "done" if st.done_digest == digest else "changed"
     if st.digest is not None and st.digest != digest:
         return "changed"
     if st.pending_job:
         return "in-flight"
-    if st.status is Status.FAILED:
+    if st.outcome is Status.FAILED:
         return "failed"
     return "new"
 
 
-def journal_path(batch_dir: Path) -> Path:
-    return batch_dir / STATE_DIR / JOURNAL
+_BLANK: Any = object()
 
 
-def read(batch_dir: Path) -> Replay:
-    """Replay the batch folder's journal (an empty replay when there is none)."""
-    path = journal_path(batch_dir)
-    try:
-        with path.open("rb") as fh:
-            return replay(fh, str(path))
-    except FileNotFoundError:
-        return Replay()
+def _decode(lines: Iterable[bytes | str]) -> Iterator[tuple[int, bytes | str, Any]]:
+    """(line number, raw line, decoded value) triples; None for a line that is not JSON.
 
-
-class Journal:
-    """The batch's journal, open for appending. One instance, owned by the runner."""
-
-    def __init__(self, batch_dir: Path) -> None:
-        self.path = journal_path(batch_dir)
+    A journal of 400,000 lines decodes several times faster as one JSON array than
+    line by line; any damage (bad JSON, bad UTF-8, absurd nesting) sends it down the
+    line-by-line path, which finds the line.
+    """
+    raw = [line.strip() for line in lines]
+    if all(raw):
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("ab")
-        except OSError as err:
-            raise DiskError(str(self.path), err) from None
-        self._appended = 0  # events written so far
-        self._synced = 0  # events known to be on disk
-        self._sync_lock = asyncio.Lock()
-        self._heal_torn_tail()
-
-    def _heal_torn_tail(self) -> None:
-        # A crash mid-write can leave a last line without its newline; start ours on a
-        # fresh line so the next event is not glued onto the torn one.
-        size = self._fh.tell()
-        if size:
-            with self.path.open("rb") as fh:
-                fh.seek(size - 1)
-                if fh.read(1) != b"\n":
-                    self._write(b"\n", durable=False)
-
-    def append(self, kind: str, durable: bool = False, **fields: Any) -> None:
-        """Write one event; with `durable`, it is on disk before this returns."""
-        ev = {"ev": kind, "t": round(time.time(), 3), **fields}
-        self._write(json.dumps(ev, separators=(",", ":")).encode() + b"\n", durable)
-
-    async def commit(self, kind: str, **fields: Any) -> None:
-        """Write one event and return once it is on disk (group commit).
-
-        The write and flush are synchronous, so from the moment this is called the
-        event survives the process being killed. The fsync, which only guards against
-        power loss, runs in a thread, and one fsync covers every event written before
-        it started: 64 submissions at once cost a few fsyncs instead of 64, and the
-        event loop never waits on the disk.
-        """
-        self.append(kind, **fields)
-        target = self._appended
-        async with self._sync_lock:
-            if self._synced >= target:
-                return  # an fsync that started after our write already covered it
-            upto = self._appended
-            try:
-                await asyncio.to_thread(os.fsync, self._fh.fileno())
-            except OSError as err:
-                raise DiskError(str(self.path), err) from None
-            self._synced = max(self._synced, upto)
-
-    def _write(self, data: bytes, durable: bool) -> None:
-        try:
-            self._fh.write(data)
-            self._fh.flush()
-            self._appended += 1
-            if durable:
-                os.fsync(self._fh.fileno())
-                self._synced = self._appended
-        except OSError as err:
-            raise DiskError(str(self.path), err) from None
-
-    def close(self) -> None:
-        try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        except OSError:
+            joined = b",".join(x if isinstance(x, bytes) else x.encode() for x in raw)
+            values = json.loads(b"[" + joined + b"]")
+            if len(values) == len(raw):
+                yield from ((n, line, ev) for n, (line, ev) in enumerate(zip(raw, values, strict=True), start=1))
+                return
+        except (ValueError, RecursionError):
             pass
-        self._fh.close()
+    for number, line in enumerate(raw, start=1):
+        yield number, line, _one(line)
 
-    def __enter__(self) -> Journal:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def _one(line: bytes | str) -> Any:
+    if not line:
+        return _BLANK
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+class _Newer(Exception):
+    pass
+
+
+# Field checks: each returns the value (normalised) or raises BadEvent naming the field.
+
+
+def _text(ev: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = ev.get(key)
+    if value is None and not required:
+        return None
+    if type(value) is not str:
+        raise BadEvent(f"{key} missing or not text")
+    return value[:MAX_TEXT]
+
+
+def _ident(ev: dict[str, Any], key: str) -> str:
+    value = ev.get(key)
+    if type(value) is not str or not is_safe_id(value):
+        raise BadEvent(f"{key} missing or not a valid id")
+    return value
+
+
+def _idents(ev: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = ev.get(key)
+    if type(value) is not list or len(value) > 1000:
+        raise BadEvent(f"{key} missing or not a list of ids")
+    for item in value:
+        if type(item) is not str or not is_safe_id(item):
+            raise BadEvent(f"{key} holds an invalid id")
+    return tuple(value)
+
+
+def _number(ev: dict[str, Any], key: str) -> float | None:
+    value = ev.get(key)
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        raise BadEvent(f"{key} is not a non-negative number")
+    return float(value)
+
+
+def _whole(ev: dict[str, Any], key: str, default: int | None = None, least: int = 0) -> int:
+    value = ev.get(key, default)
+    if type(value) is not int or value < least or value > 10**9:
+        raise BadEvent(f"{key} missing or not a whole number of at least {least}")
+    return value
+
+
+def _flag(ev: dict[str, Any], key: str, default: bool) -> bool:
+    value = ev.get(key, default)
+    if type(value) is not bool:
+        raise BadEvent(f"{key} is not true or false")
+    return value
+
+
+def _file(value: Any, key: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise BadEvent(f"{key} is not a file record")
+    path = value.get("path")
+    if type(path) is not str or len(path) > MAX_TEXT or not all(_PATH_PART.fullmatch(p) for p in path.split("/")):
+        raise BadEvent(f"{key} has no valid path inside the batch folder")
+    size, sha = value.get("bytes"), value.get("sha256")
+    if type(size) is not int or size < 0:
+        raise BadEvent(f"{key} has no valid byte count")
+    if type(sha) is not str or len(sha) > 128:
+        raise BadEvent(f"{key} has no valid sha256")
+    return value
+
+
+def _files(ev: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = ev.get(key)
+    if type(value) is not list or not value or len(value) > 100:
+        raise BadEvent(f"{key} missing or not a list of files")
+    return [_file(item, key) for item in value]
+
+
+def _detail(ev: dict[str, Any]) -> dict[str, Any] | None:
+    """Discount and cost breakdown: numbers only, a few dozen at most."""
+    out: dict[str, Any] = {}
+    if (discount := _number(ev, "discount")) is not None:
+        out["discount"] = discount
+    details = ev.get("cost_details")
+    if details is not None:
+        if type(details) is not dict or len(details) > 40:
+            raise BadEvent("cost_details is not a small mapping")
+        for value in details.values():
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise BadEvent("cost_details holds a value that is not a number")
+        out["costDetails"] = {str(k)[:60]: float(v) for k, v in details.items()}
+    return out or None
+
+
+def _hop(st: TaskState, ev: dict[str, Any]) -> tuple[int, HopState]:
+    """The hop an event is about (1-based `hop`, 1 when absent) and its state."""
+    index = _whole(ev, "hop", 1, least=1) - 1
+    if index >= len(st.hops):
+        raise BadEvent(f"hop {index + 1} is beyond the task's {len(st.hops)}")
+    return index, st.hops[index]
+
+
+def _touch(st: TaskState, ev: dict[str, Any]) -> None:
+    t = ev.get("t")
+    if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t):
+        st.updated = float(t)
+
+
+# Handlers: validate everything first, then change the state.
+
+
+def _on_batch(book: Book, _: TaskState | None, ev: dict[str, Any]) -> None:
+    version = ev.get("v")
+    if type(version) is not int or version < 1:
+        raise BadEvent("batch header without a valid version")
+    if version > VERSION:
+        raise _Newer(f"journal version {version} is newer than this batchgen (reads {VERSION})")
+    batch = _text(ev, "batch")
+    seed = ev.get("base_seed")
+    if seed is not None and (type(seed) is not int or not 0 <= seed < 2**32):
+        raise BadEvent("base_seed is not a seed")
+    if batch is not None and not is_safe_name(batch):
+        raise BadEvent("batch is not a valid batch name")
+    if batch is not None:
+        book.batch = batch
+    if seed is not None:
+        book.base_seed = seed
+
+
+def _on_upload(book: Book, _: TaskState | None, ev: dict[str, Any]) -> None:
+    sha = ev.get("sha256")
+    if type(sha) is not str or not _HEX64.fullmatch(sha):
+        raise BadEvent("upload without a valid sha256")
+    book.uploads[sha] = _ident(ev, "asset_id")
+
+
+def _on_intent(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    assert st is not None
+    digest = _text(ev, "digest", required=True)
+    attempt = _whole(ev, "attempt", st.attempts + 1, least=1)
+    hops = _whole(ev, "hops", 1, least=1)
+    index = _whole(ev, "hop", 1, least=1) - 1
+    if hops > 1000 or index >= hops:
+        raise BadEvent("hop is beyond hops")
+    if attempt <= st.attempts:
+        return  # an intent already applied
+    if digest != st.digest or st.outcome is Status.DONE or len(st.hops) != hops:
+        st.hops = [HopState() for _ in range(hops)]  # a new (or regenerated) task starts afresh
+    elif st.outcome is Status.FAILED:
+        st.hops[index].failures = 0  # --retry-failed: this hop gets its retries again
+    hop = st.hops[index]
+    hop.status, hop.job_id, hop.asset_ids, hop.cost, hop.detail, hop.file = (
+        Status.SUBMITTING,
+        None,
+        (),
+        None,
+        None,
+        None,
+    )
+    st.outcome, st.digest, st.attempts, st.reason, st.permanent = None, digest, attempt, None, False
+    st.intent_at = st.updated = float(ev["t"]) if type(ev.get("t")) in (int, float) else st.updated
+
+
+def _on_submitted(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    assert st is not None
+    job_id = _ident(ev, "job_id")
+    cost = _number(ev, "cost")
+    _flag(ev, "adopted", False)
+    detail = _detail(ev)
+    _, hop = _hop(st, ev)
+    if job_id not in st.job_ids:
+        st.job_ids.append(job_id)
+    if hop.status is Status.SUBMITTING and st.outcome is None:
+        hop.status, hop.job_id, hop.cost, hop.detail = Status.IN_FLIGHT, job_id, cost, detail
+        _touch(st, ev)
+    elif hop.job_id == job_id and cost is not None:
+        hop.cost = cost
+
+
+def _on_withdrawn(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    assert st is not None
+    _, hop = _hop(st, ev)
+    if hop.status is Status.SUBMITTING:
+        hop.status = Status.NEW
+        _touch(st, ev)
+
+
+def _on_succeeded(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    assert st is not None
+    job_id = _ident(ev, "job_id")
+    assets = _idents(ev, "asset_ids")
+    cost = _number(ev, "cost")
+    detail = _detail(ev)
+    _, hop = _hop(st, ev)
+    if hop.job_id != job_id or hop.status is not Status.IN_FLIGHT:
+        return  # about another job, or already applied
+    hop.status, hop.asset_ids = Status.DOWNLOADING, assets
+    if cost is not None:
+        hop.cost = cost
+    if detail:
+        hop.detail = {**(hop.detail or {}), **detail}
+    st.charges[job_id] = hop.cost or 0.0
+    _touch(st, ev)
+
+
+def _on_job_failed(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    assert st is not None
+    job_id = _ident(ev, "job_id")
+    reason = _text(ev, "reason")
+    refunded = _flag(ev, "refunded", True)
+    cost = _number(ev, "cost")
+    _, hop = _hop(st, ev)
+    if not refunded:
+        st.charges[job_id] = cost or 0.0  # the API kept the charge (billing.disableRefund)
+    if hop.job_id != job_id or hop.status is not Status.IN_FLIGHT:
+        return
+    hop.status, hop.job_id, hop.cost = Status.NEW, None, None
+    hop.failures += 1
+    st.reason = reason
+    _touch(st, ev)
+
+
+def _on_hop_done(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    assert st is not None
+    record = _file(ev.get("file"), "file")
+    _, hop = _hop(st, ev)
+    if hop.status is Status.DOWNLOADING:
+        hop.status, hop.file = Status.DONE, record
+        _touch(st, ev)
+
+
+def _on_done(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    assert st is not None
+    digest = _text(ev, "digest")
+    files = _files(ev, "files")
+    _number(ev, "cost")
+    job_id = ev.get("job_id")
+    if job_id is not None and not is_safe_id(job_id):
+        raise BadEvent("job_id is not a valid id")
+    if st.outcome is not None or not st.succeeded:
+        return  # already done, or about jobs this task no longer waits for
+    if job_id is not None and st.hops[-1].job_id != job_id:
+        return
+    for hop in st.hops:
+        hop.status = Status.DONE
+    st.outcome, st.reason = Status.DONE, None
+    st.done_digest = st.digest = digest or st.digest
+    st.files = files
+    _touch(st, ev)
+
+
+def _on_failed(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    assert st is not None
+    reason = _text(ev, "reason") or "failed"
+    permanent = _flag(ev, "permanent", False)
+    attempt = _whole(ev, "attempt", st.attempts)
+    if attempt != st.attempts or st.outcome is not None:
+        return  # about an earlier attempt, or already settled
+    hop = st.current
+    if hop.status in (Status.SUBMITTING, Status.IN_FLIGHT):
+        hop.status, hop.job_id, hop.cost = Status.NEW, None, None
+    st.outcome, st.reason, st.permanent = Status.FAILED, reason, permanent
+    _touch(st, ev)
+
+
+def _on_status(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    """Informational (a running job's progress): nothing changes."""
+
+
+_HANDLERS: dict[str, Callable[[Book, TaskState | None, dict[str, Any]], None]] = {
+    "batch": _on_batch,
+    "upload": _on_upload,
+    "intent": _on_intent,
+    "submitted": _on_submitted,
+    "withdrawn": _on_withdrawn,
+    "succeeded": _on_succeeded,
+    "job_failed": _on_job_failed,
+    "hop_done": _on_hop_done,
+    "done": _on_done,
+    "failed": _on_failed,
+    "status": _on_status,
+}
+_BOOK_EVENTS = frozenset({"batch", "upload"})
+EVENTS = frozenset(_HANDLERS)

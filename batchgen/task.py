@@ -13,8 +13,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+# Job, asset and upload ids go into URL paths: letters, digits and a few separators only.
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SEED_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class HopPlan:
+    """One job of a chained track: how long it asks for and which part of the last one it continues.
+
+    Hop 1 is an ordinary job; hop k continues hop k-1's output from `continue_from`
+    seconds to its end (`context` seconds), and adds `duration - context` new seconds.
+    """
+
+    duration: float
+    seed: int
+    continue_from: float | None = None  # None for the first hop
+    context: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +46,11 @@ class Task:
     point: Mapping[str, object] = field(default_factory=dict)  # this task's sweep/zip values
     input_audio: str | None = None  # absolute path of a local inputAudio file
     audio_sha256: str | None = None  # its content hash, the upload cache key
+    hops: tuple[HopPlan, ...] = ()  # a chained track: one per job, in order; empty for one job
+
+    @property
+    def hop_count(self) -> int:
+        return max(1, len(self.hops))
 
     @property
     def seed(self) -> int:
@@ -42,6 +63,23 @@ class Task:
         body = dict(self.params)
         if self.input_audio is not None:
             body["inputAudio"] = asset_id
+        return body
+
+    def hop_body(self, hop: int, input_asset: str | None) -> dict[str, object]:
+        """The body of hop `hop` (0-based): hop 0 as `body`, later hops continue the previous one.
+
+        `input_asset` is the uploaded inputAudio for hop 0, the previous hop's output after.
+        """
+        if not self.hops:
+            return self.body(input_asset)
+        plan = self.hops[hop]
+        body = self.body(input_asset) if hop == 0 else dict(self.params)
+        body["duration"], body["seed"] = plan.duration, plan.seed
+        if plan.continue_from is not None:
+            body["inputAudio"] = input_asset
+            body["continuation"] = True
+            body["continuationStart"] = plan.continue_from
+            body["continuationEnd"] = round(plan.continue_from + plan.context, 6)
         return body
 
 
@@ -100,6 +138,11 @@ def default_name(track: str, take: int, takes: int, point: Mapping[str, object],
     """SPEC section 3: track name, `-t<k>` with several takes, `-<param><value>` per key."""
     take_part = f"-t{take}" if takes > 1 else ""
     return f"{track}{take_part}{point_suffix(point) if suffix is None else suffix}"
+
+
+def is_safe_id(value: object) -> bool:
+    """An id that is safe to put into a URL path (no '/', no '..', no spaces)."""
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None and ".." not in value
 
 
 def is_safe_name(name: str) -> bool:

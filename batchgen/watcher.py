@@ -2,8 +2,12 @@
 
 It decides *when* with the pure policy of `polling` and *how* by cost: one unfiltered
 `GET /jobs` listing settles every due job at once when that takes fewer requests than
-a `GET /jobs/{id}` each. It tells the runner about each job that ends through
-`on_end`, and about 429s through `on_429` (so submissions pause too).
+a `GET /jobs/{id}` each. It tells the runner how each job ended through `on_end`, as a
+typed outcome, and about errors through `on_error` (a 429 pauses submissions too).
+
+It never sits in a long wait: between rounds it sleeps inside `asyncio.timeout()`
+(Python 3.11's `asyncio.wait_for` can swallow a cancellation that arrives as the
+awaited event fires, and a loop around it then never ends).
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from dataclasses import dataclass
 
 from .client import Job, ScenarioClient, iso
 from .errors import ApiError, CredentialsError
+from .outcomes import Gone, JobEnd, TimedOut, ended
 from .polling import DUE_STEP, MIN_STEP, PAGE, DurationEstimate, epoch, next_poll, poll_delay, prefer_list
 from .retry import Backoff
 from .task import Task
+
+IDLE = 1.0  # longest sleep between rounds with nothing due
 
 
 @dataclass(slots=True)
@@ -27,6 +34,7 @@ class Watch:
     """A job that is submitted and not finished."""
 
     task: Task
+    hop: int  # 0-based hop of the task this job is for
     job_id: str
     started: float  # monotonic time the job was submitted (estimated on resume)
     next_poll: float
@@ -49,8 +57,8 @@ class Watcher:
         concurrency: int,
         job_timeout: float,
         backoff: Backoff,
-        on_end: Callable[[Watch, Job | None, str | None, bool], Awaitable[None]],
-        on_429: Callable[[ApiError], None],
+        on_end: Callable[[Watch, JobEnd], Awaitable[None]],
+        on_error: Callable[[ApiError], None],
     ) -> None:
         self.client = client
         self._first, self._longest = first, longest
@@ -58,7 +66,7 @@ class Watcher:
         self._job_timeout = job_timeout
         self._backoff = backoff
         self._on_end = on_end
-        self._on_429 = on_429
+        self._on_error = on_error
         self.running: dict[str, Watch] = {}
         self.durations = DurationEstimate()
         self._created: list[float] = []  # createdAt of this run's jobs, sorted, to size listings
@@ -72,20 +80,20 @@ class Watcher:
             bisect.insort(self._created, watch.created)
         self._wake.set()
 
-    def submitted(self, task: Task, job_id: str, cost: float | None, created: float) -> None:
+    def submitted(self, task: Task, hop: int, job_id: str, cost: float | None, created: float) -> None:
         """Watch a job submitted just now; its first poll is when jobs like it end."""
         now = time.monotonic()
         first = next_poll(0.0, self.durations.value, self._first, self._longest)
-        self.add(Watch(task, job_id, now, now + first, cost, created=created))
+        self.add(Watch(task, hop, job_id, now, now + first, cost, created=created))
 
-    async def _end(self, watch: Watch, job: Job | None, problem: str | None, timed_out: bool = False) -> None:
+    async def _end(self, watch: Watch, outcome: JobEnd, job: Job | None = None) -> None:
         del self.running[watch.job_id]
         if job is not None and job.status == "success":
             # The server's own timestamps, when it gives them, are free of our polling delay.
             start, end = epoch(job.created_at), epoch(job.updated_at)
             observed = time.monotonic() - watch.started
-            self.durations.add(end - start if start is not None and end is not None else observed)
-        await self._on_end(watch, job, problem, timed_out)
+            self.durations.add(end - start if start is not None and end is not None and end >= start else observed)
+        await self._on_end(watch, outcome)
 
     async def run(self) -> None:
         """Ask about running jobs when they are due: one list call for many, or a GET each."""
@@ -94,10 +102,11 @@ class Watcher:
             now = time.monotonic()
             due = [a for a in self.running.values() if a.next_poll <= now]
             if not due:
-                wait = min((a.next_poll for a in self.running.values()), default=now + 3600) - now
+                wait = min((a.next_poll for a in self.running.values()), default=now + IDLE) - now
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.005, wait))
+                    async with asyncio.timeout(min(IDLE, max(0.005, wait))):
+                        await self._wake.wait()
                 continue
             listable = [a for a in due if a.misses < 2 and a.created is not None]
             # One list call also settles jobs that are not due yet but have probably ended.
@@ -157,8 +166,7 @@ class Watcher:
             except ApiError as err:
                 if isinstance(err, CredentialsError):
                     raise
-                if err.status == 429:
-                    self._on_429(err)
+                self._on_error(err)
                 break  # the due jobs not seen are asked one by one below
             for job in jobs:
                 active = wanted.pop(job.id, None)
@@ -167,7 +175,7 @@ class Watcher:
                 active.polls += 1
                 active.misses = 0
                 if job.terminal:
-                    await self._end(active, job, None)
+                    await self._end(active, ended(job), job)
                 elif self._timed_out(active):
                     active.next_poll = float("inf")
                     late.append(active)
@@ -199,10 +207,9 @@ class Watcher:
                 if isinstance(err, CredentialsError):
                     raise
                 active.errors += 1
-                if err.status == 429:
-                    self._on_429(err)
+                self._on_error(err)
                 if err.status == 404:
-                    await self._end(active, None, "job not found on the server")
+                    await self._end(active, Gone())
                     return
                 active.next_poll = time.monotonic() + self._backoff.delay(active.errors, err.retry_after)
                 return
@@ -212,15 +219,10 @@ class Watcher:
         if (created := epoch(job.created_at)) is not None:
             active.created = created
         if job.terminal:
-            await self._end(active, job, None)
+            await self._end(active, ended(job), job)
         elif now - active.started > self._job_timeout:
             with contextlib.suppress(ApiError):
                 await self.client.cancel_job(active.job_id)  # the API may refuse; the deadline stands
-            await self._end(
-                active,
-                None,
-                f"job still {job.status} after {self._job_timeout:.0f}s (--job-timeout)",
-                timed_out=True,
-            )
+            await self._end(active, TimedOut(f"job still {job.status} after {self._job_timeout:.0f}s (--job-timeout)"))
         else:
             active.next_poll = now + self._next_delay(active, now)

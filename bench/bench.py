@@ -92,15 +92,16 @@ def makespan(n: int, rate: float, m: int, job: float, work: Path, rows: list[str
     windows = math.ceil(min(m, n) / rate) - 1
     ramp = max(math.ceil(n / rate) - 1 + job, (math.ceil(n / m) - 1) * job + windows + job)
     with simulator(job) as (_, env):
-        ours, _, code = batchgen(env, work, n, rate, m)
+        ours, ours_cpu, code = batchgen(env, work, n, rate, m)
     with simulator(job) as (_, env):
         out = work / f"naive-{time.monotonic_ns()}"
         out.mkdir()
-        naive, _, naive_code = child([PY, str(ROOT / "bench" / "naive.py"), str(n), str(m), str(out)], env)
+        naive, naive_cpu, naive_code = child([PY, str(ROOT / "bench" / "naive.py"), str(n), str(m), str(out)], env)
     assert code == 0 and naive_code == 0, (code, naive_code)
     rows.append(
         f"| N={n}, R={rate:g}/s, M={m}, J={job:g} s | {bound:.1f} s | {ramp:.1f} s | {ours:.1f} s "
-        f"| {ours / bound:.3f} | {ours / ramp:.3f} | {naive:.1f} s | {ours / naive:.2f} |"
+        f"| {ours / bound:.3f} | {ours / ramp:.3f} | {naive:.1f} s | {ours / naive:.2f} "
+        f"| {ours_cpu / n * 1000:.2f} ms | {naive_cpu / n * 1000:.2f} ms | {ours_cpu / naive_cpu:.2f} |"
     )
     print(rows[-1], flush=True)
 
@@ -194,7 +195,7 @@ async def _download_child(size_mb: int) -> None:
 
     sys.path.insert(0, str(ROOT))
     from batchgen.client import Asset, Credentials, ScenarioClient
-    from batchgen.download import download_asset
+    from batchgen.download import Limits, download_asset
     from batchgen.retry import Backoff
 
     data_bytes = size_mb * 1024 * 1024
@@ -229,10 +230,10 @@ async def _download_child(size_mb: int) -> None:
                 client,
                 asset,
                 Path(tmp) / "big",
-                refresh=None,
-                max_bytes=4 << 30,
-                backoff=Backoff(),
-                folder=Path(tmp),  # type: ignore[arg-type]
+                refresh=None,  # type: ignore[arg-type]
+                limits=Limits(max_bytes=4 << 30),
+                policy=Backoff(),
+                folder=Path(tmp),
             )
             wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

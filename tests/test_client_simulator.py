@@ -14,10 +14,13 @@ import aiohttp
 import pytest
 
 from batchgen.client import Credentials, Job, ScenarioClient, retry_hint
+from batchgen.download import Limits
 from batchgen.errors import ApiError, CredentialsError, DownloadError, ErrorKind, UsageError
 from batchgen.params import MODEL_ID
+from batchgen.retry import Backoff
 from batchgen.simulator import Faults, Simulator, serve
 from batchgen.simulator.audio import render
+from batchgen.uploads import upload_audio
 
 from .conftest import KEY, SECRET, Served
 
@@ -213,7 +216,7 @@ async def test_upload_then_generate_with_input_audio(client: ScenarioClient, ser
     """A local file is uploaded through /uploads and usable as inputAudio."""
     melody = tmp_path / "theme.wav"
     melody.write_bytes(render("theme", 1, 1.0, 1))
-    asset_id = await client.upload_audio(melody, poll_interval=0.02)
+    asset_id = await upload_audio(client, melody, policy=Backoff(0.01, 0.1, 5), first_poll=0.02)
     assert served.sim.assets[asset_id].data == melody.read_bytes()
     sub = await client.generate(MODEL_ID, {"prompt": "piano", "inputAudio": asset_id, "duration": 1})
     assert sub.job.input["inputAudio"] == asset_id
@@ -322,8 +325,8 @@ async def test_download_verifies_checksum_and_leaves_nothing_on_mismatch(
             checked,
             tmp_path / name,
             refresh=refresh,
-            max_bytes=1 << 30,
-            backoff=Backoff(0.01, 0.1, 3),
+            limits=Limits(max_bytes=1 << 30),
+            policy=Backoff(0.01, 0.1, 3),
             folder=tmp_path,
         )
 

@@ -12,12 +12,12 @@ import pytest
 from batchgen import load
 from batchgen.client import Credentials, ScenarioClient
 from batchgen.cost import Budget, shape
+from batchgen.ledger import Ledger
 from batchgen.manifest import expand
 from batchgen.progress import Reporter
 from batchgen.retry import Backoff
 from batchgen.runner import RunConfig, Runner, RunResult
 from batchgen.simulator import Faults, Simulator, SimulatorThread
-from batchgen.state import read
 
 from .conftest import KEY, SECRET, Served
 from .helpers import env_for, run_cli
@@ -86,7 +86,7 @@ async def test_refunded_failures_count_as_zero(served: Served, manifest: Path, t
     stats = served.sim.stats()
     failed_jobs = [j for j in stats["jobs"] if j["status"] == "failure"]
     assert failed_jobs, "no job failed: the test proved nothing"
-    assert read(tmp_path / "out" / "money").spent == stats["charged"]
+    assert Ledger.read(tmp_path / "out" / "money", "money").book.spent == stats["charged"]
 
 
 async def test_cap_counts_jobs_still_running(served: Served, manifest: Path, tmp_path: Path) -> None:
@@ -98,15 +98,18 @@ async def test_cap_counts_jobs_still_running(served: Served, manifest: Path, tmp
 
 
 def test_budget_arithmetic() -> None:
-    """Reserve, quote, settle and release move creative units where they belong."""
-    budget = Budget(cap=10)
-    assert budget.reserve("a", 4) and budget.reserve("b", 4)
-    assert not budget.reserve("c", 3) and budget.left_out == 1
-    budget.quote("a", 3)
+    """Reserve, quote and release move creative units where they belong; spent comes from outside."""
+    spent = [0.0]
+    budget = Budget(spent=lambda: spent[0], cap=10)
+    assert budget.reserve("a", {0: 4}) and budget.reserve("b", {0: 4})
+    assert not budget.reserve("c", {0: 3}) and budget.left_out == {"c"}
+    budget.quote("a", 0, 3)
     assert budget.committed == 7
-    assert budget.settle("a", None) == 3 and budget.spent == 3
+    budget.release("a", 0)
+    spent[0] = 3.0  # the journal now holds a's charge
     budget.release("b")
-    assert budget.committed == 0 and budget.reserve("c", 7)
+    assert budget.committed == 0 and budget.reserve("c", {0: 7})
+    assert not budget.reserve("chain", {0: 1, 1: 1}) and not budget.holds("chain")  # all hops or none
 
 
 def test_shape_ignores_prompt_and_seed(manifest: Path) -> None:

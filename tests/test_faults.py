@@ -170,7 +170,7 @@ def test_journal_damage_is_skipped_with_line_numbers() -> None:
     assert out.tasks["a"].job_id == "job_1" and out.tasks["a"].status.value == "in-flight"
     assert out.warnings == [
         "j:3: unreadable line skipped",
-        "j:4: unknown event 'teleported' skipped",
+        "j:4: unknown event 'teleported'; line skipped",
         "j:6: unreadable line skipped",
     ]
     with pytest.raises(JournalError, match="newer"):

@@ -11,11 +11,12 @@ import pytest
 
 from batchgen import load
 from batchgen.client import Credentials, ScenarioClient
+from batchgen.ledger import Ledger
 from batchgen.progress import Reporter
 from batchgen.runner import RunConfig, Runner
 from batchgen.simulator import Faults
 from batchgen.simulator.audio import render
-from batchgen.state import Status, read
+from batchgen.state import Status
 
 from .conftest import KEY, SECRET, Served
 
@@ -75,7 +76,7 @@ async def test_end_to_end(served: Served, manifest: Path, tmp_path: Path) -> Non
     data = (folder / "battle-temperature0.9.wav").read_bytes()
     assert data == render("epic battle, 140 bpm", sidecar["seed"], 1.0, 1)
     assert sidecar["bytes"] == len(data)
-    replayed = read(folder)
+    replayed = Ledger.read(folder, "e2e")
     assert {st.status for st in replayed.tasks.values()} == {Status.DONE}
     assert result.spent == 8  # type: ignore[attr-defined]
 
@@ -140,7 +141,7 @@ async def test_permanent_error_fails_task_and_run_goes_on(served: Served, tmp_pa
     )
     result = await run(served, path, fast(tmp_path / "out"))
     assert result.done == 1 and "moderation" in result.failed["b"]  # type: ignore[attr-defined]
-    assert read(tmp_path / "out" / "mixed").tasks["b"].permanent
+    assert Ledger.read(tmp_path / "out" / "mixed", "mixed").tasks["b"].permanent
 
 
 async def test_credentials_rejected_stops_at_once(served: Served, manifest: Path, tmp_path: Path) -> None:
@@ -150,7 +151,7 @@ async def test_credentials_rejected_stops_at_once(served: Served, manifest: Path
     async with ScenarioClient(served.url, Credentials(KEY, "nope")) as client:
         with pytest.raises(CredentialsError):
             await Runner(load(manifest), client, fast(tmp_path / "out"), Reporter(quiet=True)).run()
-    replayed = read(tmp_path / "out" / "e2e")
+    replayed = Ledger.read(tmp_path / "out" / "e2e", "e2e")
     assert not any(st.status is Status.FAILED for st in replayed.tasks.values())
 
 
@@ -172,12 +173,12 @@ async def test_input_audio_uploaded_once(served: Served, tmp_path: Path) -> None
     )
     result = await run(served, path, fast(tmp_path / "out"))
     assert result.done == 3  # type: ignore[attr-defined]
-    uploads = [j for j in served.sim.stats()["jobs"] if j["kind"] == "upload"]
+    uploads = list(served.sim.uploads.values())
     gens = [j for j in served.sim.stats()["jobs"] if j["kind"] == "generate"]
-    assert len(uploads) == 1
-    assert {j["params"]["inputAudio"] for j in gens} == {served.sim.jobs[uploads[0]["id"]].asset_ids[0]}
+    assert len(uploads) == 1 and uploads[0].status == "imported"
+    assert {j["params"]["inputAudio"] for j in gens} == {uploads[0].asset_id}
     await run(served, path, fast(tmp_path / "out", retry_failed=True))
-    assert len([j for j in served.sim.jobs.values() if j.kind == "upload"]) == 1
+    assert len(served.sim.uploads) == 1
 
 
 async def test_expired_urls_are_refreshed(served: Served, manifest: Path, tmp_path: Path) -> None:

@@ -69,6 +69,23 @@ class SimAsset:
 
 
 @dataclass(slots=True)
+class SimUpload:
+    id: str
+    file_name: str
+    size: object
+    content_type: object
+    created: float
+    updated: float = 0.0
+    status: str = "pending"
+    part_url: str = ""
+    data: bytes | None = None
+    completed: float = 0.0  # loop time of `complete`
+    asset_id: str | None = None
+    job_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
 class SimJob:
     id: str
     kind: str  # "generate" or "upload"
@@ -119,7 +136,8 @@ class Simulator:
         self._url_key = secrets.token_bytes(16)
         self.jobs: dict[str, SimJob] = {}
         self.assets: dict[str, SimAsset] = {}
-        self.uploads: dict[str, dict[str, Any]] = {}
+        self.uploads: dict[str, SimUpload] = {}
+        self.upload_time = min(0.3, job_time)  # seconds an upload stays `validating`
         self._ids = itertools.count(1)
         self._active: list[SimJob] = []
         self._submits: list[float] = []  # accepted submission times (loop clock), for the rate limit
@@ -145,6 +163,7 @@ class Simulator:
         r.add_get("/v1/assets/{asset_id}", self.get_asset)
         r.add_post("/v1/assets/get-bulk", self.get_assets)
         r.add_post("/v1/uploads", self.create_upload)
+        r.add_get("/v1/uploads/{upload_id}", self.get_upload)
         r.add_post("/v1/uploads/{upload_id}/action", self.upload_action)
         r.add_put("/upload-parts/{upload_id}/{part}", self.put_part)
         r.add_get("/cdn/{asset_id}/{filename}", self.cdn)
@@ -415,21 +434,58 @@ class Simulator:
         return web.json_response({"assets": [self._asset_json(request, a) for a in found]})
 
     async def create_upload(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if body.get("kind") != "audio" or not body.get("fileName"):
+        body = await _json_body(request)
+        if body is None or body.get("kind") != "audio" or not isinstance(body.get("fileName"), str):
             return _error(400, "kind must be audio and fileName is required")
         upload_id = self._id("upload")
-        self.uploads[upload_id] = {"fileName": body["fileName"], "fileSize": body.get("fileSize"), "data": None}
+        upload = SimUpload(upload_id, body["fileName"], body.get("fileSize"), body.get("contentType"), time.time())
+        self.uploads[upload_id] = upload
         base = f"{request.scheme}://{request.host}"
-        return web.json_response(
-            {
-                "upload": {
-                    "id": upload_id,
-                    "status": "pending",
-                    "parts": [{"number": 1, "url": f"{base}/upload-parts/{upload_id}/1"}],
-                }
-            }
-        )
+        upload.part_url = f"{base}/upload-parts/{upload_id}/1"
+        return web.json_response({"upload": self._upload_json(upload)})
+
+    def _upload_json(self, upload: SimUpload) -> dict[str, Any]:
+        """An upload in the SDK's `Upload` shape; `validating` for a moment after complete, then `imported`."""
+        status = upload.status
+        if status == "validating" and self.now() - upload.completed >= self.upload_time:
+            self._import(upload)
+            status = upload.status
+        out: dict[str, Any] = {
+            "id": upload.id,
+            "authorId": "sim-user",
+            "ownerId": "sim-project",
+            "createdAt": iso(upload.created),
+            "updatedAt": iso(upload.updated),
+            "fileName": upload.file_name,
+            "kind": "audio",
+            "source": "multipart",
+            "status": status,
+            "partsCount": 1,
+        }
+        if upload.content_type:
+            out["contentType"] = upload.content_type
+        if isinstance(upload.size, int | float):
+            out["fileSize"] = upload.size
+        if status == "pending":
+            expires = iso(time.time() + 3600)
+            out["parts"] = [{"number": 1, "url": upload.part_url, "expires": expires}]
+        if upload.asset_id is not None:
+            out["entityId"] = upload.asset_id
+        if upload.job_id is not None:
+            out["jobId"] = upload.job_id
+        if upload.error:
+            out["errorMessage"] = upload.error
+        return out
+
+    def _import(self, upload: SimUpload) -> None:
+        data = upload.data or b""
+        if not (data[:4] == b"RIFF" and data[8:12] == b"WAVE"):
+            upload.status, upload.error = "failed", "the file is not audio this service can read"
+        else:
+            asset = SimAsset(id=self._id("asset"), prompt="", seed=0, duration=0.0, channels=1, data=data)
+            self.assets[asset.id] = asset
+            upload.status, upload.asset_id = "imported", asset.id
+        upload.updated = time.time()
 
     async def put_part(self, request: web.Request) -> web.Response:
         upload = self.uploads.get(request.match_info["upload_id"])
@@ -437,30 +493,41 @@ class Simulator:
             return web.Response(status=404)
         if "Authorization" in request.headers:
             return web.Response(status=400, text="signed URLs take no Authorization header")
-        upload["data"] = await request.read()
+        upload.data = await request.read()
         return web.Response(status=200, headers={"ETag": '"part-1"'})
 
-    async def upload_action(self, request: web.Request) -> web.Response:
-        upload_id = request.match_info["upload_id"]
-        upload = self.uploads.get(upload_id)
+    async def get_upload(self, request: web.Request) -> web.Response:
+        upload = self.uploads.get(request.match_info["upload_id"])
         if upload is None:
             return _error(404, "upload not found")
-        if upload["data"] is None:
+        return web.json_response({"upload": self._upload_json(upload)})
+
+    async def upload_action(self, request: web.Request) -> web.Response:
+        upload = self.uploads.get(request.match_info["upload_id"])
+        if upload is None:
+            return _error(404, "upload not found")
+        body = await _json_body(request)
+        if body is None or body.get("action") != "complete":
+            return _error(400, "unknown action")
+        if upload.data is None:
             return _error(400, "upload has no parts yet")
-        asset = SimAsset(id=self._id("asset"), prompt="", seed=0, duration=0.0, channels=1, data=upload["data"])
-        self.assets[asset.id] = asset
-        job = SimJob(
-            id=self._id("job"),
-            kind="upload",
-            params={"fileName": upload["fileName"]},
-            created_wall=time.time(),
-            started=self.now(),
-            job_time=min(self.job_time, 0.2),
-            cost=0.0,
-            asset_ids=[asset.id],
-        )
-        self.jobs[job.id] = job
-        return web.json_response({"upload": {"id": upload_id, "status": "complete", "jobId": job.id}})
+        if upload.status == "pending":
+            upload.status, upload.completed, upload.updated = "validating", self.now(), time.time()
+            if self.faults.upload_job:  # the older flow: a job that imports the file
+                self._import(upload)
+                job = SimJob(
+                    id=self._id("job"),
+                    kind="upload",
+                    params={"fileName": upload.file_name},
+                    created_wall=time.time(),
+                    started=self.now(),
+                    job_time=min(self.job_time, 0.2),
+                    cost=0.0,
+                    asset_ids=[upload.asset_id] if upload.asset_id else [],
+                )
+                self.jobs[job.id] = job
+                upload.job_id, upload.status = job.id, "complete"
+        return web.json_response({"upload": self._upload_json(upload)})
 
     async def cdn(self, request: web.Request) -> web.StreamResponse:
         self.requests["GET /cdn"] += 1
@@ -592,6 +659,14 @@ def _error(
 ) -> web.Response:
     body = {"reason": reason, "trace_id": secrets.token_hex(8), **(body_extra or {})}
     return web.json_response(body, status=status, headers=headers)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | None:
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _drop(request: web.Request) -> None:

@@ -30,6 +30,7 @@ class Faults:
     oversize_rate: float = 0.0  # share of downloads that run past the asset's declared size
     html_rate: float = 0.0  # share of downloads served as an HTML error page with status 200
     list_hides_input: bool = False  # GET /jobs leaves out metadata.input (GET /jobs/{id} keeps it)
+    upload_job: bool = False  # `complete` answers with a jobId that imports the file (an older flow)
     submit_delay: float = 0.0  # seconds between creating a job and answering its POST
     bandwidth: int | None = None  # CDN bytes per second per download (None: as fast as it goes)
     # How a 429 says when to come back: seconds, date, ms, body or mixed (rotate).

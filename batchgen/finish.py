@@ -1,0 +1,187 @@
+"""From a succeeded job to a finished task: files downloaded, sidecar written, `done` recorded.
+
+A plain task's assets become `<name>.<ext>` (then `<name>-2.<ext>`, ...), its sidecar
+`<name>.json`, and then the journal says `done`. A chained track's hops go to
+`.batchgen/hops/` one by one (`hop_done`); once every hop is there they are stitched
+into `<name>.wav`. Files are renamed into place only complete and verified, and their
+fsyncs are grouped with the journal's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__, files
+from .assets import AssetBatcher
+from .client import Asset, ScenarioClient, iso
+from .download import FileInfo, Limits, download_asset
+from .errors import DiskError, DownloadError
+from .journal import Syncer
+from .ledger import Ledger
+from .retry import Backoff
+from .state import STATE_DIR, TaskState
+from .task import Task
+
+HOPS = "hops"  # under .batchgen/: the hop files of chained tracks
+
+
+class Finisher:
+    """Downloads the outputs of succeeded jobs and records what they became."""
+
+    def __init__(
+        self,
+        client: ScenarioClient,
+        assets: AssetBatcher,
+        ledger: Ledger,
+        folder: Path,
+        *,
+        limits: Limits,
+        policy: Backoff,
+        syncer: Syncer,
+        stitch: Callable[[Task, TaskState], dict[str, Any]] | None = None,
+    ) -> None:
+        self._client = client
+        self._assets = assets
+        self._ledger = ledger
+        self.folder = folder
+        self._limits = limits
+        self._policy = policy
+        self._syncer = syncer
+        self._stitch = stitch
+        self.marks: dict[str, dict[str, float]] = {}  # wall-clock milestones per task, for sidecars
+
+    def mark(self, task: str, moment: str) -> None:
+        self.marks.setdefault(task, {})[moment] = time.time()
+
+    async def fetch(self, task: Task, hop: int) -> bool:
+        """Download hop `hop`'s assets; True once the whole task is done."""
+        st = self._ledger.state(task.name)
+        assert st is not None
+        asset_ids = st.hops[hop].asset_ids
+        if not asset_ids:
+            raise DownloadError("job succeeded without assets", retryable=False)
+        if task.hop_count == 1:
+            made = [
+                await self._download(asset_id, self.folder / _stem(task.name, i))
+                for i, asset_id in enumerate(asset_ids)
+            ]
+            await self._done(task, made)
+            return True
+        hops = files.ensure_dir(self.folder / STATE_DIR / HOPS)
+        made = [await self._download(asset_ids[0], hops / f"{task.name}.h{hop + 1}")]
+        self._ledger.record("hop_done", task.name, hop=hop + 1, file=made[0].as_dict())
+        return await self.stitch(task)
+
+    async def stitch(self, task: Task) -> bool:
+        """Stitch a chained track whose hops are all on disk; True when it is done."""
+        st = self._ledger.state(task.name)
+        assert st is not None and self._stitch is not None
+        if not all(h.file is not None for h in st.hops):
+            return False
+        record = await asyncio.to_thread(self._stitch, task, st)
+        info = FileInfo(record["path"], record["bytes"], record["sha256"], "audio/wav", st.hops[-1].asset_ids[0])
+        await self._done(task, [info], chain=record.get("chain"))
+        return True
+
+    async def _download(self, asset_id: str, dest: Path) -> FileInfo:
+        asset = await self._assets.get(asset_id)
+
+        async def refresh() -> Asset:
+            return await self._assets.get(asset_id)
+
+        return await download_asset(
+            self._client,
+            asset,
+            dest,
+            refresh=refresh,
+            limits=self._limits,
+            policy=self._policy,
+            folder=self.folder,
+            syncer=self._syncer,
+        )
+
+    async def _done(self, task: Task, made: list[FileInfo], chain: Any = None) -> None:
+        st = self._ledger.state(task.name)
+        assert st is not None
+        sidecar = sidecar_for(task, st, made, _timings(self.marks.pop(task.name, {}), time.time()))
+        if chain is not None:
+            sidecar["chain"] = chain
+        await self._write_sidecar(self.folder / f"{task.name}.json", sidecar)
+        self._ledger.record(
+            "done",
+            task.name,
+            digest=task.digest,
+            files=[f.as_dict() for f in made],
+            cost=st.spent,
+            job_id=st.hops[-1].job_id,
+        )
+
+    async def _write_sidecar(self, path: Path, data: dict[str, Any]) -> None:
+        """Write the sidecar atomically; its fsync joins the next group round."""
+        part = path.with_name(path.name + ".part")
+        text = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+        try:
+            with files.create(part) as fh:
+                fh.write(text)
+                fh.flush()
+                await self._syncer.sync(fh.fileno())
+            files.replace(part, path)
+        except OSError as err:
+            files.unlink_quietly(part)
+            raise DiskError(str(path), err) from None
+        except BaseException:
+            files.unlink_quietly(part)
+            raise
+
+
+def sidecar_for(task: Task, st: TaskState, made: list[FileInfo], timings: dict[str, object]) -> dict[str, Any]:
+    """The sidecar of a finished task: what was asked, what was made, what it cost."""
+    last = st.hops[-1]
+    out: dict[str, Any] = {
+        "track": task.track,
+        "take": task.take,
+        "name": task.name,
+        "prompt": task.params.get("prompt"),
+        "params": dict(task.params),
+        "point": dict(task.point),
+        "seed": task.seed,
+        "model": task.model,
+        "digest": task.digest,
+        "jobId": last.job_id,
+        "assetId": made[0].asset_id,
+        "assetIds": [f.asset_id for f in made],
+        "file": made[0].path,
+        "bytes": made[0].bytes,
+        "sha256": made[0].sha256,
+        "files": [f.as_dict() for f in made],
+        "cost": st.spent,
+        "timings": timings,
+        "batchgen": __version__,
+    }
+    if last.detail:
+        out.update(last.detail)
+    if task.input_audio:
+        out["inputAudio"] = {"file": task.params.get("inputAudio"), "sha256": task.audio_sha256}
+    return out
+
+
+def _stem(name: str, index: int) -> str:
+    return name if index == 0 else f"{name}-{index + 1}"
+
+
+def _timings(marks: dict[str, float], now: float) -> dict[str, object]:
+    """Sidecar timings; a task resumed from an earlier run knows only when it finished."""
+    out: dict[str, object] = {"finishedAt": iso(now)}
+    if "submitted" in marks:
+        out["submittedAt"] = iso(marks["submitted"])
+        out["totalSeconds"] = round(now - marks["submitted"], 3)
+    if "succeeded" in marks:
+        out["downloadSeconds"] = round(now - marks["succeeded"], 3)
+        if "submitted" in marks:
+            out["jobSeconds"] = round(marks["succeeded"] - marks["submitted"], 3)
+    return out

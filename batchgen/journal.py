@@ -1,0 +1,124 @@
+"""The journal file: append-only JSON Lines, written synchronously, synced in groups.
+
+`Journal.append` writes and flushes one line before it returns, so from that moment
+the event survives the process being killed. Surviving a power cut needs an fsync,
+which `Syncer` runs in a worker thread for many files at once: every descriptor asked
+for while one round of fsyncs runs is covered by the next round, so 64 submissions at
+once cost a few fsyncs instead of 64, and the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from . import files
+from .errors import DiskError
+from .state import JOURNAL, STATE_DIR
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def journal_path(batch_dir: Path) -> Path:
+    return batch_dir / STATE_DIR / JOURNAL
+
+
+def read_lines(batch_dir: Path) -> list[bytes] | None:
+    """The journal's lines, or None when the batch has none yet (never follows a symlink)."""
+    data = files.read_regular(journal_path(batch_dir))
+    return None if data is None else data.splitlines()
+
+
+def encode(kind: str, fields: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The event as stored (with its time) and its line."""
+    ev = {"ev": kind, "t": round(time.time(), 3), **fields}
+    return ev, _ENCODER.encode(ev).encode() + b"\n"
+
+
+class Syncer:
+    """fsync for many descriptors, grouped into rounds run in a worker thread, one at a time."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, list[asyncio.Future[None]]] = {}
+        self._lock = asyncio.Lock()
+
+    async def sync(self, fd: int) -> None:
+        """Return once everything written to `fd` before this call is on disk.
+
+        Whoever gets the lock runs one round for every descriptor waiting by then; the
+        others find their future settled when their turn comes.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(fd, []).append(future)
+        async with self._lock:
+            if not future.done():
+                batch, self._waiting = self._waiting, {}
+                try:
+                    errors = await asyncio.to_thread(_fsync_all, list(batch))
+                except BaseException:
+                    for key, futures in batch.items():  # cancelled: the next round covers them
+                        self._waiting.setdefault(key, []).extend(futures)
+                    raise
+                for key, futures in batch.items():
+                    for waiter in futures:
+                        if not waiter.done():
+                            waiter.set_exception(errors[key]) if key in errors else waiter.set_result(None)
+        return future.result()
+
+
+def _fsync_all(fds: list[int]) -> dict[int, OSError]:
+    errors = {}
+    for fd in fds:
+        try:
+            os.fsync(fd)
+        except OSError as err:
+            errors[fd] = err
+    return errors
+
+
+class Journal:
+    """The batch's journal, open for appending; one instance, owned by the ledger."""
+
+    def __init__(self, batch_dir: Path, syncer: Syncer | None = None) -> None:
+        self.path = journal_path(batch_dir)
+        files.ensure_dir(self.path.parent)
+        self._fh = files.open_append(self.path)
+        self._syncer = syncer or Syncer()
+        self._heal_torn_tail()
+
+    def _heal_torn_tail(self) -> None:
+        # A crash mid-write can leave a last line without its newline; start ours on a
+        # fresh line so the next event is not glued onto the torn one.
+        fd = self._fh.fileno()
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            self.write(b"\n")
+
+    def write(self, line: bytes, *, durable: bool = False) -> None:
+        """Append one line; with `durable`, it is on disk (fsynced) before this returns."""
+        try:
+            self._fh.write(line)
+            self._fh.flush()
+            if durable:
+                os.fsync(self._fh.fileno())
+        except OSError as err:
+            raise DiskError(str(self.path), err) from None
+
+    async def sync(self) -> None:
+        """Return once every line written so far is on disk (grouped with other fsyncs)."""
+        try:
+            await self._syncer.sync(self._fh.fileno())
+        except OSError as err:
+            raise DiskError(str(self.path), err) from None
+
+    def close(self) -> None:
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except (OSError, ValueError):
+            pass
+        self._fh.close()

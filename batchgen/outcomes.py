@@ -1,0 +1,59 @@
+"""How a job ended, as a small type matched with `match`, not a tuple of optionals and a flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .client import Job
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    """The job made its assets; they are paid for."""
+
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The job failed. Refunded unless its billing said `disableRefund`; then `charge` was kept."""
+
+    reason: str
+    refunded: bool = True
+    charge: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Canceled:
+    """The job was canceled (by someone, on the server)."""
+
+    reason: str = "job was canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """The job ran past --job-timeout; it was canceled through the API if it allowed."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """The API no longer knows the job (404): treated as a refunded failure."""
+
+    reason: str = "job not found on the server"
+
+
+JobEnd = Succeeded | Failed | Canceled | TimedOut | Gone
+
+
+def ended(job: Job) -> JobEnd:
+    """The outcome of a job in a terminal status."""
+    if job.status == "success":
+        return Succeeded(job)
+    if job.status == "canceled":
+        return Canceled(f"job was canceled{': ' + job.error if job.error else ''}")
+    reason = job.error or "job failed without a reason"
+    if job.refundable:
+        return Failed(reason)
+    return Failed(reason, refunded=False, charge=job.charge if job.charge is not None else 0.0)

@@ -1,0 +1,127 @@
+"""One run's collaborators, wired together once: queues, gate, budget, pricer, submitter, watcher, finisher.
+
+Nothing here decides anything about a task; it builds the pieces the runner drives and
+answers small questions about them (the body of a hop, whether a task fits the
+budget, what a 429 changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from .assets import AssetBatcher
+from .client import ScenarioClient
+from .config import RunConfig
+from .cost import Budget, Pricer, load_prices, pricing_body
+from .finish import HOPS, Finisher
+from .journal import Syncer
+from .ledger import Ledger
+from .limits import Admission
+from .outcomes import JobEnd
+from .progress import Reporter
+from .reconcile import Finder
+from .retry import retry_call
+from .state import STATE_DIR
+from .submit import Submitter
+from .task import Task
+from .triage import Step
+from .watcher import Watch, Watcher
+
+
+class Parts:
+    """The pieces of one run, built from its config, client and ledger."""
+
+    def __init__(
+        self,
+        client: ScenarioClient,
+        ledger: Ledger,
+        config: RunConfig,
+        reporter: Reporter,
+        *,
+        halt: asyncio.Event,
+        on_end: Callable[[Watch, JobEnd], Awaitable[None]],
+    ) -> None:
+        self.client, self.ledger, self.config, self.reporter = client, ledger, config, reporter
+        self.folder: Path = ledger.folder
+        self.submit_q: asyncio.Queue[Step] = asyncio.Queue()
+        self.download_q: asyncio.Queue[Step] = asyncio.Queue()
+        self.admission = Admission(config.rate, config.max_in_flight, config.backoff)
+        self.budget = Budget(spent=lambda: ledger.book.spent, cap=config.max_cost)
+        self.pricer = Pricer(self._dry_run, load_prices(self.folder))
+        self.finder = Finder(client, config.backoff, self.saw)
+        self.submitter = Submitter(
+            client, ledger, self.admission, self.finder, config.backoff, halt=halt, observe=self.saw
+        )
+        self.assets = AssetBatcher(client, policy=config.backoff, observe=self.saw)
+        self.syncer = Syncer()
+        self.finisher = Finisher(
+            client, self.assets, ledger, self.folder, limits=config.limits, policy=config.backoff, syncer=self.syncer
+        )
+        self.watcher = Watcher(
+            client,
+            first=config.poll_interval,
+            longest=config.poll_max,
+            concurrency=config.poll_concurrency,
+            job_timeout=config.job_timeout,
+            backoff=config.backoff,
+            on_end=on_end,
+            on_error=self.saw,
+        )
+
+    def hop_files(self) -> set[str]:
+        """Names of the hop files on disk (chained tracks)."""
+        try:
+            return {p.name for p in (self.folder / STATE_DIR / HOPS).iterdir() if p.is_file() and not p.is_symlink()}
+        except OSError:
+            return set()
+
+    def saw(self, err: BaseException) -> None:
+        """Any error on its way to a retry: a 429 pauses every submitter."""
+        pause = self.admission.saw(err)
+        if pause is None:
+            return
+        if pause.lowered_to is not None:
+            self.reporter.event(
+                "limit", message=f"the API allows {pause.lowered_to} jobs at once; in-flight cap lowered"
+            )
+        self.reporter.event("cooldown", seconds=round(pause.seconds, 2))
+
+    def body(self, task: Task, hop: int) -> dict[str, object]:
+        """What to POST for hop `hop` of `task`: its input is the upload, or the previous hop's output."""
+        if hop == 0:
+            return task.hop_body(0, self.ledger.uploads.get(task.audio_sha256 or ""))
+        st = self.ledger.state(task.name)
+        assert st is not None and st.hops[hop - 1].asset_ids
+        return task.hop_body(hop, st.hops[hop - 1].asset_ids[0])
+
+    async def _dry_run(self, task: Task, hop: int) -> float:
+        """One dry run, through the same gate as submissions."""
+        body = pricing_body(task, hop, self.ledger.uploads.get(task.audio_sha256 or "") if hop == 0 else None)
+
+        async def ask() -> float:
+            async with self.admission:
+                return await self.client.estimate(task.model, body)
+
+        return await retry_call(self.config.backoff, ask, observe=self.saw)
+
+    async def reserve(self, task: Task, hop: int) -> bool:
+        """Hold what the task's remaining hops cost against --max-cost; False if they won't fit."""
+        budget = self.budget
+        if budget.cap is None:
+            budget.held.setdefault((task.name, hop), self.pricer.known(task, hop) or 0.0)
+            return True
+        if budget.holds(task.name):  # a chain under way holds its hops already; a retried hop needs its own
+            prices = {hop: await self.pricer.price(task, hop)}
+        else:  # a task (or what is left of a chain) starts only if all of it fits
+            prices = await self.pricer.hops(task, hop)
+        if budget.reserve(task.name, prices):
+            return True
+        self.reporter.event(
+            "budget",
+            task.name,
+            message=f"left: {sum(prices.values()):g} CU would pass --max-cost {budget.cap:g} "
+            f"(spent {budget.spent():g}, running {budget.committed:g})",
+        )
+        return False
