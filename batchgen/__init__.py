@@ -1,35 +1,36 @@
 """batchgen: a YAML manifest of music prompts in, a folder of MusicGen tracks out."""
 
-from .errors import (
-    ApiError,
-    BatchgenError,
-    CredentialsError,
-    DiskError,
-    DownloadError,
-    JournalError,
-    LockedError,
-    ManifestError,
-    UsageError,
-)
-from .manifest import Manifest, Track, expand, load
-from .task import Task
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = [
-    "ApiError",
-    "BatchgenError",
-    "CredentialsError",
-    "DiskError",
-    "DownloadError",
-    "JournalError",
-    "LockedError",
-    "Manifest",
-    "ManifestError",
-    "Task",
-    "Track",
-    "UsageError",
-    "__version__",
-    "expand",
-    "load",
-]
+__version__ = "0.2.0"
+
+# Names are imported on first use (PEP 562), so `batchgen` starts without loading YAML,
+# aiohttp and the rest until a command needs them.
+_EXPORTS = {
+    "ApiError": "errors",
+    "BatchgenError": "errors",
+    "CredentialsError": "errors",
+    "DiskError": "errors",
+    "DownloadError": "errors",
+    "JournalError": "errors",
+    "LockedError": "errors",
+    "ManifestError": "errors",
+    "UsageError": "errors",
+    "Manifest": "manifest",
+    "Track": "manifest",
+    "expand": "manifest",
+    "load": "manifest",
+    "Task": "task",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batchgen' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -7,7 +7,10 @@ Nothing below this module prints to the user or exits; everything raises a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -33,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 def _number(
     kind: type[int] | type[float], least: float, *, strictly: bool = False, most: float | None = None
 ) -> Callable[[str], Any]:
-    """An argparse type: a number of `kind`, at least (or, strictly, above) `least`, at most `most`."""
+    """An argparse type: a finite number of `kind`, at least (or, strictly, above) `least`, at most `most`."""
     word = "whole number" if kind is int else "number"
     bound = f"greater than {least:g}" if strictly else f"at least {least:g}"
 
@@ -41,11 +44,13 @@ def _number(
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {word}") from None
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a {word}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a finite {word}")
         if value < least or (strictly and value == least):
-            raise argparse.ArgumentTypeError(f"{text!r} must be {bound}")
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} must be {bound}")
         if most is not None and value > most:
-            raise argparse.ArgumentTypeError(f"{text!r} must be at most {most:g}")
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} must be at most {most:g}")
         return value
 
     return parse
@@ -55,6 +60,9 @@ _positive_float = _number(float, 0, strictly=True)
 _positive_int = _number(int, 1)
 _count = _number(int, 0)
 _share = _number(float, 0, most=1)
+_seconds = _number(float, 0)
+_port = _number(int, 0, most=65535)
+_money = _number(float, 0, strictly=True, most=1e12)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,90 +75,118 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    _add_run(sub.add_parser("run", help="generate every task; resumes where the last run stopped"))
+    validate = sub.add_parser("validate", help="check and expand a manifest; no network")
+    validate.add_argument("manifest", metavar="MANIFEST")
+    plan = _with_out(sub.add_parser("plan", help="one row per task with its status"))
+    plan.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    plan.add_argument("--cost", action="store_true", help="price the remaining tasks with the API's dry run")
+    plan.add_argument("--simulate", action="store_true", help="price against the built-in simulator")
+    status = _with_out(sub.add_parser("status", help="counts by status from the journal; no network"))
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    _with_out(sub.add_parser("report", help="write the batch's listening page index.html"))
+    _add_simulate(sub.add_parser("simulate", help="run the Scenario-compatible simulator"))
+    return parser
 
-    def with_out(p: argparse.ArgumentParser) -> None:
-        p.add_argument("manifest", metavar="MANIFEST", help="the batch's YAML manifest")
-        p.add_argument("--out", metavar="DIR", default="output", help="output root (default: output)")
 
-    run = sub.add_parser("run", help="generate every task; resumes where the last run stopped")
-    with_out(run)
+def _with_out(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("manifest", metavar="MANIFEST", help="the batch's YAML manifest")
+    p.add_argument("--out", metavar="DIR", default="output", help="output root (default: output)")
+    return p
+
+
+def _add_run(run: argparse.ArgumentParser) -> None:
+    _with_out(run)
     run.add_argument("--rate", type=_positive_float, metavar="N", help="submissions per second (default 2)")
-    run.add_argument(
-        "--max-in-flight",
-        type=_positive_int,
-        metavar="N",
-        help="jobs submitted and not finished (default 8)",
-    )
+    run.add_argument("--max-in-flight", type=_positive_int, metavar="N", help="jobs submitted and not finished (8)")
     run.add_argument("--workers", type=_positive_int, metavar="N", help="submit workers (default: enough for the rate)")
-    run.add_argument(
-        "--poll-interval", type=_positive_float, metavar="S", help="first poll after S seconds (default 1)"
-    )
+    run.add_argument("--poll-interval", type=_positive_float, metavar="S", help="first poll after S seconds (1)")
     run.add_argument("--retry-failed", action="store_true", help="give tasks that failed before another try")
-    run.add_argument("--max-cost", type=_positive_float, metavar="CU", help="stop submitting before spending more")
+    run.add_argument("--max-cost", type=_money, metavar="CU", help="stop submitting before spending more")
     run.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
     run.add_argument("--simulate", action="store_true", help="run against the built-in simulator (no credentials)")
-    run.add_argument(
-        "--job-retries",
-        type=_count,
-        metavar="N",
-        help="resubmissions after a refunded job failure (default 1)",
-    )
-    run.add_argument(
-        "--job-timeout", type=_positive_float, metavar="S", help="fail a job still running after S seconds (1800)"
-    )
+    run.add_argument("--job-retries", type=_count, metavar="N", help="resubmissions after a job failure (default 1)")
+    run.add_argument("--job-timeout", type=_positive_float, metavar="S", help="fail a job running after S seconds")
     run.add_argument("--max-download-bytes", type=_positive_int, metavar="N", help="refuse larger files (2 GiB)")
-    run.add_argument("--confirm-above", type=_positive_float, metavar="CU", help="ask before spending more than CU")
+    run.add_argument("--max-wait", type=_positive_float, metavar="S", help="longest wait a server may ask for (900)")
+    run.add_argument("--confirm-above", type=_money, metavar="CU", help="ask before spending more than CU")
     run.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     run.add_argument("--no-report", action="store_true", help="do not write index.html at the end")
     run.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
 
-    validate = sub.add_parser("validate", help="check and expand a manifest; no network")
-    validate.add_argument("manifest", metavar="MANIFEST")
 
-    plan = sub.add_parser("plan", help="one row per task with its status")
-    with_out(plan)
-    plan.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    plan.add_argument("--cost", action="store_true", help="price the remaining tasks with the API's dry run")
-    plan.add_argument("--simulate", action="store_true", help="price against the built-in simulator")
-
-    status = sub.add_parser("status", help="counts by status from the journal; no network")
-    with_out(status)
-    status.add_argument("--json", action="store_true", help="one JSON object")
-
-    report = sub.add_parser("report", help="write the batch's listening page index.html")
-    with_out(report)
-
-    sim = sub.add_parser("simulate", help="run the Scenario-compatible simulator")
+def _add_simulate(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8787)
+    sim.add_argument("--port", type=_port, default=8787)
     sim.add_argument("--key", help="API key to accept (default $SCENARIO_API_KEY)")
     sim.add_argument("--secret", help="API secret to accept (default $SCENARIO_API_SECRET)")
-    sim.add_argument("--job-time", type=float, default=3.0, metavar="S", help="seconds a job takes (default 3)")
-    sim.add_argument("--rate-limit", type=int, metavar="N", help="answer 429 past N submissions per second")
-    sim.add_argument("--action-limit", type=int, metavar="N", help="answer 429 past N jobs running at once")
+    sim.add_argument("--job-time", type=_seconds, default=3.0, metavar="S", help="seconds a job takes (default 3)")
+    sim.add_argument("--rate-limit", type=_positive_int, metavar="N", help="answer 429 past N submissions a second")
+    sim.add_argument("--action-limit", type=_positive_int, metavar="N", help="answer 429 past N jobs at once")
     sim.add_argument("--error-rate", type=_share, default=0.0, metavar="P", help="share of 500/503 answers")
     sim.add_argument("--drop-rate", type=_share, default=0.0, metavar="P", help="share of dropped connections")
     sim.add_argument("--failure-rate", type=_share, default=0.0, metavar="P", help="share of jobs that fail")
+    sim.add_argument("--no-refund", action="store_true", help="failed jobs keep their charge (billing.disableRefund)")
     sim.add_argument("--truncate-rate", type=_share, default=0.0, metavar="P", help="share of truncated downloads")
-    sim.add_argument("--url-ttl", type=float, default=3600.0, metavar="S", help="signed URL lifetime (default 3600)")
+    sim.add_argument("--short-pages", action="store_true", help="job listings return short and empty pages")
+    sim.add_argument("--url-ttl", type=_seconds, default=3600.0, metavar="S", help="signed URL lifetime (3600)")
     sim.add_argument("--seed", type=int, help="seed for the fault dice")
     sim.add_argument("--fast-audio", action="store_true", help="one cached tone for every asset (benchmarks)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        with contextlib.suppress(ValueError):  # startup's quiet handler: Ctrl-C is KeyboardInterrupt now
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = _terminate_like_interrupt()
     try:
+        args = build_parser().parse_args(argv)
         return _dispatch(args)
     except BatchgenError as err:
         print(f"batchgen: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("batchgen: interrupted", file=sys.stderr)
+        # CPython 3.11 marks a KeyboardInterrupt raised inside exec() of a string (which
+        # dataclasses and namedtuple do while a module imports) as unhandled, and then
+        # exits by re-raising SIGINT (-2) even though it was caught. Evaluating any string
+        # clears that mark, so the exit code stays the 130 users and cron expect.
+        exec("None")  # noqa: S102
         return 130
     except BrokenPipeError:
         return EXIT_FAILED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def entry() -> int:
+    """The `batchgen` command: `main`, then ignore late signals while the process exits.
+
+    A second Ctrl-C or SIGTERM that lands after the first has stopped the run would
+    otherwise hit interpreter shutdown and turn a clean exit 130 into a traceback.
+    """
+    code = main()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    return code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _terminate_like_interrupt() -> Any:
+    """SIGTERM stops batchgen the way Ctrl-C does (exit 130), in every command and phase.
+
+    A run installs its own graceful handlers for both signals while it runs; this
+    covers everything around it (reading the manifest, `plan --cost`, the report).
+    """
+    try:
+        return signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -174,9 +210,10 @@ def _read_batch(manifest: Manifest, out: str) -> tuple[list[Task], Ledger]:
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from .config import RunConfig
     from .download import Limits
     from .progress import Reporter
-    from .runner import RunConfig
+    from .retry import Backoff
 
     manifest = load(args.manifest)
     if args.dry_run:
@@ -195,10 +232,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         "max_cost": args.max_cost,
     }
     limits = Limits() if args.max_download_bytes is None else Limits(max_bytes=args.max_download_bytes)
+    backoff = Backoff() if args.max_wait is None else Backoff(max_wait=args.max_wait)
     config = RunConfig(
         out=Path(args.out),
         retry_failed=args.retry_failed,
         limits=limits,
+        backoff=backoff,
         **{k: v for k, v in options.items() if v is not None},
     )
     reporter = Reporter(args.log_format, args.quiet)
@@ -445,7 +484,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         error_rate=args.error_rate,
         drop_rate=args.drop_rate,
         failure_rate=args.failure_rate,
+        no_refund=args.no_refund,
         truncate_rate=args.truncate_rate,
+        short_pages=args.short_pages,
         url_ttl=args.url_ttl,
         seed=args.seed,
     )

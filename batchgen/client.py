@@ -35,6 +35,8 @@ BULK_LIMIT = 200  # POST /assets/get-bulk takes at most 200 ids
 TERMINAL = frozenset({"success", "failure", "canceled"})
 MAX_BODY = 16 * 1024 * 1024  # bytes of one API answer, after decompression
 MAX_TEXT = 500  # characters kept of any text a server sends (reasons, errors)
+MAX_PAGES = 2000  # job-list pages one walk reads at most (200,000 jobs)
+MAX_EMPTY = 50  # empty pages in a row before a walk gives up
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,11 +491,14 @@ class ScenarioClient:
     ) -> AsyncIterator[Job]:
         """Every job matching `filters`, page after page; `retry` wraps each page's request.
 
-        Stops at a token seen before (a server that loops would otherwise page for ever).
+        Pages may be short or empty while a token is still given (the SDK says so); the
+        walk stops at a token seen before, after `MAX_PAGES`, or after `MAX_EMPTY` empty
+        pages in a row, so a server that pages for ever cannot hold a run.
         """
         token = None
         seen: set[str] = set()
-        while True:
+        empty = 0
+        for _ in range(MAX_PAGES):
 
             async def page(token: str | None = token) -> tuple[list[Job], str | None]:
                 return await self.list_jobs(pagination_token=token, **filters)
@@ -501,7 +506,8 @@ class ScenarioClient:
             jobs, token = await (retry(page) if retry else page())
             for job in jobs:
                 yield job
-            if not token or token in seen:
+            empty = 0 if jobs else empty + 1
+            if not token or token in seen or empty >= MAX_EMPTY:
                 return
             seen.add(token)
 

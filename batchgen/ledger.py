@@ -98,6 +98,9 @@ class Ledger:
         """
         if self._journal is None:
             raise RuntimeError("this ledger was opened read-only")
+        book = self._book
+        book.lines += 1
+        fields["n"] = book.lines  # no two events are ever the same line: an exact copy is a duplicate
         ev, line = encode(kind, {"task": task, **fields} if task is not None else fields)
         self._journal.write(line, durable=durable)
         apply(self._book, ev)

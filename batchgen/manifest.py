@@ -32,6 +32,7 @@ TRACK_KEYS = ("name", "takes", "seed", *PARAMS)
 MAX_TAKES = 1000
 MAX_TASKS = 1_000_000
 _ASSET_ID = re.compile(r"asset_[A-Za-z0-9_-]+")
+Axes = tuple[tuple[str, tuple[object, ...]], ...]  # sweep or zip: (parameter, values) pairs
 
 
 class LineDict(dict[str, Any]):
@@ -165,16 +166,7 @@ class _Reader:
         defaults = self._params(doc, "defaults", allow_seed=False)
         takes = self._int(doc, "takes", 1, 1, MAX_TAKES)
         seed = self._seed(doc, "seed")
-        sweep = self._axes(doc, "sweep")
-        zipped = self._axes(doc, "zip")
-        if zipped:
-            lengths = {key: len(values) for key, values in zipped}
-            if len(set(lengths.values())) > 1:
-                shown = ", ".join(f"{k}={n}" for k, n in lengths.items())
-                raise self.fail(doc.lines["zip"], "zip", f"lists must have equal lengths, got {shown}")
-        for key, _ in zipped:
-            if key in dict(sweep):
-                raise self.fail(doc["zip"].lines[key], f"zip.{key}", "is also in sweep; put it in one of them")
+        sweep, zipped = self._sweep_and_zip(doc)
         tracks = [
             self._track(item, line, takes, self.name) for item, line in _items(doc.get("tracks"), doc, "tracks", self)
         ]
@@ -184,24 +176,7 @@ class _Reader:
             raise self.fail(
                 doc.lines.get("tracks", doc.line), "tracks", "at least one track is required (tracks or tracks_file)"
             )
-        seen: dict[str, Track] = {}
-        varied = {key for key, _ in (*sweep, *zipped)}
-        for track in tracks:
-            if (first := seen.get(track.name.lower())) is not None:
-                raise self.fail(
-                    track.line,
-                    "name",
-                    f"duplicate track name {track.name!r} (first at line {first.line})",
-                    source=track.source,
-                )
-            seen[track.name.lower()] = track
-            for key in varied & set(track.params):
-                raise self.fail(
-                    track.line_of(key),
-                    key,
-                    "is set by the track and varied by sweep/zip; remove one",
-                    source=track.source,
-                )
+        self._check_tracks(tracks, {key for key, _ in (*sweep, *zipped)})
         filename = doc.get("filename")
         if filename is not None:
             self._check_template(filename, doc.lines["filename"])
@@ -222,6 +197,31 @@ class _Reader:
         if count > MAX_TASKS:
             raise self.fail(doc.line, None, f"expands to {count:,} tasks, more than the limit of {MAX_TASKS:,}")
         return manifest
+
+    def _sweep_and_zip(self, doc: LineDict) -> tuple[Axes, Axes]:
+        sweep = self._axes(doc, "sweep")
+        zipped = self._axes(doc, "zip")
+        if zipped:
+            lengths = {key: len(values) for key, values in zipped}
+            if len(set(lengths.values())) > 1:
+                shown = ", ".join(f"{k}={n}" for k, n in lengths.items())
+                raise self.fail(doc.lines["zip"], "zip", f"lists must have equal lengths, got {shown}")
+        for key, _ in zipped:
+            if key in dict(sweep):
+                raise self.fail(doc["zip"].lines[key], f"zip.{key}", "is also in sweep; put it in one of them")
+        return sweep, zipped
+
+    def _check_tracks(self, tracks: list[Track], varied: set[str]) -> None:
+        """Track names are unique (ignoring case), and no track sets what sweep or zip varies."""
+        seen: dict[str, Track] = {}
+        for track in tracks:
+            if (first := seen.get(track.name.lower())) is not None:
+                message = f"duplicate track name {track.name!r} (first at line {first.line})"
+                raise self.fail(track.line, "name", message, source=track.source)
+            seen[track.name.lower()] = track
+            for key in varied & set(track.params):
+                message = "is set by the track and varied by sweep/zip; remove one"
+                raise self.fail(track.line_of(key), key, message, source=track.source)
 
     def _parse_yaml(self, text: str, name: str) -> Any:
         try:
@@ -315,7 +315,7 @@ class _Reader:
         self.audio[value] = (str(local), sha.hexdigest())
         return value
 
-    def _axes(self, doc: LineDict, key: str) -> tuple[tuple[str, tuple[object, ...]], ...]:
+    def _axes(self, doc: LineDict, key: str) -> Axes:
         block = doc.get(key)
         if block is None:
             return ()

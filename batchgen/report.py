@@ -190,45 +190,6 @@ def render(batch: str, entries: Sequence[Entry]) -> str:
     failed = [x for x in entries if x.status == "failed"]
     pending = [x for x in entries if x.status == "pending"]
     spent = sum(x.cost or 0 for x in entries if x.status == "done")
-    sections = []
-    for name, group in tracks.items():
-        first = group[0].task
-        params = differing(first.params, {k: v for x in group for k, v in x.task.point.items()})
-        duration = max((x.seconds or 0.0) for x in group)
-        cost = sum(x.cost or 0.0 for x in group)
-        chips = "".join(f"<span class=chip>{e(k)}: {e(_fmt(v))}</span>" for k, v in params.items())
-        takes = []
-        for x in group:
-            label = _label(x)
-            meta = (
-                f"seed {x.task.seed}"
-                + (f" · {x.seconds:.1f} s" if x.seconds else "")
-                + (f" · {x.cost:g} CU" if x.cost else "")
-            )
-            job = f"<div class=job>job {e(x.job_id)}</div>" if x.job_id else ""
-            if x.file:
-                wave_svg = (
-                    f'<svg class=wave viewBox="0 0 {COLUMNS} {HEIGHT}" preserveAspectRatio="none" aria-hidden=true>'
-                    f'<path d="{x.wave}"/></svg>'
-                    if x.wave
-                    else ""
-                )
-                more = "".join(f'<audio controls preload=none src="{e(_href(f))}"></audio>' for f in x.extra_files)
-                body = f'{wave_svg}<audio controls preload=metadata src="{e(_href(x.file))}"></audio>{more}'
-            else:
-                body = f"<p class=why>{e(x.status)}: {e(x.reason or 'not generated yet')}</p>"
-            takes.append(
-                f'<figure class="take {e(x.status)}"><figcaption><b>{e(label)}</b> <small>{e(meta)}</small>'
-                f"</figcaption>{body}{job}</figure>"
-            )
-        prompt = str(first.params.get("prompt", ""))
-        sections.append(
-            f'<section class=track data-name="{e(name.lower())}" data-prompt="{e(prompt.lower())}" '
-            f'data-duration="{duration:.3f}" data-cost="{cost:g}" tabindex=-1>'
-            f"<h2>{e(name)}</h2><p class=prompt>{e(prompt)}</p>"
-            f"<p class=params>{e(first.model)} · {e(str(first.params.get('modelVersion', PARAMS['modelVersion'].default)))}"
-            f"{chips}</p><div class=takes>{''.join(takes)}</div></section>"
-        )
     problems = "".join(
         f"<li><b>{e(x.task.name)}</b> — {e(x.status)}: {e(x.reason or 'not generated yet')}</li>"
         for x in (*failed, *pending)
@@ -239,8 +200,51 @@ def render(batch: str, entries: Sequence[Entry]) -> str:
         title=e(batch),
         summary=e(summary),
         problems=problem_block,
-        tracks="\n".join(sections),
+        tracks="\n".join(_track_html(name, group) for name, group in tracks.items()),
         count=len(tracks),
+    )
+
+
+def _track_html(name: str, group: Sequence[Entry]) -> str:
+    """One track's card: its prompt and parameters, then its takes side by side."""
+    e = html.escape
+    first = group[0].task
+    params = differing(first.params, {k: v for x in group for k, v in x.task.point.items()})
+    duration = max((x.seconds or 0.0) for x in group)
+    cost = sum(x.cost or 0.0 for x in group)
+    chips = "".join(f"<span class=chip>{e(k)}: {e(_fmt(v))}</span>" for k, v in params.items())
+    prompt = str(first.params.get("prompt", ""))
+    version = str(first.params.get("modelVersion", PARAMS["modelVersion"].default))
+    return (
+        f'<section class=track data-name="{e(name.lower())}" data-prompt="{e(prompt.lower())}" '
+        f'data-duration="{duration:.3f}" data-cost="{cost:g}" tabindex=-1>'
+        f"<h2>{e(name)}</h2><p class=prompt>{e(prompt)}</p>"
+        f"<p class=params>{e(first.model)} · {e(version)}{chips}</p>"
+        f"<div class=takes>{''.join(_take_html(x) for x in group)}</div></section>"
+    )
+
+
+def _take_html(x: Entry) -> str:
+    """One take: its label, a waveform and a player, or why it is not there."""
+    e = html.escape
+    meta = (
+        f"seed {x.task.seed}" + (f" · {x.seconds:.1f} s" if x.seconds else "") + (f" · {x.cost:g} CU" if x.cost else "")
+    )
+    job = f"<div class=job>job {e(x.job_id)}</div>" if x.job_id else ""
+    if x.file:
+        wave_svg = (
+            f'<svg class=wave viewBox="0 0 {COLUMNS} {HEIGHT}" preserveAspectRatio="none" aria-hidden=true>'
+            f'<path d="{x.wave}"/></svg>'
+            if x.wave
+            else ""
+        )
+        more = "".join(f'<audio controls preload=none src="{e(_href(f))}"></audio>' for f in x.extra_files)
+        body = f'{wave_svg}<audio controls preload=metadata src="{e(_href(x.file))}"></audio>{more}'
+    else:
+        body = f"<p class=why>{e(x.status)}: {e(x.reason or 'not generated yet')}</p>"
+    return (
+        f'<figure class="take {e(x.status)}"><figcaption><b>{e(_label(x))}</b> <small>{e(meta)}</small>'
+        f"</figcaption>{body}{job}</figure>"
     )
 
 

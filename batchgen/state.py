@@ -134,6 +134,7 @@ class Book:
     tasks: dict[str, TaskState] = field(default_factory=dict)
     uploads: dict[str, str] = field(default_factory=dict)  # audio sha256 -> asset id
     warnings: list[str] = field(default_factory=list)
+    lines: int = 0  # journal lines read (the next event's sequence number)
 
     @property
     def spent(self) -> float:
@@ -172,14 +173,15 @@ def apply(book: Book, ev: dict[str, Any]) -> None:
 def replay(lines: Iterable[bytes | str], source: str = "journal") -> Book:
     """Fold journal lines into a `Book`, skipping bad lines with a warning naming each.
 
-    A line repeated word for word is applied once: every real event carries its own
-    time, so an exact copy can only be a duplication. Only a header from a newer
+    A line repeated word for word is applied once: every event carries its sequence
+    number (`n`), so an exact copy can only be a duplication. Only a header from a newer
     version of batchgen stops the replay (`JournalError`).
     """
     with paused_gc():
         book = Book()
         seen: set[int] = set()
         for number, raw, ev in _decode(lines):
+            book.lines = number
             if ev is _BLANK:
                 continue
             key = hash(raw)
@@ -419,9 +421,10 @@ def _on_submitted(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
     _flag(ev, "adopted", False)
     detail = _detail(ev)
     _, hop = _hop(st, ev)
-    if job_id not in st.job_ids:
+    seen = job_id in st.job_ids
+    if not seen:
         st.job_ids.append(job_id)
-    if hop.status is Status.SUBMITTING and st.outcome is None:
+    if hop.status is Status.SUBMITTING and st.outcome is None and not seen:  # a known job never answers a new intent
         hop.status, hop.job_id, hop.cost, hop.detail = Status.IN_FLIGHT, job_id, cost, detail
         _touch(st, ev)
     elif hop.job_id == job_id and cost is not None:

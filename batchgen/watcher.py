@@ -159,7 +159,7 @@ class Watcher:
         since = iso(min(a.created or 0.0 for a in wanted.values()) - 2.0)  # margin for clock skew
         pages = self._pages_for(list(wanted.values()))
         token: str | None = None
-        for _ in range(pages + 1):
+        for _ in range(pages + 3):  # pages may be short (the SDK allows it): a few more requests at most
             try:
                 # No status filter: one listing tells finished, failed and running apart.
                 jobs, token = await self.client.list_jobs(created_after=since, page_size=PAGE, pagination_token=token)

@@ -37,6 +37,8 @@ from ..params import MODEL_ID, channels, check_params
 from .audio import render, wav_size
 from .faults import Faults
 
+JOB_STATUSES = ("canceled", "failure", "finalizing", "in-progress", "pending", "queued", "success", "warming-up")
+
 # Stand-in price list, not Scenario's: creative units per second of audio, by model.
 CU_PER_SECOND = {"stereo-melody-large": 1.0, "stereo-large": 0.9, "melody-large": 0.7, "large": 0.6}
 MBD_SURCHARGE = 1.25  # multi-band diffusion decodes more slowly
@@ -95,8 +97,11 @@ class SimJob:
     job_time: float
     cost: float
     fails: bool = False
+    refundable: bool = True
+    error: str | None = None
     stuck: bool = False
     canceled: bool = False
+    canceled_wall: float | None = None
     asset_ids: list[str] = field(default_factory=list)
 
     def status(self, now: float) -> tuple[str, float]:
@@ -242,31 +247,47 @@ class Simulator:
     async def generate(self, request: web.Request) -> web.Response:
         if request.match_info["model"] != MODEL_ID:
             return _error(404, f"model {request.match_info['model']} not found")
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "body is not JSON")
-        if not isinstance(body, dict):
+        body = await _json_body(request)
+        if body is None:
             return _error(400, "body must be a JSON object")
-        dry_run = request.query.get("dryRun") == "true"
+        dry_run = request.query.get("dryRun")
+        if dry_run not in (None, "true", "api"):
+            return _error(400, "dryRun must be true or api")
         if "dryRun" in body:
             self.dry_run_in_body += 1  # ignored, as the real API does: a paid job runs
             body = {k: v for k, v in body.items() if k != "dryRun"}
-        audio_id = body.get("inputAudio")
+        if problems := self._problems(body):
+            return _error(400, "; ".join(f"{f}: {m}" for f, m in problems))
+        cost = price(body)
+        if dry_run is not None:
+            self.dry_runs += 1
+            if self.faults.dry_run_delay:
+                await asyncio.sleep(self.faults.dry_run_delay)
+            return web.json_response(
+                {"creativeUnitsCost": cost, "costDetails": {"custom-generation": cost}}, status=269
+            )
+        if (refusal := self._too_many()) is not None:
+            return refusal
+        job = self._create_job(body, cost)
+        if self.faults.submit_delay:
+            await asyncio.sleep(self.faults.submit_delay)  # widens the POST-to-journal window
+        return web.json_response(
+            {"job": self._job_json(job), "creativeUnitsCost": cost, "costDetails": {"custom-generation": cost}}
+        )
+
+    def _problems(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        """Why the API would refuse this body (the manifest's own rules, plus what only the API knows)."""
         problems = check_params(body)
+        audio_id = body.get("inputAudio")
         if audio_id is not None and audio_id not in self.assets:
             problems.append(("inputAudio", f"asset {audio_id} not found"))
         prompt = str(body.get("prompt", "")).lower()
         if any(word in prompt for word in self.faults.refuse_prompts):
             problems.append(("prompt", "flagged by content moderation (simulated)"))
-        if problems:
-            return _error(400, "; ".join(f"{f}: {m}" for f, m in problems))
-        cost = price(body)
-        if dry_run:
-            self.dry_runs += 1
-            return web.json_response({"creativeUnitsCost": cost}, status=269)
-        if (refusal := self._too_many()) is not None:
-            return refusal
+        return problems
+
+    def _create_job(self, body: dict[str, Any], cost: float) -> SimJob:
+        """A job (billed) and the asset it will make."""
         now = self.now()
         self._submits.append(now)
         self.submit_times.append(now)
@@ -279,6 +300,7 @@ class Simulator:
             job_time=self.job_time,
             cost=cost,
             fails=self.faults.roll("job-failure", self.faults.failure_rate),
+            refundable=not self.faults.no_refund,
             stuck=self.faults.roll("stuck", self.faults.stuck_rate),
         )
         seed = body.get("seed")
@@ -295,30 +317,46 @@ class Simulator:
         self.jobs[job.id] = job
         self._active.append(job)
         self.max_active = max(self.max_active, self._active_count())
-        if self.faults.submit_delay:
-            await asyncio.sleep(self.faults.submit_delay)  # widens the POST-to-journal window
-        return web.json_response({"job": self._job_json(job), "creativeUnitsCost": cost})
+        return job
 
     def _job_json(self, job: SimJob) -> dict[str, Any]:
+        """A job in the SDK's `Job` shape (strict validation passes on it)."""
         status, progress = job.status(self.now())
         meta: dict[str, Any] = {"input": job.params, "assetIds": job.asset_ids if status == "success" else []}
         if status == "failure":
-            meta["error"] = "GPU worker crashed while generating (simulated)"
+            meta["error"] = job.error or "GPU worker crashed while generating (simulated)"
         if job.kind == "upload" and status == "success":
             meta["output"] = {"entityId": job.asset_ids[0]}
-        charged = job.cost if status == "success" else 0.0  # failures are refunded
+        # As the SDK documents: cuCost shows the main action's charge even for a failed job;
+        # whether it was given back is disableRefund's to say.
+        billing: dict[str, Any] = {"cuCost": job.cost, "cuDiscount": 0}
+        if not job.refundable:
+            billing["disableRefund"] = True
         return {
             "jobId": job.id,
-            "jobType": "musicgen" if job.kind == "generate" else "upload",
+            "jobType": "custom" if job.kind == "generate" else "upload",
             "status": status,
+            "statusHistory": self._history(job, status),
             "progress": progress,
             "metadata": meta,
-            "billing": {"cuCost": charged, "cuDiscount": 0},
+            "billing": billing,
             "createdAt": iso(job.created_wall),
-            # A finished job was last updated when it finished, not when it was read.
-            "updatedAt": iso(job.created_wall + job.job_time if status in ("success", "failure") else time.time()),
-            "ownerId": "sim-team",
+            "updatedAt": iso(self._changed_at(job, status)),
+            "authorId": "sim-user",
+            "ownerId": "sim-project",
         }
+
+    def _changed_at(self, job: SimJob, status: str) -> float:
+        """Wall time of the job's last change of status (finished jobs do not move on)."""
+        shares = {"queued": 0.0, "in-progress": 0.1, "finalizing": 0.9, "success": 1.0, "failure": 1.0}
+        if status == "canceled":
+            return job.canceled_wall or job.created_wall
+        return job.created_wall + shares.get(status, 0.0) * job.job_time
+
+    def _history(self, job: SimJob, status: str) -> list[dict[str, str]]:
+        order = ["queued", "in-progress", "finalizing", "success" if status != "failure" else "failure"]
+        passed = order[: order.index(status) + 1] if status in order else ["queued", "canceled"]
+        return [{"date": iso(self._changed_at(job, s)), "status": s} for s in passed]
 
     async def get_job(self, request: web.Request) -> web.Response:
         job = self.jobs.get(request.match_info["job_id"])
@@ -335,18 +373,24 @@ class Simulator:
             return _error(400, f"unknown action {body.get('action')!r}")
         if job.status(self.now())[0] in ("success", "failure", "canceled"):
             return _error(400, "job already finished; cannot cancel")
-        job.canceled = True
+        job.canceled, job.canceled_wall = True, time.time()
         return web.json_response({"job": self._job_json(job)})
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         q = request.query
         try:
             size = max(1, min(100, int(q.get("pageSize", "20"))))
-            offset = int(q.get("paginationToken") or 0)
+            offset = int((q.get("paginationToken") or "0").split(".")[0])
         except ValueError:
             return _error(400, "bad pageSize or paginationToken")
-        statuses = set(filter(None, q.get("status", "").split(",")))
+        wanted = q.get("status") or None
+        if wanted is not None and wanted not in JOB_STATUSES:
+            return _error(400, f"status must be one of {', '.join(JOB_STATUSES)}")
+        if wanted is not None and q.get("createdAfter"):
+            return _error(400, "createdAfter cannot be combined with status")
         after = _parse_iso(q["createdAfter"]) if q.get("createdAfter") else None
+        if self.faults.short_pages:  # as the SDK allows: fewer jobs than asked, even none
+            size = self.faults.rng.choice((0, 1, max(1, size // 3), size))
         now = self.now()
         matched = 0
         page: list[dict[str, Any]] = []
@@ -355,7 +399,7 @@ class Simulator:
         for job in reversed(self.jobs.values()):
             if after is not None and job.created_wall <= after:
                 break
-            if statuses and job.status(now)[0] not in statuses:
+            if wanted is not None and job.status(now)[0] != wanted:
                 continue
             if matched >= offset + size:
                 more = True
@@ -367,8 +411,8 @@ class Simulator:
                 page.append(data)
             matched += 1
         out: dict[str, Any] = {"jobs": page}
-        if more:
-            out["nextPaginationToken"] = str(offset + size)
+        if more:  # opaque to clients; never the same twice, even for an empty page
+            out["nextPaginationToken"] = f"{offset + size}.{next(self._ids)}"
         return web.json_response(out)
 
     def _asset_json(self, request: web.Request, asset: SimAsset) -> dict[str, Any]:
@@ -598,7 +642,11 @@ class Simulator:
             }
             for j in self.jobs.values()
         ]
-        charged = sum(j["cost"] for j in jobs if j["kind"] == "generate" and j["status"] == "success")
+        charged = sum(
+            j.cost
+            for j in self.jobs.values()
+            if j.kind == "generate" and (j.status(self.now())[0] == "success" or (j.fails and not j.refundable))
+        )
         return {
             "requests": dict(self.requests),
             "submit_times": self.submit_times,

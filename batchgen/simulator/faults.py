@@ -20,7 +20,8 @@ class Faults:
     action_limit: int | None = None  # jobs running at once, then 429 + details.actionLimit
     error_rate: float = 0.0  # share of API requests answered 500/503
     drop_rate: float = 0.0  # share of API requests whose connection is dropped
-    failure_rate: float = 0.0  # share of jobs that end in `failure` (refunded)
+    failure_rate: float = 0.0  # share of jobs that end in `failure` (refunded unless no_refund)
+    no_refund: bool = False  # failed jobs keep their charge (billing.disableRefund: true)
     truncate_rate: float = 0.0  # share of downloads cut off halfway
     stuck_rate: float = 0.0  # share of jobs that never finish
     url_ttl: float = 3600.0  # lifetime of signed asset URLs, seconds
@@ -30,8 +31,12 @@ class Faults:
     oversize_rate: float = 0.0  # share of downloads that run past the asset's declared size
     html_rate: float = 0.0  # share of downloads served as an HTML error page with status 200
     list_hides_input: bool = False  # GET /jobs leaves out metadata.input (GET /jobs/{id} keeps it)
+    short_pages: bool = False  # GET /jobs pages hold fewer jobs than asked, some none, as the SDK allows
     upload_job: bool = False  # `complete` answers with a jobId that imports the file (an older flow)
-    submit_delay: float = 0.0  # seconds between creating a job and answering its POST
+    submit_delay: float = 0.0
+    dry_run_delay: float = (
+        0.0  # seconds before a dry run answers  # seconds between creating a job and answering its POST
+    )
     bandwidth: int | None = None  # CDN bytes per second per download (None: as fast as it goes)
     # How a 429 says when to come back: seconds, date, ms, body or mixed (rotate).
     retry_style: str = "mixed"

@@ -1,0 +1,173 @@
+"""The ledger: one owner of task state, whose live story and replayed story are the same.
+
+Hypothesis drives random sequences of run events (valid ones, and stray ones a real
+journal can hold: events about other jobs, late duplicates) through a live ledger,
+then checks the journal it wrote replays to the same states, also when the journal is
+cut at any byte (a crash), resumed and written on, or has lines duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchgen.journal import journal_path
+from batchgen.ledger import Ledger
+from batchgen.state import Book, Status, apply, replay
+
+NAMES = ("a", "b", "c")
+SHA = "ab" * 32
+
+
+def _event(ledger: Ledger, rng: random.Random) -> tuple[str, str | None, dict[str, object]]:
+    """A plausible next event for a random task, given what the ledger says now."""
+    name = rng.choice(NAMES)
+    st_ = ledger.state(name)
+    hops = 3 if name == "c" else 1
+    hop = st_.hop if st_ is not None and len(st_.hops) == hops else 0
+    status = st_.hops[hop].status if st_ is not None and len(st_.hops) == hops else Status.NEW
+    attempt = (st_.attempts if st_ else 0) + 1
+    job = f"job_{rng.randrange(1000)}"
+    current = st_.hops[hop].job_id if st_ is not None and len(st_.hops) == hops else None
+    digest = rng.choice(("d1", "d1", "d1", "d2"))
+    choices: list[tuple[str, str | None, dict[str, object]]] = [
+        ("intent", name, {"hop": hop + 1, "hops": hops, "digest": digest, "attempt": attempt}),
+        ("failed", name, {"reason": "gave up", "permanent": rng.random() < 0.5, "attempt": attempt - 1}),
+        ("upload", None, {"sha256": SHA, "asset_id": f"asset_up{rng.randrange(3)}"}),
+        ("batch", None, {"v": 1, "batch": "b", "base_seed": rng.randrange(10)}),
+        ("succeeded", name, {"hop": hop + 1, "job_id": job, "asset_ids": ["asset_x"], "cost": 1.0}),  # a stray job
+    ]
+    if status is Status.SUBMITTING:
+        choices += [("submitted", name, {"hop": hop + 1, "job_id": job, "cost": float(rng.randrange(1, 9))})] * 3
+        choices += [("withdrawn", name, {"hop": hop + 1})]
+    if status is Status.IN_FLIGHT and current:
+        assets = [f"asset_{rng.randrange(1000)}"]
+        choices += [("succeeded", name, {"hop": hop + 1, "job_id": current, "asset_ids": assets, "cost": 2.0})] * 3
+        refunded = rng.random() < 0.7
+        failure = {"hop": hop + 1, "job_id": current, "reason": "crash", "refunded": refunded, "cost": 3.0}
+        choices += [("job_failed", name, failure)] * 2
+    if st_ is not None and st_.succeeded and st_.outcome is None:
+        files = [{"path": f"{name}.wav", "bytes": 10, "sha256": "x"}]
+        choices += [("done", name, {"digest": st_.digest, "files": files, "job_id": st_.hops[-1].job_id})] * 3
+    if status is Status.DOWNLOADING and hops > 1:
+        record = {"path": f".batchgen/hops/{name}.h{hop + 1}.wav", "bytes": 5, "sha256": "y"}
+        choices += [("hop_done", name, {"hop": hop + 1, "file": record})] * 2
+    return rng.choice(choices)
+
+
+def _drive(ledger: Ledger, rng: random.Random, steps: int) -> None:
+    for _ in range(steps):
+        kind, name, fields = _event(ledger, rng)
+        ledger.record(kind, name, **fields)
+
+
+def _same(a: Book, b: Book) -> None:
+    assert a.tasks == b.tasks
+    assert (a.uploads, a.batch, a.base_seed) == (b.uploads, b.batch, b.base_seed)
+    assert a.spent == pytest.approx(b.spent)
+
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32), steps=st.integers(1, 120))
+def test_live_state_is_the_replayed_state(tmp_path_factory: pytest.TempPathFactory, seed: int, steps: int) -> None:
+    """Whatever events a run records, replaying its journal gives exactly its live states."""
+    folder = tmp_path_factory.mktemp("l")
+    ledger = Ledger.open(folder, "b")
+    _drive(ledger, random.Random(seed), steps)
+    ledger.close()
+    again = Ledger.read(folder, "b")
+    assert again.warnings == []
+    _same(ledger.book, again.book)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32), steps=st.integers(1, 80), cut=st.floats(0, 1), more=st.integers(0, 40))
+def test_a_crash_at_any_byte_then_a_resume_tells_one_story(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, steps: int, cut: float, more: int
+) -> None:
+    """Cut the journal anywhere (a crash): it replays to the states of the events wholly written;
+    a resumed ledger writing on from there still equals its own replay."""
+    folder = tmp_path_factory.mktemp("c")
+    rng = random.Random(seed)
+    ledger = Ledger.open(folder, "b")
+    _drive(ledger, rng, steps)
+    ledger.close()
+    path = journal_path(folder)
+    data = path.read_bytes()
+    kept = data[: int(len(data) * cut)]
+    path.write_bytes(kept)
+    expected = Book()
+    *whole, tail = kept.split(b"\n")
+    for line in whole:
+        apply(expected, json.loads(line))
+    try:  # cut just before its newline: the event itself was written whole
+        apply(expected, json.loads(tail))
+    except ValueError:
+        pass  # torn: it never happened
+    crashed = Ledger.read(folder, "b")
+    _same(expected, crashed.book)
+    resumed = Ledger.open(folder, "b")
+    _drive(resumed, rng, more)
+    resumed.close()
+    _same(resumed.book, Ledger.read(folder, "b").book)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32), steps=st.integers(1, 80), copies=st.lists(st.integers(0, 10**6), max_size=30))
+def test_duplicated_lines_replay_to_the_same_state(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, steps: int, copies: list[int]
+) -> None:
+    """Lines copied anywhere in the journal (a bad merge, a restore) change no state and no spending."""
+    folder = tmp_path_factory.mktemp("d")
+    ledger = Ledger.open(folder, "b")
+    _drive(ledger, random.Random(seed), steps)
+    ledger.close()
+    lines = journal_path(folder).read_bytes().splitlines()
+    noisy = list(lines)
+    for where in copies:  # a copy of a line, somewhere after it
+        original = where % len(lines)
+        at = noisy.index(lines[original]) + 1
+        noisy.insert(at + where % (len(noisy) - at + 1), lines[original])
+    _same(replay(lines), replay(noisy))
+
+
+def test_a_changed_task_and_a_retried_task_start_their_job_retries_afresh(tmp_path: Path) -> None:
+    """Failures under an old digest do not count against the new one, live and replayed alike."""
+    ledger = Ledger.open(tmp_path, "b")
+    for attempt, digest in ((1, "old"), (2, "old"), (3, "new")):
+        ledger.record("intent", "a", digest=digest, attempt=attempt)
+        ledger.record("submitted", "a", job_id=f"job_{attempt}", cost=1.0)
+        ledger.record("job_failed", "a", job_id=f"job_{attempt}", reason="x", refunded=True)
+    live = ledger.state("a")
+    assert live is not None and live.hops[0].failures == 1
+    ledger.record("failed", "a", reason="gave up", attempt=3)
+    ledger.record("intent", "a", digest="new", attempt=4)  # --retry-failed
+    assert ledger.state("a").hops[0].failures == 0  # type: ignore[union-attr]
+    ledger.close()
+    assert Ledger.read(tmp_path, "b").state("a") == ledger.state("a")
+
+
+def test_spending_counts_each_job_once_and_keeps_unrefunded_failures(tmp_path: Path) -> None:
+    """A refunded failure costs nothing, a failure the API kept costs its charge, a success its cost."""
+    ledger = Ledger.open(tmp_path, "b")
+    ledger.record("intent", "a", digest="d", attempt=1)
+    ledger.record("submitted", "a", job_id="job_1", cost=4.0)
+    ledger.record("job_failed", "a", job_id="job_1", reason="x", refunded=False, cost=4.0)
+    ledger.record("intent", "a", digest="d", attempt=2)
+    ledger.record("submitted", "a", job_id="job_2", cost=4.0)
+    ledger.record("job_failed", "a", job_id="job_2", reason="x", refunded=True)
+    ledger.record("intent", "a", digest="d", attempt=3)
+    ledger.record("submitted", "a", job_id="job_3", cost=4.0)
+    ledger.record("succeeded", "a", job_id="job_3", asset_ids=["asset_1"], cost=4.0)
+    ledger.record("succeeded", "a", job_id="job_3", asset_ids=["asset_1"], cost=4.0)  # said twice
+    assert ledger.book.spent == 8.0
+    ledger.close()
+    assert Ledger.read(tmp_path, "b").book.spent == 8.0
