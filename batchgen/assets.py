@@ -25,7 +25,7 @@ class AssetBatcher:
         client: ScenarioClient,
         *,
         policy: Backoff,
-        window: float = 0.02,
+        window: float = 0.05,
         observe: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.client = client

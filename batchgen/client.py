@@ -12,7 +12,6 @@ scrubbed from every string a server sends back.
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import math
 import os
@@ -132,8 +131,11 @@ class Job:
         return self.cost + sum(self.cost_details.values())
 
     @classmethod
-    def parse(cls, data: Any, redact: Callable[[str], str] = lambda s: s) -> Job:
-        """A job from an API answer (`{"job": {...}}` or the job itself); `MalformedAnswer` if unusable."""
+    def parse(cls, data: Any, redact: Callable[[str], str] = lambda s: s, *, brief: bool = False) -> Job:
+        """A job from an API answer (`{"job": {...}}` or the job itself); `MalformedAnswer` if unusable.
+
+        `brief` reads only id, status and times of a job still running (what a poll needs).
+        """
         job = data.get("job", data) if isinstance(data, dict) else None
         if not isinstance(job, dict):
             raise MalformedAnswer("answer holds no job object")
@@ -141,6 +143,10 @@ class Job:
         job_id = job.get("jobId") or job.get("id")
         if not is_safe_id(job_id):
             raise MalformedAnswer("job without a usable jobId")
+        status = _text(job.get("status"), 40) or "unknown"
+        if brief and status not in TERMINAL:
+            created, updated = _text(job.get("createdAt"), 64), _text(job.get("updatedAt"), 64)
+            return cls(id=str(job_id), status=status, created_at=created, updated_at=updated)
         meta, billing = _mapping(job.get("metadata")), _mapping(job.get("billing"))
         output = _mapping(meta.get("output"))
         assets = meta.get("assetIds")
@@ -148,7 +154,7 @@ class Job:
         progress = _number(job.get("progress"))
         return cls(
             id=str(job_id),
-            status=_text(job.get("status"), 40) or "unknown",
+            status=status,
             progress=min(1.0, max(0.0, progress)) if progress is not None else 0.0,
             asset_ids=tuple(a for a in assets if is_safe_id(a)) if isinstance(assets, list) else (),
             error=redact(error) if error else None,
@@ -253,6 +259,8 @@ def retry_hint(headers: Mapping[str, str], body: Mapping[str, Any] | None, now: 
         raw = raw.strip()
         if (seconds := _float(raw)) is not None:
             return seconds
+        import email.utils  # only for the HTTP-date form: the email package is slow to import
+
         try:
             when = email.utils.parsedate_to_datetime(raw)
         except (TypeError, ValueError, IndexError, OverflowError):
@@ -460,12 +468,15 @@ class ScenarioClient:
         created_after: str | None = None,
         page_size: int = 100,
         pagination_token: str | None = None,
+        keep: Callable[[str], bool] | None = None,
+        brief: bool = False,
     ) -> tuple[list[Job], str | None]:
         """One page of the account's jobs, newest first, and the next page's token.
 
         As the SDK documents: `status` is one value and cannot be combined with
         `createdAfter`; a page may be short, even empty, while a token is still given.
-        A job in the page that does not parse is left out, not fatal.
+        A job in the page that does not parse is left out, not fatal; with `keep`, only
+        jobs whose id it accepts are parsed at all (a listing of 100 for the 3 wanted).
         """
         if status and created_after:
             raise ValueError("the API does not combine status with createdAfter")
@@ -479,8 +490,10 @@ class ScenarioClient:
         _, body = await self._request("GET", "/jobs", endpoint="jobs", params=params)
         jobs = []
         for item in _items(body.get("jobs")):
+            if keep is not None and not (isinstance(item, dict) and keep(item.get("jobId") or item.get("id"))):
+                continue
             try:
-                jobs.append(Job.parse(item, self.redact))
+                jobs.append(Job.parse(item, self.redact, brief=brief))
             except MalformedAnswer:
                 continue
         token = _text(body.get("nextPaginationToken"), 4096)
@@ -605,6 +618,8 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """The (decompressed) body, refusing more than `limit` bytes."""
     if resp.content_length is not None and resp.content_length > limit:
         raise ApiError(resp.status, f"answer of {resp.content_length} bytes is too large", ErrorKind.TRANSIENT)
+    if resp.content_length is not None and "Content-Encoding" not in resp.headers:
+        return await resp.read()  # the length is known and small: no decompression can inflate it
     chunks, size = [], 0
     async for chunk in resp.content.iter_chunked(256 * 1024):
         size += len(chunk)

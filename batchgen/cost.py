@@ -76,9 +76,17 @@ class Pricer:
         self._ask = ask
         self.prices: dict[str, float] = dict(known or {})
         self.asked = 0
+        self._shapes: dict[tuple[str, str, int], str] = {}
+
+    def shape(self, task: Task, hop: int = 0) -> str:
+        """`shape`, remembered per task and hop (it is asked for again at every submission)."""
+        key = (task.name, task.digest, hop)
+        if (found := self._shapes.get(key)) is None:
+            found = self._shapes[key] = shape(task, hop)
+        return found
 
     async def price(self, task: Task, hop: int = 0) -> float:
-        key = shape(task, hop)
+        key = self.shape(task, hop)
         if key not in self.prices:
             self.prices[key] = await self._ask(task, hop)
             self.asked += 1
@@ -97,7 +105,7 @@ class Pricer:
         return sum(per_track.values()), per_track
 
     def known(self, task: Task, hop: int = 0) -> float | None:
-        return self.prices.get(shape(task, hop))
+        return self.prices.get(self.shape(task, hop))
 
 
 @dataclass(slots=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import io
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,11 +27,11 @@ import aiohttp
 from . import files
 from .client import Asset, ScenarioClient
 from .errors import DiskError, DownloadError
-from .journal import Syncer
 from .retry import Backoff, Retrying
-from .wavfile import WavError, read_info
+from .wavfile import WavError, parse, read_info
 
 CHUNK = 256 * 1024
+HEAD = 64 * 1024  # bytes kept from the start of a download to check its header
 MAX_REFRESHES = 6  # fresh URLs in a row before an expired one counts as a failure
 EXTENSIONS = {
     "audio/wav": ".wav",
@@ -107,15 +109,25 @@ def _looks_like(ext: str, head: bytes) -> bool:
     return False
 
 
-def check_audio(path: Path, ext: str) -> None:
-    """Raise unless the file's first bytes are the audio format its extension says (a WAV must parse)."""
-    with path.open("rb") as fh:
-        head = fh.read(12)
+def check_audio(path: Path, ext: str, head: bytes | None = None, size: int | None = None) -> None:
+    """Raise unless the file's first bytes are the audio format its extension says (a WAV must parse).
+
+    `head` (the file's first bytes, kept while downloading) and `size` spare reading the
+    file again when the header lies within them.
+    """
+    if head is None or size is None:
+        with path.open("rb") as fh:
+            head, size = fh.read(HEAD), os.fstat(fh.fileno()).st_size
     if not _looks_like(ext, head):
         raise DownloadError(f"downloaded file is not {ext[1:].upper()} audio (its first bytes say otherwise)")
     if ext == ".wav":
         try:
-            info = read_info(path)
+            try:
+                info = parse(io.BytesIO(head), size)
+            except WavError:
+                if len(head) >= size:
+                    raise
+                info = read_info(path)  # the data chunk starts past the head: read the file itself
         except (WavError, OSError) as err:
             raise DownloadError(f"downloaded WAV does not parse: {err}") from None
         if info.frames == 0:
@@ -127,6 +139,7 @@ class _Progress:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.head = b""
         self.written = 0
         self.sha = hashlib.sha256()
         self.etag: str | None = None
@@ -134,7 +147,7 @@ class _Progress:
     def reset(self, fh: BinaryIO) -> None:
         fh.seek(0)
         fh.truncate()
-        self.written, self.sha = 0, hashlib.sha256()
+        self.written, self.sha, self.head = 0, hashlib.sha256(), b""
 
 
 async def download_asset(
@@ -146,13 +159,11 @@ async def download_asset(
     limits: Limits,
     policy: Backoff,
     folder: Path,
-    syncer: Syncer | None = None,
 ) -> FileInfo:
     """Download `asset` to `dest` plus its extension, atomically and verified."""
     ext = extension(asset.mime_type)
     final = dest.with_name(dest.name + ext)
     part = final.with_name(final.name + ".part")
-    files.check_replaceable(final)
     fh = files.create(part)
     progress = _Progress(part)
     try:
@@ -163,8 +174,6 @@ async def download_asset(
             raise DownloadError(f"download took longer than {limits.deadline:.0f}s; given up") from None
         try:
             fh.flush()
-            if syncer is not None:
-                await syncer.sync(fh.fileno())
         except OSError as err:
             raise DiskError(str(part), err) from None
         fh.close()
@@ -184,7 +193,7 @@ def _verify(asset: Asset, part: Path, ext: str, progress: _Progress) -> None:
         raise DownloadError(f"downloaded {progress.written} bytes, asset says {asset.size}")
     if asset.checksum and asset.checksum != progress.sha.hexdigest():
         raise DownloadError("sha256 does not match the asset's checksum")
-    check_audio(part, ext)
+    check_audio(part, ext, progress.head, progress.written)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -248,6 +257,8 @@ async def _stream(
             if progress.written > cap:
                 raise DownloadError(f"download ran past {cap} bytes; cut off", restart=True)
             progress.sha.update(chunk)
+            if len(progress.head) < HEAD:
+                progress.head += chunk[: HEAD - len(progress.head)]
             try:
                 fh.write(chunk)  # page-cache writes: cheaper in place than a thread hop per chunk
             except OSError as err:

@@ -55,9 +55,14 @@ def _clear_stale(path: Path) -> None:
 
 def create(path: Path) -> BinaryIO:
     """A new file open for writing; a leftover regular file is replaced, a symlink refused."""
-    _clear_stale(path)
     try:
         fd = os.open(path, _CREATE, 0o644)
+    except FileExistsError:
+        _clear_stale(path)  # what an interrupted write left: gone if a regular file, refused if not
+        try:
+            fd = os.open(path, _CREATE, 0o644)
+        except OSError as err:
+            raise _refusal(path, err) from None
     except OSError as err:
         raise _refusal(path, err) from None
     return os.fdopen(fd, "wb")

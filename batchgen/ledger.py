@@ -123,30 +123,28 @@ class Ledger:
             self._journal.close()
             self._journal = None
 
-    def plan(self, task: Task, present: set[str] | None = None) -> str:
+    def plan(self, task: Task, present: Mapping[str, int] | None = None) -> str:
         """new, done, changed, missing, in-flight or failed: what a run would do with `task`.
 
-        `present` (the batch folder's file names) turns a done task whose file was
-        deleted into `missing`, which a run generates again.
+        `present` (the batch folder's files and their sizes) turns a done task whose file
+        was deleted, or is not the size the journal recorded (a power cut before the
+        disk had it), into `missing`: a run fetches it again from its asset.
         """
         st = self._book.tasks.get(task.name)
         status = plan_status(task.digest, st)
-        if (
-            status == "done"
-            and present is not None
-            and st is not None
-            and not all(f["path"] in present for f in st.files)
-        ):
-            return "missing"
+        if status == "done" and present is not None and st is not None:
+            kept = [*st.files, st.sidecar] if st.sidecar is not None else st.files
+            if not all(present.get(f["path"]) == f["bytes"] for f in kept):
+                return "missing"
         return status
 
-    def files_present(self) -> set[str]:
-        """Names of the regular files in the batch folder (one listing, not a stat per task)."""
+    def files_present(self) -> dict[str, int]:
+        """The regular files in the batch folder and their sizes (one listing)."""
         try:
             with os.scandir(self.folder) as entries:
-                return {e.name for e in entries if e.is_file(follow_symlinks=False)}
+                return {e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)}
         except OSError:
-            return set()
+            return {}
 
     def rows(self, tasks: Iterable[Task]) -> list[tuple[Task, str]]:
         present = self.files_present()

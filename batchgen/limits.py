@@ -10,6 +10,7 @@ request pauses every submitter through the one `Cooldown`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -26,18 +27,45 @@ from .retry import MAX_WAIT, Backoff
 WINDOW_SLACK = 1.02
 
 
-class RateLimit:
-    """At most `rate` requests in any window of one second (asyncio-throttle underneath).
+async def pause(seconds: float, abort: asyncio.Event | None = None) -> None:
+    """Sleep `seconds`, or less if `abort` is set meanwhile (no polling: one timer, one wait)."""
+    if abort is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await abort.wait()
 
-    Fractional rates become one slot per 1/rate seconds.
+
+class RateLimit(Throttler):
+    """At most `rate` requests in any window of one second, on asyncio-throttle's window.
+
+    Fractional rates become one slot per 1/rate seconds. asyncio-throttle's own
+    `acquire` looks again every 10 ms; this one sleeps until the oldest slot in the
+    window frees, and can be given up at once (`abort`), so waiting submitters cost
+    nothing while they wait and leave as soon as the run stops.
     """
 
     def __init__(self, rate: float) -> None:
         slots = max(1, math.floor(rate))
-        self._throttler = Throttler(rate_limit=slots, period=slots / rate * WINDOW_SLACK)
+        super().__init__(rate_limit=slots, period=slots / rate * WINDOW_SLACK)
 
-    async def acquire(self) -> None:
-        await self._throttler.acquire()  # type: ignore[no-untyped-call]
+    def try_take(self) -> bool:
+        """Take a slot if one is free now."""
+        self.flush()  # type: ignore[no-untyped-call]
+        if len(self._task_logs) >= self.rate_limit:
+            return False
+        self._task_logs.append(time.monotonic())
+        return True
+
+    async def acquire(self, abort: asyncio.Event | None = None) -> bool:  # type: ignore[override]
+        """Wait for a slot and take it; False (nothing taken) if `abort` is set first."""
+        while not self.try_take():
+            if abort is not None and abort.is_set():
+                return False
+            wait = self._task_logs[0] + self.period - time.monotonic() if self._task_logs else 0.0
+            await pause(max(0.001, wait), abort)
+        return True
 
 
 class Cooldown:
@@ -57,10 +85,10 @@ class Cooldown:
     def remaining(self) -> float:
         return max(0.0, self._until - self._clock())
 
-    async def wait(self) -> None:
+    async def wait(self, abort: asyncio.Event | None = None) -> None:
         # A loop, not an Event: another 429 may push the end further while we sleep.
-        while (left := self.remaining) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(left)
+        while (left := self.remaining) > 0 and not (abort is not None and abort.is_set()):
+            await pause(left, abort)
 
 
 class InFlight:
@@ -85,7 +113,7 @@ class InFlight:
     async def release(self) -> None:
         async with self._changed:
             self.in_use = max(0, self.in_use - 1)
-            self._changed.notify_all()
+            self._changed.notify(1)  # one slot freed, one waiter: waking them all costs a wake-up each
 
     def lower(self, limit: int) -> bool:
         """Lower the cap (the API told us the team's ceiling); True when it changed."""
@@ -114,24 +142,20 @@ class Admission:
         self._backoff = backoff
 
     async def __aenter__(self) -> None:
-        while True:
-            await self.cooldown.wait()
-            await self._rate.acquire()
-            if self.cooldown.remaining <= 0:
-                return
+        await self.admit()
 
-    async def admit(self, abort: asyncio.Event) -> bool:
+    async def admit(self, abort: asyncio.Event | None = None) -> bool:
         """Pass the gate, or give up as soon as `abort` is set (a stop); True when admitted."""
-        if abort.is_set():
-            return False
-        entering = asyncio.ensure_future(self.__aenter__())
-        aborting = asyncio.ensure_future(abort.wait())
-        try:
-            await asyncio.wait((entering, aborting), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (entering, aborting):
-                waiter.cancel()
-        return entering.done() and not entering.cancelled() and not abort.is_set()
+        while True:
+            if abort is not None and abort.is_set():
+                return False
+            if self.cooldown.remaining > 0:
+                await self.cooldown.wait(abort)
+                continue
+            if not await self._rate.acquire(abort):
+                return False
+            if self.cooldown.remaining <= 0:  # a 429 may have come in while we waited for the slot
+                return True
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -8,7 +8,6 @@ file, line and field, so the CLI can print one line and exit 2.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
 import json
@@ -386,6 +385,8 @@ class _Reader:
         return [self._track(item, row_line, takes, source) for item, row_line in rows]
 
     def _csv_rows(self, text: str, source: str) -> list[tuple[LineDict, int]]:
+        import csv  # only manifests with a CSV tracks_file need it
+
         reader = csv.reader(text.splitlines())
         header = next(reader, None)
         if not header or "name" not in header:

@@ -6,7 +6,6 @@ Shared by the manifest (to reject bad input before money is spent) and the simul
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -122,6 +121,8 @@ def channels(params: Mapping[str, object]) -> int:
 
 def nearest(word: str, options: object) -> str | None:
     """The closest known word to a misspelt one, for 'did you mean' hints."""
+    import difflib  # only for error messages
+
     matches = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)  # type: ignore[call-overload]
     return matches[0] if matches else None
 

@@ -8,6 +8,7 @@ budget, what a 429 changes).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from .client import ScenarioClient
 from .config import RunConfig
 from .cost import Budget, Pricer, load_prices, pricing_body
 from .finish import HOPS, Finisher
-from .journal import Syncer
 from .ledger import Ledger
 from .limits import Admission
 from .outcomes import JobEnd
@@ -55,9 +55,8 @@ class Parts:
             client, ledger, self.admission, self.finder, config.backoff, halt=halt, observe=self.saw
         )
         self.assets = AssetBatcher(client, policy=config.backoff, observe=self.saw)
-        self.syncer = Syncer()
         self.finisher = Finisher(
-            client, self.assets, ledger, self.folder, limits=config.limits, policy=config.backoff, syncer=self.syncer
+            client, self.assets, ledger, self.folder, limits=config.limits, policy=config.backoff
         )
         self.watcher = Watcher(
             client,
@@ -70,12 +69,13 @@ class Parts:
             on_error=self.saw,
         )
 
-    def hop_files(self) -> set[str]:
-        """Names of the hop files on disk (chained tracks)."""
+    def hop_files(self) -> dict[str, int]:
+        """The hop files on disk (chained tracks) and their sizes."""
         try:
-            return {p.name for p in (self.folder / STATE_DIR / HOPS).iterdir() if p.is_file() and not p.is_symlink()}
+            with os.scandir(self.folder / STATE_DIR / HOPS) as entries:
+                return {e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)}
         except OSError:
-            return set()
+            return {}
 
     def saw(self, err: BaseException) -> None:
         """Any error on its way to a retry: a 429 pauses every submitter."""

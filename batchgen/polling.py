@@ -9,13 +9,13 @@ per job.
 
 from __future__ import annotations
 
-import statistics
 from collections import deque
 from datetime import datetime
 
 LAG = 0.02  # ask a moment after the expected end, not a moment before it
 MIN_STEP = 0.05
 DUE_STEP = 0.05  # once a job is due, look again after this share of a typical job
+LIST_STEP = 0.08  # least time between two listings, as a share of a typical job
 PAGE = 100  # the list endpoint's largest page
 
 
@@ -65,7 +65,9 @@ class DurationEstimate:
     def value(self) -> float | None:
         if len(self._samples) < self._needed:
             return None
-        return statistics.median(self._samples)
+        ordered = sorted(self._samples)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def epoch(text: str | None) -> float | None:

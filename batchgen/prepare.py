@@ -17,7 +17,6 @@ from .parts import Parts
 from .reconcile import Unsure
 from .task import Task
 from .triage import Plan, Step
-from .uploads import upload_audio
 
 
 class Declined(BatchgenError):
@@ -53,6 +52,8 @@ class Prepare:
         for task, hop in (*plan.submit, *plan.reconcile):
             if hop == 0 and task.audio_sha256 and task.input_audio and task.audio_sha256 not in ledger.uploads:
                 users.setdefault(task.audio_sha256, []).append(task)
+        if users:
+            from .uploads import upload_audio  # only batches with local input audio upload
         for sha, group in users.items():
             path = group[0].input_audio or ""
             try:

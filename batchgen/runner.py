@@ -90,6 +90,7 @@ class Runner:
         self._halted = asyncio.Event()  # the same, for waits that should end at once
         self._disk_error: DiskError | None = None
         self._submitting = self._downloading = 0
+        self._missing: set[str] = set()  # done tasks whose files are fetched again
         self._counts = Counts()
 
     async def run(self) -> RunResult:
@@ -120,8 +121,9 @@ class Runner:
         parts = Parts(self.client, ledger, self.config, self.reporter, halt=self._halted, on_end=self._job_ended)
         self._parts, self._recorded0 = parts, recorded0
         plan = triage(ledger, self.tasks, retry_failed=self.config.retry_failed, hop_files=parts.hop_files())
+        self._missing = {task.name for task in plan.missing}
         for task in plan.missing:
-            self.reporter.event("missing", task.name, message="file gone from disk; generating it again")
+            self.reporter.event("missing", task.name, message="file gone or cut short; fetching it again (no charge)")
         self._open = plan.open
         prepare = Prepare(parts, fail=self._fail_permanently, defer=self._defer, confirm=self._confirm)
         stop = Stop(self.config.grace, self._on_signal)
@@ -153,7 +155,8 @@ class Runner:
             workers = [tg.create_task(self._submit_worker()) for _ in range(self.config.submit_workers)]
             workers += [tg.create_task(self._download_worker()) for _ in range(self.config.download_workers)]
             workers += [tg.create_task(parts.watcher.run()), tg.create_task(parts.assets.run())]
-            workers.append(tg.create_task(self._ticker()))
+            if not self.reporter.quiet:
+                workers.append(tg.create_task(self._ticker()))
             await self._finished.wait()
             for worker in workers:
                 worker.cancel()
@@ -275,6 +278,11 @@ class Runner:
             except ApiError as err:
                 if isinstance(err, CredentialsError):
                     raise
+                if err.status == 404 and task.name in self._missing:
+                    self._missing.discard(task.name)  # its asset is gone from the API: make it again
+                    self.reporter.event("regenerate", task.name, message="its asset no longer exists")
+                    parts.submit_q.put_nowait((task, 0))
+                    continue
                 self._defer(task.name, f"asset lookup failed: {err} (paid; the next run downloads it again)")
             finally:
                 self._downloading -= 1

@@ -74,6 +74,7 @@ class TaskState:
     permanent: bool = False
     done_digest: str | None = None  # digest of the files on disk
     files: list[dict[str, Any]] = field(default_factory=list)
+    sidecar: dict[str, Any] | None = None  # the sidecar as written (path, bytes, sha256)
     updated: float | None = None
 
     @property
@@ -136,10 +137,12 @@ class Book:
     warnings: list[str] = field(default_factory=list)
     lines: int = 0  # journal lines read (the next event's sequence number)
 
+    charged: float = 0.0  # kept by `_charge` as jobs are charged: what `spent` adds up
+
     @property
     def spent(self) -> float:
         """Creative units charged for every job the journal knows, across all runs."""
-        return sum(st.spent for st in self.tasks.values())
+        return self.charged
 
     def counts(self) -> Counter[str]:
         return Counter(st.status.value for st in self.tasks.values())
@@ -353,6 +356,12 @@ def _hop(st: TaskState, ev: dict[str, Any]) -> tuple[int, HopState]:
     return index, st.hops[index]
 
 
+def _charge(book: Book, st: TaskState, job_id: str, amount: float) -> None:
+    """What one job cost: set once per job (a repeated event changes nothing), totalled in the book."""
+    book.charged += amount - st.charges.get(job_id, 0.0)
+    st.charges[job_id] = amount
+
+
 def _touch(st: TaskState, ev: dict[str, Any]) -> None:
     t = ev.get("t")
     if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t):
@@ -453,7 +462,7 @@ def _on_succeeded(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
         hop.cost = cost
     if detail:
         hop.detail = {**(hop.detail or {}), **detail}
-    st.charges[job_id] = hop.cost or 0.0
+    _charge(book, st, job_id, hop.cost or 0.0)
     _touch(st, ev)
 
 
@@ -465,7 +474,7 @@ def _on_job_failed(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None
     cost = _number(ev, "cost")
     _, hop = _hop(st, ev)
     if not refunded:
-        st.charges[job_id] = cost or 0.0  # the API kept the charge (billing.disableRefund)
+        _charge(book, st, job_id, cost or 0.0)  # the API kept the charge (billing.disableRefund)
     if hop.job_id != job_id or hop.status is not Status.IN_FLIGHT:
         return
     hop.status, hop.job_id, hop.cost = Status.NEW, None, None
@@ -487,6 +496,7 @@ def _on_done(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
     assert st is not None
     digest = _text(ev, "digest")
     files = _files(ev, "files")
+    sidecar = _file(ev["sidecar"], "sidecar") if ev.get("sidecar") is not None else None
     _number(ev, "cost")
     job_id = ev.get("job_id")
     if job_id is not None and not is_safe_id(job_id):
@@ -499,7 +509,7 @@ def _on_done(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
         hop.status = Status.DONE
     st.outcome, st.reason = Status.DONE, None
     st.done_digest = st.digest = digest or st.digest
-    st.files = files
+    st.files, st.sidecar = files, sidecar
     _touch(st, ev)
 
 

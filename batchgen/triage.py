@@ -9,7 +9,7 @@ stays failed unless `--retry-failed`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .ledger import Ledger
@@ -39,7 +39,7 @@ class Plan:
         return {task.name for task, _ in steps} | {task.name for task in self.stitch}
 
 
-def triage(ledger: Ledger, tasks: Iterable[Task], *, retry_failed: bool, hop_files: set[str]) -> Plan:
+def triage(ledger: Ledger, tasks: Iterable[Task], *, retry_failed: bool, hop_files: Mapping[str, int]) -> Plan:
     """Sort tasks by what their states say is left to do."""
     plan = Plan()
     present = ledger.files_present()
@@ -51,9 +51,13 @@ def triage(ledger: Ledger, tasks: Iterable[Task], *, retry_failed: bool, hop_fil
         elif st is None or status == "changed":
             plan.submit.append((task, 0))
         elif status == "missing":
+            # Paid for already: fetched again from its assets (a chain stitched again from
+            # its hops); only an asset the API no longer has is generated again.
             plan.missing.append(task)
-            if task.hop_count > 1 and all(_on_disk(h, hop_files) for h in st.hops):
-                plan.stitch.append(task)  # the hops are paid for and on disk: only stitch again
+            if all(_on_disk(h, hop_files) for h in st.hops) and task.hop_count > 1:
+                plan.stitch.append(task)
+            elif all(h.asset_ids for h in st.hops):
+                plan.download += [(task, i) for i, h in enumerate(st.hops) if task.hop_count == 1 or not _on_disk(h, hop_files)]
             else:
                 plan.submit.append((task, 0))
         elif status == "failed" and not retry_failed:
@@ -63,11 +67,13 @@ def triage(ledger: Ledger, tasks: Iterable[Task], *, retry_failed: bool, hop_fil
     return plan
 
 
-def _on_disk(hop: HopState, hop_files: set[str]) -> bool:
-    return hop.status is Status.DONE and hop.file is not None and hop.file["path"].rsplit("/", 1)[-1] in hop_files
+def _on_disk(hop: HopState, hop_files: Mapping[str, int]) -> bool:
+    if hop.status is not Status.DONE or hop.file is None:
+        return False
+    return hop_files.get(hop.file["path"].rsplit("/", 1)[-1]) == hop.file["bytes"]
 
 
-def _resume(plan: Plan, task: Task, st: TaskState, hop_files: set[str]) -> None:
+def _resume(plan: Plan, task: Task, st: TaskState, hop_files: Mapping[str, int]) -> None:
     """A task part-way (or failed and retried): each hop where it stands."""
     chained = task.hop_count > 1
     for index, hop in enumerate(st.hops):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .client import Job, ScenarioClient, iso
 from .errors import ApiError, CredentialsError
 from .outcomes import Gone, JobEnd, TimedOut, ended
-from .polling import DUE_STEP, MIN_STEP, PAGE, DurationEstimate, epoch, next_poll, poll_delay, prefer_list
+from .polling import LIST_STEP, MIN_STEP, PAGE, DurationEstimate, epoch, next_poll, poll_delay, prefer_list
 from .retry import Backoff
 from .task import Task
 
@@ -137,7 +137,7 @@ class Watcher:
     def _list_gap(self, estimate: float | None) -> float:
         """Least time between two listings: a share of a typical job, or of the oldest one's age."""
         if estimate is not None:
-            return max(MIN_STEP, estimate * DUE_STEP)
+            return max(MIN_STEP, estimate * LIST_STEP)
         oldest = max((time.monotonic() - a.started for a in self.running.values()), default=0.0)
         return poll_delay(oldest, self._first, self._longest)
 
@@ -162,7 +162,9 @@ class Watcher:
         for _ in range(pages + 3):  # pages may be short (the SDK allows it): a few more requests at most
             try:
                 # No status filter: one listing tells finished, failed and running apart.
-                jobs, token = await self.client.list_jobs(created_after=since, page_size=PAGE, pagination_token=token)
+                jobs, token = await self.client.list_jobs(
+                    created_after=since, page_size=PAGE, pagination_token=token, keep=wanted.__contains__, brief=True
+                )
             except ApiError as err:
                 if isinstance(err, CredentialsError):
                     raise
