@@ -28,9 +28,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse exits 2 already; keep it to one line plus the usage hint.
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"batchgen: error: {message}\n")
+        # One line, exit 2, as for every other bad input; the full usage is a --help away.
+        self.exit(EXIT_USAGE, f"batchgen: error: {message} (see: {self.prog} --help)\n")
 
 
 def _number(
@@ -56,13 +55,20 @@ def _number(
     return parse
 
 
-_positive_float = _number(float, 0, strictly=True)
-_positive_int = _number(int, 1)
-_count = _number(int, 0)
+# Every number from the command line is finite and within a range that makes sense:
+# nan, inf, 1e-300 submissions per second or a port of 70000 are refused with exit 2.
+_rate = _number(float, 0.01, most=10_000)
+_slots = _number(int, 1, most=10_000)
+_interval = _number(float, 0.01, most=3600)
+_timeout = _number(float, 0.01, most=7 * 86400)
+_retries = _number(int, 0, most=100)
+_bytes = _number(int, 1024, most=2**40)
+_wait = _number(float, 0.1, most=86400)
 _share = _number(float, 0, most=1)
-_seconds = _number(float, 0)
+_seconds = _number(float, 0, most=7 * 86400)
 _port = _number(int, 0, most=65535)
 _money = _number(float, 0, strictly=True, most=1e12)
+_limit = _number(int, 1, most=1_000_000)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,18 +103,19 @@ def _with_out(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _add_run(run: argparse.ArgumentParser) -> None:
     _with_out(run)
-    run.add_argument("--rate", type=_positive_float, metavar="N", help="submissions per second (default 2)")
-    run.add_argument("--max-in-flight", type=_positive_int, metavar="N", help="jobs submitted and not finished (8)")
-    run.add_argument("--workers", type=_positive_int, metavar="N", help="submit workers (default: enough for the rate)")
-    run.add_argument("--poll-interval", type=_positive_float, metavar="S", help="first poll after S seconds (1)")
+    run.add_argument("--rate", type=_rate, metavar="N", help="submissions per second (default 2)")
+    run.add_argument("--max-in-flight", type=_slots, metavar="N", help="jobs submitted and not finished (8)")
+    run.add_argument("--workers", type=_slots, metavar="N", help="submit workers (default: enough for the rate)")
+    run.add_argument("--poll-interval", type=_interval, metavar="S", help="first poll after S seconds (1)")
     run.add_argument("--retry-failed", action="store_true", help="give tasks that failed before another try")
     run.add_argument("--max-cost", type=_money, metavar="CU", help="stop submitting before spending more")
     run.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
     run.add_argument("--simulate", action="store_true", help="run against the built-in simulator (no credentials)")
-    run.add_argument("--job-retries", type=_count, metavar="N", help="resubmissions after a job failure (default 1)")
-    run.add_argument("--job-timeout", type=_positive_float, metavar="S", help="fail a job running after S seconds")
-    run.add_argument("--max-download-bytes", type=_positive_int, metavar="N", help="refuse larger files (2 GiB)")
-    run.add_argument("--max-wait", type=_positive_float, metavar="S", help="longest wait a server may ask for (900)")
+    run.add_argument("--job-retries", type=_retries, metavar="N", help="resubmissions after a job failure (default 1)")
+    run.add_argument("--job-timeout", type=_timeout, metavar="S", help="fail a job running after S seconds (1800)")
+    run.add_argument("--max-download-bytes", type=_bytes, metavar="N", help="refuse larger files (2 GiB)")
+    run.add_argument("--download-timeout", type=_timeout, metavar="S", help="give up a file after S seconds (1800)")
+    run.add_argument("--max-wait", type=_wait, metavar="S", help="longest wait a server may ask for (900)")
     run.add_argument("--confirm-above", type=_money, metavar="CU", help="ask before spending more than CU")
     run.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     run.add_argument("--no-report", action="store_true", help="do not write index.html at the end")
@@ -122,8 +129,8 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--key", help="API key to accept (default $SCENARIO_API_KEY)")
     sim.add_argument("--secret", help="API secret to accept (default $SCENARIO_API_SECRET)")
     sim.add_argument("--job-time", type=_seconds, default=3.0, metavar="S", help="seconds a job takes (default 3)")
-    sim.add_argument("--rate-limit", type=_positive_int, metavar="N", help="answer 429 past N submissions a second")
-    sim.add_argument("--action-limit", type=_positive_int, metavar="N", help="answer 429 past N jobs at once")
+    sim.add_argument("--rate-limit", type=_limit, metavar="N", help="answer 429 past N submissions a second")
+    sim.add_argument("--action-limit", type=_limit, metavar="N", help="answer 429 past N jobs at once")
     sim.add_argument("--error-rate", type=_share, default=0.0, metavar="P", help="share of 500/503 answers")
     sim.add_argument("--drop-rate", type=_share, default=0.0, metavar="P", help="share of dropped connections")
     sim.add_argument("--failure-rate", type=_share, default=0.0, metavar="P", help="share of jobs that fail")
@@ -144,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
     except BatchgenError as err:
-        print(f"batchgen: {err}", file=sys.stderr)
+        print(f"batchgen: {' '.join(str(err).split())}", file=sys.stderr)  # always one line
         return err.exit_code
     except KeyboardInterrupt:
         print("batchgen: interrupted", file=sys.stderr)
@@ -210,10 +217,7 @@ def _read_batch(manifest: Manifest, out: str) -> tuple[list[Task], Ledger]:
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .config import RunConfig
-    from .download import Limits
     from .progress import Reporter
-    from .retry import Backoff
 
     manifest = load(args.manifest)
     if args.dry_run:
@@ -221,25 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_plan(ledger.rows(tasks), as_json=False)
         print("dry run: nothing submitted")
         return EXIT_OK
-    # Options left unset keep RunConfig's defaults, so each default is written once.
-    options = {
-        "rate": args.rate,
-        "max_in_flight": args.max_in_flight,
-        "workers": args.workers,
-        "poll_interval": args.poll_interval,
-        "job_retries": args.job_retries,
-        "job_timeout": args.job_timeout,
-        "max_cost": args.max_cost,
-    }
-    limits = Limits() if args.max_download_bytes is None else Limits(max_bytes=args.max_download_bytes)
-    backoff = Backoff() if args.max_wait is None else Backoff(max_wait=args.max_wait)
-    config = RunConfig(
-        out=Path(args.out),
-        retry_failed=args.retry_failed,
-        limits=limits,
-        backoff=backoff,
-        **{k: v for k, v in options.items() if v is not None},
-    )
+    config = _run_config(args)
     reporter = Reporter(args.log_format, args.quiet)
     confirm = _confirmer(args.confirm_above, args.yes)
 
@@ -254,10 +240,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     connections = config.max_in_flight + config.download_workers + config.poll_concurrency
     try:
-        result = asyncio.run(_with_client(go, simulate=args.simulate, connections=connections, reporter=reporter))
+        result = asyncio.run(_with_client(go, simulate=args.simulate, connections=connections))
     finally:
         reporter.close()
-    _print_summary(manifest, result, args.max_cost)
+    _print_summary(manifest, result, args.max_cost, args.simulate)
     if not args.no_report and (result.done or result.failed or result.skipped):
         from . import report
 
@@ -267,6 +253,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  listening page: {page}")
     exit_code: int = result.exit_code
     return exit_code
+
+
+def _run_config(args: argparse.Namespace) -> Any:
+    from .config import RunConfig
+    from .download import Limits
+    from .retry import Backoff
+
+    # Options left unset keep RunConfig's defaults, so each default is written once.
+    options = {
+        "rate": args.rate,
+        "max_in_flight": args.max_in_flight,
+        "workers": args.workers,
+        "poll_interval": args.poll_interval,
+        "job_retries": args.job_retries,
+        "job_timeout": args.job_timeout,
+        "max_cost": args.max_cost,
+    }
+    given = {"max_bytes": args.max_download_bytes, "deadline": args.download_timeout}
+    limits = Limits(**{k: v for k, v in given.items() if v is not None})
+    backoff = Backoff() if args.max_wait is None else Backoff(max_wait=args.max_wait)
+    return RunConfig(
+        out=Path(args.out),
+        retry_failed=args.retry_failed,
+        limits=limits,
+        backoff=backoff,
+        **{k: v for k, v in options.items() if v is not None},
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -308,7 +321,7 @@ def _confirmer(threshold: float | None, yes: bool) -> Any:
     return confirm
 
 
-async def _with_client(use: Any, *, simulate: bool, connections: int = 32, reporter: Any = None) -> Any:
+async def _with_client(use: Any, *, simulate: bool, connections: int = 32) -> Any:
     """Call `use(client)` with a client for the real API, or for an in-process simulator."""
     import os
 
@@ -321,14 +334,14 @@ async def _with_client(use: Any, *, simulate: bool, connections: int = 32, repor
 
     key, secret = throwaway_credentials()
     job_time = float(os.environ.get("BATCHGEN_SIMULATE_JOB_TIME", "2"))
-    async with serve(Simulator(key=key, secret=secret, job_time=job_time)) as url:
-        if reporter is not None:
-            reporter.event("simulate", message=f"built-in simulator at {url}")
-        async with ScenarioClient(url, Credentials(key, secret), max_connections=connections) as client:
-            return await use(client)
+    async with (
+        serve(Simulator(key=key, secret=secret, job_time=job_time)) as url,
+        ScenarioClient(url, Credentials(key, secret), max_connections=connections) as client,
+    ):
+        return await use(client)
 
 
-def _print_summary(manifest: Manifest, result: Any, max_cost: float | None) -> None:
+def _print_summary(manifest: Manifest, result: Any, max_cost: float | None, simulated: bool = False) -> None:
     made = result.done
     line = (
         f"batch {manifest.batch}: {made + result.skipped}/{result.total} done "
@@ -351,6 +364,8 @@ def _print_summary(manifest: Manifest, result: Any, max_cost: float | None) -> N
         print(f"  failed {name}: {reason}")
     if result.interrupted:
         print("stopped by signal: state saved; run the same command again to resume")
+    if simulated:
+        print("  (on the built-in simulator: the files are its synthesized stand-ins, not MusicGen's)")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

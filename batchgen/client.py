@@ -409,6 +409,7 @@ class ScenarioClient:
             kind = classify(status)
         cls = CredentialsError if kind is ErrorKind.CREDENTIALS else ApiError
         trace = _text(body_map.get("trace_id"), 80) or headers.get("x-trace-id") or headers.get("x-request-id")
+        trace = self.redact(trace) if trace else None
         return cls(
             status=status,
             reason=self.redact(" ".join(reason.split())),
@@ -490,7 +491,7 @@ class ScenarioClient:
         _, body = await self._request("GET", "/jobs", endpoint="jobs", params=params)
         jobs = []
         for item in _items(body.get("jobs")):
-            if keep is not None and not (isinstance(item, dict) and keep(item.get("jobId") or item.get("id"))):
+            if keep is not None and not (isinstance(item, dict) and keep(str(item.get("jobId") or item.get("id")))):
                 continue
             try:
                 jobs.append(Job.parse(item, self.redact, brief=brief))
@@ -608,7 +609,7 @@ class ScenarioClient:
                 yield resp
         except aiohttp.ClientConnectorError as err:
             raise DownloadError(f"cannot connect to download host: {err.os_error}") from None
-        except (aiohttp.TooManyRedirects, aiohttp.InvalidURL) as err:
+        except (aiohttp.TooManyRedirects, aiohttp.InvalidURL, aiohttp.RedirectClientError) as err:
             raise DownloadError(f"download redirected badly: {type(err).__name__}", retryable=False) from None
         except aiohttp.ClientResponseError as err:
             raise DownloadError(f"download failed: {err.status} {err.message[:80]}") from None

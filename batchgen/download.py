@@ -55,12 +55,15 @@ EXTENSIONS = {
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on one download: size, how slow before it counts as stalled, how long in all."""
+    """Bounds on one download: size, how long in all, and how slow before it counts as stalled."""
 
     max_bytes: int = 2 * 1024**3
-    stall_seconds: float = 30.0  # a window with less than stall_bytes received is a stall
-    stall_bytes: int = 16 * 1024
     deadline: float = 1800.0  # seconds for one file, retries included
+    stall_bytes: int = 16 * 1024  # a stall window receiving less than this is a stall
+
+    @property
+    def stall_seconds(self) -> float:
+        return min(30.0, self.deadline / 4)
 
 
 @dataclass(frozen=True, slots=True)

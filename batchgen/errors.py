@@ -9,6 +9,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+QUOTE_LIMIT = 200  # characters of a value an error message may quote
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)`, at most `limit` characters: an error stays one short line whatever the input.
+
+    Safe for values repr itself cannot print (integers of thousands of digits) and for
+    structures that share parts many times over (a YAML alias bomb).
+    """
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = short.maxlong = limit
+    short.maxlevel, short.maxlist, short.maxdict, short.maxtuple, short.maxset = 3, 6, 6, 6, 6
+    try:
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+            return "a number of more than 75 digits"
+        text = short.repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__} too large to show"
+    text = " ".join(text.split())  # never a line break in a one-line error
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 class BatchgenError(Exception):
     """Root of every error batchgen raises on purpose."""

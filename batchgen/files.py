@@ -92,22 +92,28 @@ def open_lock(path: Path) -> int:
     return fd
 
 
-def read_regular(path: Path, limit: int | None = None) -> bytes | None:
+def read_regular(path: Path, limit: int | None = None, *, follow: bool = False) -> bytes | None:
     """The bytes of a regular file; None when it does not exist.
 
-    FIFOs, devices, folders and symlinks are refused rather than read (a FIFO would
-    block for ever, a device could be endless). `limit` bounds how much is read.
+    FIFOs, devices and folders are refused rather than read (a FIFO would block for
+    ever, a device could be endless), and so are symlinks unless `follow` (the user's
+    own input files may be links; batchgen's own files never are). `limit` bounds how
+    much is read.
     """
     try:
-        fd = os.open(path, _READ)
+        fd = os.open(path, _READ if not follow else _READ & ~os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
     except OSError as err:
         raise _refusal(path, err) from None
+    info = os.fstat(fd)  # before fdopen, which refuses a folder with an error of its own
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        problem = (
+            "is a folder, not a file" if stat.S_ISDIR(info.st_mode) else "is not a regular file (a pipe or a device?)"
+        )
+        raise UnsafeFileError(str(path), problem)
     with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeFileError(str(path), "is not a regular file")
         data = fh.read() if limit is None else fh.read(limit + 1)
         if limit is not None and len(data) > limit:
             raise UnsafeFileError(str(path), f"is larger than {limit:,} bytes")

@@ -142,7 +142,9 @@ class Ledger:
         """The regular files in the batch folder and their sizes (one listing)."""
         try:
             with os.scandir(self.folder) as entries:
-                return {e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)}
+                return {
+                    e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)
+                }
         except OSError:
             return {}
 

@@ -58,7 +58,7 @@ class RateLimit(Throttler):
         self._task_logs.append(time.monotonic())
         return True
 
-    async def acquire(self, abort: asyncio.Event | None = None) -> bool:  # type: ignore[override]
+    async def acquire(self, abort: asyncio.Event | None = None) -> bool:
         """Wait for a slot and take it; False (nothing taken) if `abort` is set first."""
         while not self.try_take():
             if abort is not None and abort.is_set():

@@ -13,79 +13,28 @@ import itertools
 import json
 import os
 import re
+import stat
 import string
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import ManifestError
+from . import files
+from .errors import ManifestError, UnsafeFileError, quote
 from .gcpause import paused_gc
 from .params import MODEL_ID, PARAMS, check_combination, check_value, nearest
 from .task import Task, canonical, default_name, derive_seed, format_value, is_safe_name, params_digest, point_suffix
+from .yamldoc import LineDict, LineList, YamlError
+from .yamldoc import load as load_yaml
 
 TOP_KEYS = ("batch", "model", "defaults", "takes", "seed", "tracks", "tracks_file", "sweep", "zip", "filename")
 TRACK_KEYS = ("name", "takes", "seed", *PARAMS)
 MAX_TAKES = 1000
 MAX_TASKS = 1_000_000
+MAX_FILE_BYTES = 256 * 1024 * 1024  # a manifest or tracks_file larger than this is refused
 _ASSET_ID = re.compile(r"asset_[A-Za-z0-9_-]+")
 Axes = tuple[tuple[str, tuple[object, ...]], ...]  # sweep or zip: (parameter, values) pairs
-
-
-class LineDict(dict[str, Any]):
-    """A YAML mapping that remembers the line of itself and of each key."""
-
-    line: int | None = None
-    lines: dict[str, int]
-
-
-class LineList(list[Any]):
-    """A YAML sequence that remembers the line of itself and of each item."""
-
-    line: int | None = None
-    lines: list[int]
-
-
-_Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_Base):  # type: ignore[misc]
-    """yaml.safe_load's loader (the C one when present), keeping node line numbers."""
-
-
-def _construct_map(loader: Any, node: yaml.MappingNode) -> Iterator[LineDict]:
-    data = LineDict()
-    data.line = node.start_mark.line + 1
-    data.lines = {}
-    yield data
-    loader.flatten_mapping(node)
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str):
-            key = str(key)
-        if key in data.lines:
-            raise _DuplicateKey(key, key_node.start_mark.line + 1)
-        data.lines[key] = key_node.start_mark.line + 1
-        data[key] = loader.construct_object(value_node, deep=True)
-
-
-def _construct_seq(loader: Any, node: yaml.SequenceNode) -> Iterator[LineList]:
-    data = LineList()
-    data.line = node.start_mark.line + 1
-    data.lines = [item.start_mark.line + 1 for item in node.value]
-    yield data
-    data.extend(loader.construct_object(item, deep=True) for item in node.value)
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int) -> None:
-        self.key, self.line = key, line
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +93,7 @@ class _Reader:
         return ManifestError(source or self.name, line, field, message)
 
     def read(self) -> Manifest:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise self.fail(None, None, "no such manifest file") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise self.fail(None, None, f"cannot read manifest: {err}") from None
+        text = self._text(self.path, None, None, self.name, "manifest")
         doc = self._parse_yaml(text, self.name)
         if not isinstance(doc, LineDict):
             raise self.fail(
@@ -161,7 +105,7 @@ class _Reader:
         batch = self._name(doc, "batch", required=True)
         model = doc.get("model", MODEL_ID)
         if model != MODEL_ID:
-            raise self.fail(doc.lines.get("model"), "model", f"only {MODEL_ID} is supported, not {model!r}")
+            raise self.fail(doc.lines.get("model"), "model", f"only {MODEL_ID} is supported, not {quote(model)}")
         defaults = self._params(doc, "defaults", allow_seed=False)
         takes = self._int(doc, "takes", 1, 1, MAX_TAKES)
         seed = self._seed(doc, "seed")
@@ -215,7 +159,7 @@ class _Reader:
         seen: dict[str, Track] = {}
         for track in tracks:
             if (first := seen.get(track.name.lower())) is not None:
-                message = f"duplicate track name {track.name!r} (first at line {first.line})"
+                message = f"duplicate track name {quote(track.name)} (first at line {first.line})"
                 raise self.fail(track.line, "name", message, source=track.source)
             seen[track.name.lower()] = track
             for key in varied & set(track.params):
@@ -224,16 +168,30 @@ class _Reader:
 
     def _parse_yaml(self, text: str, name: str) -> Any:
         try:
-            return yaml.load(text, Loader=_Loader)
-        except _DuplicateKey as dup:
-            raise ManifestError(name, dup.line, dup.key, "duplicate key") from None
-        except yaml.MarkedYAMLError as err:
-            mark = err.problem_mark or err.context_mark
-            line = mark.line + 1 if mark else None
-            problem = err.problem or err.context or "invalid YAML"
-            raise ManifestError(name, line, None, f"YAML syntax error: {problem}") from None
-        except yaml.YAMLError as err:
-            raise ManifestError(name, None, None, f"YAML error: {err}") from None
+            return load_yaml(text)
+        except YamlError as err:
+            raise ManifestError(name, err.line, err.key, str(err)) from None
+
+    def _text(self, path: Path, line: int | None, field: str | None, source: str, what: str) -> str:
+        """A text file the manifest reads: regular files only (a FIFO or device would hang), bounded."""
+        try:
+            data = files.read_regular(path, MAX_FILE_BYTES, follow=True)
+        except UnsafeFileError as err:
+            problem = str(err).split(": ", 1)[-1]
+            raise self.fail(line, field, f"{what} {quote(path.name)} {problem}", source=source) from None
+        except OSError as err:
+            raise self.fail(
+                line, field, f"cannot read {what} {quote(path.name)}: {err.strerror}", source=source
+            ) from None
+        if data is None:
+            if line is None:
+                raise self.fail(None, None, f"no such {what} file", source=source)
+            message = f"file {quote(path.name)} not found (looked at {path.resolve()})"
+            raise self.fail(line, field, message, source=source)
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise self.fail(line, field, f"{what} is not UTF-8 text (byte {err.start})", source=source) from None
 
     def _name(self, doc: LineDict, key: str, *, required: bool, source: str | None = None) -> str:
         value = doc.get(key)
@@ -243,12 +201,12 @@ class _Reader:
                 raise self.fail(line, key, "is required", source=source)
             return ""
         if not isinstance(value, str):
-            raise self.fail(line, key, f"must be a string, not {value!r}", source=source)
+            raise self.fail(line, key, f"must be a string, not {quote(value)}", source=source)
         if not is_safe_name(value):
             raise self.fail(
                 line,
                 key,
-                f"{value!r} must use only letters, digits, '.', '_', '-' and not start with '.'",
+                f"{quote(value)} must use only letters, digits, '.', '_', '-' and not start with '.'",
                 source=source,
             )
         return value
@@ -256,7 +214,7 @@ class _Reader:
     def _int(self, doc: LineDict, key: str, default: int, low: int, high: int, source: str | None = None) -> int:
         value = doc.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(doc.lines.get(key), key, f"must be a whole number, not {value!r}", source=source)
+            raise self.fail(doc.lines.get(key), key, f"must be a whole number, not {quote(value)}", source=source)
         if not low <= value <= high:
             raise self.fail(doc.lines.get(key), key, f"must be between {low} and {high}, not {value}", source=source)
         return value
@@ -300,18 +258,18 @@ class _Reader:
         if value in self.audio:
             return value
         local = (self.path.parent / value).resolve()
-        if not local.is_file():
-            if _ASSET_ID.fullmatch(value):
-                return value  # an asset already on the account: sent as is
-            raise self.fail(line, where, f"input audio file {value!r} not found (looked at {local})", source=source)
-        sha = hashlib.sha256()
+        if not local.exists() and _ASSET_ID.fullmatch(value):
+            return value  # an asset already on the account: sent as is
         try:
-            with local.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    sha.update(chunk)
-        except OSError as err:
-            raise self.fail(line, where, f"cannot read input audio: {err.strerror}", source=source) from None
-        self.audio[value] = (str(local), sha.hexdigest())
+            digest = audio_digest(local)
+        except FileNotFoundError:
+            raise self.fail(
+                line, where, f"input audio file {quote(value)} not found (looked at {local})", source=source
+            ) from None
+        except (OSError, ValueError) as err:
+            problem = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise self.fail(line, where, f"input audio {quote(value)}: {problem}", source=source) from None
+        self.audio[value] = (str(local), digest)
         return value
 
     def _axes(self, doc: LineDict, key: str) -> Axes:
@@ -363,13 +321,8 @@ class _Reader:
         if not isinstance(value, str):
             raise self.fail(line, "tracks_file", "must be a file path")
         path = self.path.parent / value
-        if not path.is_file():
-            raise self.fail(line, "tracks_file", f"file {value!r} not found (looked at {path.resolve()})")
         source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as err:
-            raise self.fail(line, "tracks_file", f"cannot read {value!r}: {err}") from None
+        text = self._text(path, line, "tracks_file", self.name, "tracks_file")
         suffix = path.suffix.lower()
         if suffix == ".csv":
             rows = self._csv_rows(text, source)
@@ -381,7 +334,7 @@ class _Reader:
                 raise self.fail(getattr(items, "line", 1), None, "must be a YAML list of tracks", source=source)
             rows = list(zip(items, items.lines, strict=True))
         else:
-            raise self.fail(line, "tracks_file", f"{value!r} must end in .csv, .jsonl, .yaml or .yml")
+            raise self.fail(line, "tracks_file", f"{quote(value)} must end in .csv, .jsonl, .yaml or .yml")
         return [self._track(item, row_line, takes, source) for item, row_line in rows]
 
     def _csv_rows(self, text: str, source: str) -> list[tuple[LineDict, int]]:
@@ -392,6 +345,9 @@ class _Reader:
         if not header or "name" not in header:
             raise self.fail(1, None, "the CSV header must start with name,prompt,<param>...", source=source)
         header = [h.strip() for h in header]
+        if len(set(header)) != len(header):
+            twice = next(h for h in header if header.count(h) > 1)
+            raise self.fail(1, twice, "the CSV header names this column twice", source=source)
         columns = [(key, _coercer(key)) for key in header]
         rows = []
         for cells in reader:
@@ -435,15 +391,68 @@ class _Reader:
             parsed = list(string.Formatter().parse(template))
         except ValueError as err:
             raise self.fail(line, "filename", f"bad template: {err}") from None
-        for literal, name, _spec, _conv in parsed:
+        for literal, name, spec, _conv in parsed:
+            if spec and (problem := _spec_problem(spec)):
+                raise self.fail(line, "filename", f"format spec {quote(spec)} {problem}")
             if "/" in literal or "\\" in literal or ".." in literal:
-                raise self.fail(line, "filename", f"{template!r} would leave the batch folder")
+                raise self.fail(line, "filename", f"{quote(template)} would leave the batch folder")
             if not re.fullmatch(r"[A-Za-z0-9._-]*", literal):
-                raise self.fail(line, "filename", f"{literal!r} has characters not allowed in file names")
+                raise self.fail(line, "filename", f"{quote(literal)} has characters not allowed in file names")
             if name is not None and name not in fields:
                 raise self.fail(line, "filename", f"unknown field {{{name}}}{_hint(name, fields)}")
         if template.startswith("."):
             raise self.fail(line, "filename", "names must not start with '.'")
+
+
+_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d+))?[bcdeEfFgGnosxX%]?")
+MAX_WIDTH = 64  # the widest a format spec may pad a value in a file name
+
+
+def _spec_problem(spec: str) -> str | None:
+    """Why a `filename` format spec is refused: nested fields, or a width that would fill memory."""
+    match = _SPEC.fullmatch(spec)
+    if match is None:
+        return "is not a format spec for a number or text"
+    for part in (match["width"], match["precision"]):
+        if part and int(part[:6]) > MAX_WIDTH:
+            return f"pads to more than {MAX_WIDTH} characters"
+    return None
+
+
+MAX_AUDIO_BYTES = 1024**3  # an input audio file larger than this is refused
+
+
+def audio_digest(path: Path) -> str:
+    """The sha256 of an input audio file, which must be a regular file holding audio.
+
+    Raises OSError (missing, unreadable, a folder), or ValueError (not a regular file,
+    too large, not audio). Read in chunks: a large file never sits in memory.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError("is a folder, not an audio file" if stat.S_ISDIR(info.st_mode) else "is not a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        if info.st_size > MAX_AUDIO_BYTES:
+            raise ValueError(f"is larger than {MAX_AUDIO_BYTES // 1024**2} MB")
+        head = fh.read(12)
+        if not _is_audio(head):
+            raise ValueError("is not an audio file (WAV, MP3, FLAC, OGG or M4A)")
+        sha = hashlib.sha256(head)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _is_audio(head: bytes) -> bool:
+    return (
+        (head[:4] == b"RIFF" and head[8:12] == b"WAVE")
+        or head[:3] == b"ID3"
+        or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+        or head[:4] in (b"fLaC", b"OggS")
+        or head[4:8] == b"ftyp"
+    )
 
 
 def _items(value: object, doc: LineDict, key: str, reader: _Reader) -> list[tuple[object, int | None]]:
@@ -491,7 +500,7 @@ def _coercer(key: str) -> Callable[[str], object]:
 
 def _hint(word: str, options: Sequence[str] | Mapping[str, object]) -> str:
     match = nearest(word, options)
-    return f" (did you mean {match!r}?)" if match else ""
+    return f" (did you mean {quote(match)}?)" if match else ""
 
 
 def _product_size(axes: Sequence[tuple[str, tuple[object, ...]]]) -> int:
@@ -548,7 +557,7 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
                     source, line = track.source, track.line_of(field_name)
                 else:  # the offending value came from defaults
                     source, line = manifest.path, manifest.lines.get("defaults")
-                raise ManifestError(source, line, field_name, f"track {track.name!r}: {message}")
+                raise ManifestError(source, line, field_name, f"track {quote(track.name)}: {message}")
             audio = manifest.audio.get(params["inputAudio"]) if "inputAudio" in params else None  # type: ignore[call-overload]
             variants.append((point, point_text, suffix, params, audio))
         for take in range(1, track.takes + 1):
@@ -577,8 +586,9 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
                         manifest.path if templated else track.source,
                         manifest.lines.get("filename") if templated else track.line,
                         "filename" if templated else "name",
-                        f"output name {name!r} of track {track.name!r} take {take} is also the name of "
-                        f"track {other.track!r} take {other.take}; make names unique (e.g. add {{take}} to filename)",
+                        f"output name {quote(name)} of track {quote(track.name)} take {take} is also the name of "
+                        f"track {quote(other.track)} take {other.take}; "
+                        "make names unique (e.g. add {take} to filename)",
                     )
                 owners[key] = task
                 tasks.append(task)
@@ -623,6 +633,6 @@ def _output_name(
             track.source,
             track.line,
             "filename" if manifest.filename else "name",
-            f"output name {name!r} would leave the batch folder or is not a valid file name",
+            f"output name {quote(name)} would leave the batch folder or is not a valid file name",
         )
     return name

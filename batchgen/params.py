@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .errors import quote
+
 MODEL_ID = "model_meta-musicgen"
 STEREO_MODELS = frozenset({"stereo-melody-large", "stereo-large"})
 MELODY_MODELS = frozenset({"stereo-melody-large", "melody-large"})
@@ -37,21 +39,21 @@ class Param:
                 return f"must be a string, not {_show(value)}"
             if self.choices and value not in self.choices:
                 hint = _nearest(value, self.choices)
-                return f"unknown value {value!r}; allowed: {', '.join(self.choices)}{hint}"
+                return f"unknown value {quote(value)}; allowed: {', '.join(self.choices)}{hint}"
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, not {_show(value)}"
         if self.type is int and not (isinstance(value, int) or float(value).is_integer()):
-            return f"must be a whole number, not {value!r}"
+            return f"must be a whole number, not {quote(value)}"
         if not math.isfinite(value):
-            return f"must be a finite number, not {value!r}"
+            return f"must be a finite number, not {quote(value)}"
         if self.minimum is not None:
             if self.exclusive_minimum and value <= self.minimum:
-                return f"must be greater than {_num(self.minimum)}, not {value!r}"
+                return f"must be greater than {_num(self.minimum)}, not {quote(value)}"
             if value < self.minimum:
-                return f"must be at least {_num(self.minimum)}, not {value!r}"
+                return f"must be at least {_num(self.minimum)}, not {quote(value)}"
         if self.maximum is not None and value > self.maximum:
-            return f"must be at most {_num(self.maximum)}, not {value!r}"
+            return f"must be at most {_num(self.maximum)}, not {quote(value)}"
         return None
 
 
@@ -129,7 +131,7 @@ def nearest(word: str, options: object) -> str | None:
 
 def _nearest(word: str, options: object) -> str:
     match = nearest(word, options)
-    return f" (did you mean {match!r}?)" if match else ""
+    return f" (did you mean {quote(match)}?)" if match else ""
 
 
 def _num(x: float) -> str:
@@ -138,7 +140,7 @@ def _num(x: float) -> str:
 
 def _show(value: object) -> str:
     if isinstance(value, str):
-        return f"the string {value!r}"
+        return f"the string {quote(value)}"
     if value is None:
         return "an empty value"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {quote(value)}"

@@ -55,9 +55,7 @@ class Parts:
             client, ledger, self.admission, self.finder, config.backoff, halt=halt, observe=self.saw
         )
         self.assets = AssetBatcher(client, policy=config.backoff, observe=self.saw)
-        self.finisher = Finisher(
-            client, self.assets, ledger, self.folder, limits=config.limits, policy=config.backoff
-        )
+        self.finisher = Finisher(client, self.assets, ledger, self.folder, limits=config.limits, policy=config.backoff)
         self.watcher = Watcher(
             client,
             first=config.poll_interval,
@@ -73,7 +71,9 @@ class Parts:
         """The hop files on disk (chained tracks) and their sizes."""
         try:
             with os.scandir(self.folder / STATE_DIR / HOPS) as entries:
-                return {e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)}
+                return {
+                    e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)
+                }
         except OSError:
             return {}
 

@@ -40,6 +40,11 @@ class Backoff:
     limited: int = 200  # 429s (or other "come back later" answers) in a row before giving up
     max_wait: float = MAX_WAIT  # ceiling on any server-given wait
 
+    @property
+    def patience(self) -> float:
+        """Seconds one operation may spend in all waiting on "come back later" (4 h by default)."""
+        return 16 * self.max_wait
+
     def delay(self, attempt: int, hint: float | None = None, rand: Callable[[], float] = random.random) -> float:
         ceiling = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
         jittered = float(rand()) * ceiling
@@ -105,6 +110,7 @@ class Retrying:
         self._on, self._patient, self._hint, self._observe, self._sleep = on, patient, hint, observe, sleep
         self.failures = 0  # errors counted against policy.attempts
         self.waits = 0  # "come back later" answers in a row
+        self.waited = 0.0  # seconds spent waiting on them
         self._number = 0
         self._finished = False
         self._delay: float | None = None
@@ -128,9 +134,10 @@ class Retrying:
             return False
         if self._patient(exc):
             self.waits += 1
-            if self.waits >= self.policy.limited:
-                return False
             delay = self.policy.delay(self.waits, self._hint(exc))
+            self.waited += delay
+            if self.waits >= self.policy.limited or self.waited > self.policy.patience:
+                return False
         else:
             self.waits = 0
             self.failures += 1

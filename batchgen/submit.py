@@ -23,10 +23,11 @@ from .retry import Backoff, Retrying, rate_limited, transient
 from .task import Task
 
 # POSTs that may each have created a job, looked up and not found, before the task is left
-# for the next run: a lost answer (5xx, cut connection) is common and usually means no job;
-# a 2xx without a usable job means the server did something, so it gets one more try only.
+# for the next run: a lost answer (5xx, cut connection) is common and usually means no job.
+# A 2xx without a usable job means the server took the request: if the job cannot be
+# found, sending it again would most likely pay twice, so it is never sent again.
 MAX_UNSURE = 6
-MAX_ODD_ANSWERS = 2
+MAX_ODD_ANSWERS = 1
 
 
 class Stopped(BatchgenError):

@@ -57,7 +57,9 @@ def triage(ledger: Ledger, tasks: Iterable[Task], *, retry_failed: bool, hop_fil
             if all(_on_disk(h, hop_files) for h in st.hops) and task.hop_count > 1:
                 plan.stitch.append(task)
             elif all(h.asset_ids for h in st.hops):
-                plan.download += [(task, i) for i, h in enumerate(st.hops) if task.hop_count == 1 or not _on_disk(h, hop_files)]
+                plan.download += [
+                    (task, i) for i, h in enumerate(st.hops) if task.hop_count == 1 or not _on_disk(h, hop_files)
+                ]
             else:
                 plan.submit.append((task, 0))
         elif status == "failed" and not retry_failed:
@@ -70,7 +72,8 @@ def triage(ledger: Ledger, tasks: Iterable[Task], *, retry_failed: bool, hop_fil
 def _on_disk(hop: HopState, hop_files: Mapping[str, int]) -> bool:
     if hop.status is not Status.DONE or hop.file is None:
         return False
-    return hop_files.get(hop.file["path"].rsplit("/", 1)[-1]) == hop.file["bytes"]
+    name = str(hop.file["path"]).rsplit("/", 1)[-1]
+    return bool(hop_files.get(name) == hop.file["bytes"])
 
 
 def _resume(plan: Plan, task: Task, st: TaskState, hop_files: Mapping[str, int]) -> None:

@@ -212,8 +212,10 @@ class Watcher:
                 self._on_error(err)
                 if err.status == 404:
                     await self._end(active, Gone())
-                    return
-                active.next_poll = time.monotonic() + self._backoff.delay(active.errors, err.retry_after)
+                elif self._timed_out(active):  # no usable answer for the whole deadline: it ends too
+                    await self._give_up(active, f"no usable answer about the job ({err})")
+                else:
+                    active.next_poll = time.monotonic() + self._backoff.delay(active.errors, err.retry_after)
                 return
         active.polls += 1
         active.errors = 0
@@ -222,9 +224,13 @@ class Watcher:
             active.created = created
         if job.terminal:
             await self._end(active, ended(job), job)
-        elif now - active.started > self._job_timeout:
-            with contextlib.suppress(ApiError):
-                await self.client.cancel_job(active.job_id)  # the API may refuse; the deadline stands
-            await self._end(active, TimedOut(f"job still {job.status} after {self._job_timeout:.0f}s (--job-timeout)"))
+        elif self._timed_out(active):
+            await self._give_up(active, f"job still {job.status}")
         else:
             active.next_poll = now + self._next_delay(active, now)
+
+    async def _give_up(self, active: Watch, why: str) -> None:
+        """Past --job-timeout: cancel the job if the API lets us (the deadline stands either way)."""
+        with contextlib.suppress(ApiError):
+            await self.client.cancel_job(active.job_id)
+        await self._end(active, TimedOut(f"{why} after {self._job_timeout:.0f}s (--job-timeout)"))

@@ -101,9 +101,7 @@ def _phase(stderr: str, folder: Path) -> str:
     return "report" if count(folder, "done") == TASKS else "between"
 
 
-def test_a_signal_at_any_moment_stops_the_run_within_the_grace_period(
-    sim: SimulatorThread, tmp_path: Path
-) -> None:
+def test_a_signal_at_any_moment_stops_the_run_within_the_grace_period(sim: SimulatorThread, tmp_path: Path) -> None:
     """24 moments, SIGTERM and SIGINT: exit 130 within grace + 2 s, no traceback, a journal that
     replays cleanly; a second signal stops at once; and the batch still finishes, paid once."""
     cases = [(i, offset, signal.SIGTERM if i % 2 else signal.SIGINT, i % 6 == 5) for i, offset in enumerate(OFFSETS)]
