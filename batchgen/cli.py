@@ -135,6 +135,7 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--drop-rate", type=_share, default=0.0, metavar="P", help="share of dropped connections")
     sim.add_argument("--failure-rate", type=_share, default=0.0, metavar="P", help="share of jobs that fail")
     sim.add_argument("--no-refund", action="store_true", help="failed jobs keep their charge (billing.disableRefund)")
+    sim.add_argument("--discount", type=_share, default=0.0, metavar="P", help="share of each price taken off")
     sim.add_argument("--truncate-rate", type=_share, default=0.0, metavar="P", help="share of truncated downloads")
     sim.add_argument("--short-pages", action="store_true", help="job listings return short and empty pages")
     sim.add_argument("--url-ttl", type=_seconds, default=3600.0, metavar="S", help="signed URL lifetime (3600)")
@@ -240,7 +241,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     connections = config.max_in_flight + config.download_workers + config.poll_concurrency
     try:
-        result = asyncio.run(_with_client(go, simulate=args.simulate, connections=connections))
+        result = asyncio.run(
+            _with_client(go, simulate=args.simulate, connections=connections, project=manifest.project)
+        )
     finally:
         reporter.close()
     _print_summary(manifest, result, args.max_cost, args.simulate)
@@ -321,14 +324,18 @@ def _confirmer(threshold: float | None, yes: bool) -> Any:
     return confirm
 
 
-async def _with_client(use: Any, *, simulate: bool, connections: int = 32) -> Any:
-    """Call `use(client)` with a client for the real API, or for an in-process simulator."""
+async def _with_client(use: Any, *, simulate: bool, connections: int = 32, project: str | None = None) -> Any:
+    """Call `use(client)` with a client for the real API, or for an in-process simulator.
+
+    The manifest's `project:` wins over SCENARIO_PROJECT_ID; every request carries it.
+    """
     import os
 
     from .client import Credentials, ScenarioClient
 
+    project = project or os.environ.get("SCENARIO_PROJECT_ID") or None
     if not simulate:
-        async with ScenarioClient.from_env(max_connections=connections) as client:
+        async with ScenarioClient.from_env(max_connections=connections, project=project) as client:
             return await use(client)
     from .simulator import Simulator, serve, throwaway_credentials
 
@@ -336,7 +343,7 @@ async def _with_client(use: Any, *, simulate: bool, connections: int = 32) -> An
     job_time = float(os.environ.get("BATCHGEN_SIMULATE_JOB_TIME", "2"))
     async with (
         serve(Simulator(key=key, secret=secret, job_time=job_time)) as url,
-        ScenarioClient(url, Credentials(key, secret), max_connections=connections) as client,
+        ScenarioClient(url, Credentials(key, secret), max_connections=connections, project=project) as client,
     ):
         return await use(client)
 
@@ -429,7 +436,7 @@ def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger,
             save_prices(folder, pricer.prices)
         return total, per_track, pricer.asked
 
-    total, per_track, asked = asyncio.run(_with_client(price, simulate=args.simulate))
+    total, per_track, asked = asyncio.run(_with_client(price, simulate=args.simulate, project=manifest.project))
     tasks_per_track = Counter(t.track for t in todo)
     if args.json:
         print(
@@ -500,6 +507,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         drop_rate=args.drop_rate,
         failure_rate=args.failure_rate,
         no_refund=args.no_refund,
+        discount=args.discount,
         truncate_rate=args.truncate_rate,
         short_pages=args.short_pages,
         url_ttl=args.url_ttl,

@@ -24,11 +24,33 @@ from . import files
 from .errors import ManifestError, UnsafeFileError, quote
 from .gcpause import paused_gc
 from .params import MODEL_ID, PARAMS, check_combination, check_value, nearest
-from .task import Task, canonical, default_name, derive_seed, format_value, is_safe_name, params_digest, point_suffix
+from .task import (
+    Task,
+    canonical,
+    default_name,
+    derive_seed,
+    format_value,
+    is_safe_id,
+    is_safe_name,
+    params_digest,
+    point_suffix,
+)
 from .yamldoc import LineDict, LineList, YamlError
 from .yamldoc import load as load_yaml
 
-TOP_KEYS = ("batch", "model", "defaults", "takes", "seed", "tracks", "tracks_file", "sweep", "zip", "filename")
+TOP_KEYS = (
+    "batch",
+    "model",
+    "project",
+    "defaults",
+    "takes",
+    "seed",
+    "tracks",
+    "tracks_file",
+    "sweep",
+    "zip",
+    "filename",
+)
 TRACK_KEYS = ("name", "takes", "seed", *PARAMS)
 MAX_TAKES = 1000
 MAX_TASKS = 1_000_000
@@ -66,6 +88,7 @@ class Manifest:
     sweep: tuple[tuple[str, tuple[object, ...]], ...] = ()
     zip: tuple[tuple[str, tuple[object, ...]], ...] = ()
     filename: str | None = None
+    project: str | None = None  # Scenario projectId for every request (wins over SCENARIO_PROJECT_ID)
     # local inputAudio as written -> (absolute path, sha256 of its content)
     audio: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     lines: Mapping[str, int] = field(default_factory=dict)
@@ -133,6 +156,7 @@ class _Reader:
             sweep=sweep,
             zip=zipped,
             filename=filename,
+            project=self._project(doc),
             audio=self.audio,
             lines=dict(doc.lines),
         )
@@ -140,6 +164,14 @@ class _Reader:
         if count > MAX_TASKS:
             raise self.fail(doc.line, None, f"expands to {count:,} tasks, more than the limit of {MAX_TASKS:,}")
         return manifest
+
+    def _project(self, doc: LineDict) -> str | None:
+        value = doc.get("project")
+        if value is None:
+            return None
+        if not is_safe_id(value):
+            raise self.fail(doc.lines["project"], "project", f"{quote(value)} is not a Scenario project id")
+        return str(value)
 
     def _sweep_and_zip(self, doc: LineDict) -> tuple[Axes, Axes]:
         sweep = self._axes(doc, "sweep")

@@ -147,3 +147,40 @@ def test_confirm_above_without_a_terminal_refuses(thread: SimulatorThread, manif
     accepted = run_cli([*args, "--yes"], env_for(thread))
     assert accepted.returncode == 0, accepted.stderr
     assert "estimate before submitting: 29 CU" in accepted.stdout
+
+
+async def test_failures_the_api_does_not_refund_are_counted_and_capped(
+    served: Served, manifest: Path, tmp_path: Path
+) -> None:
+    """billing.disableRefund: a failed job keeps its charge. The journal (and so `status`) says what the
+    server charged, retries pay again and say so, and --max-cost holds with them counted."""
+    served.sim.faults = Faults(failure_rate=0.5, no_refund=True, seed=9)
+    result = await run(served, manifest, tmp_path / "out", job_retries=2, max_cost=30)
+    stats = served.sim.stats()
+    paid_failures = [j for j in stats["jobs"] if j["status"] == "failure"]
+    assert paid_failures, "no job failed: the test proved nothing"
+    assert stats["charged"] <= 30  # the cap holds, paid failures included
+    assert Ledger.read(tmp_path / "out" / "money", "money").book.spent == stats["charged"]
+    assert result.paid_failures == sum(j["cost"] for j in paid_failures)
+    assert result.batch_spent == stats["charged"]
+
+
+def test_status_reports_what_the_server_charged_with_paid_failures(thread: SimulatorThread, manifest: Path, tmp_path: Path) -> None:
+    """`status` (no network) shows the credits the server kept for failed jobs, and the summary says so."""
+    thread.sim.faults = Faults(failure_rate=1.0, no_refund=True)
+    out = str(tmp_path / "out")
+    args = ["run", str(manifest), "--out", out, "--rate", "20", "--poll-interval", "0.05", "--job-retries", "0"]
+    result = run_cli(args, env_for(thread))
+    assert result.returncode == 1 and "paid for jobs that failed without a refund" in result.stdout
+    status = json.loads(run_cli(["status", str(manifest), "--out", out, "--json"], env_for(None)).stdout)
+    assert status["cu"]["spent"] == thread.stats()["charged"] == 29
+    assert status["counts"] == {"failed": 7}
+
+
+async def test_discounts_are_kept_and_shown(served: Served, manifest: Path, tmp_path: Path) -> None:
+    """creativeUnitsDiscount and costDetails from the API go into the journal, the sidecar and the summary."""
+    served.sim.faults = Faults(discount=0.25)
+    result = await run(served, manifest, tmp_path / "out")
+    sidecar = json.loads((tmp_path / "out" / "money" / "long-t1.json").read_text())
+    assert sidecar["discount"] == 1.75 and sidecar["costDetails"] == {"custom-generation": 5.25}
+    assert result.discount > 0 and result.batch_spent == served.sim.stats()["charged"]

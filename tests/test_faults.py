@@ -52,6 +52,7 @@ MATRIX: dict[str, dict[str, object]] = {
     "expired-urls": dict(expired_rate=0.2),
     "range-ignored": dict(truncate_rate=0.2, ignore_range=True),
     "oversize": dict(oversize_rate=0.15),
+    "short pages": dict(short_pages=True, drop_rate=0.1),
     "everything": dict(
         rate_limit=20,
         action_limit=6,

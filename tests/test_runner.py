@@ -187,3 +187,88 @@ async def test_expired_urls_are_refreshed(served: Served, manifest: Path, tmp_pa
     result = await run(served, manifest, fast(tmp_path / "out"))
     assert result.done == 8  # type: ignore[attr-defined]
     assert served.sim.faults.injected["url-expired-seen"] >= 1
+
+
+async def test_melodies_each_uploaded_once_the_sdk_way(served: Served, tmp_path: Path) -> None:
+    """Two tracks share one inputAudio, a third has its own: two uploads, each polled until imported,
+    and every job's inputAudio is the entityId of its own file."""
+    (tmp_path / "theme.wav").write_bytes(render("theme", 1, 1.0, 1))
+    (tmp_path / "other.wav").write_bytes(render("other", 2, 1.0, 1))
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "batch: melodies\nseed: 2\ndefaults: {duration: 1, modelVersion: melody-large}\ntracks:\n"
+        "  - {name: a, prompt: piano, inputAudio: theme.wav}\n"
+        "  - {name: b, prompt: strings, inputAudio: theme.wav}\n"
+        "  - {name: c, prompt: brass, inputAudio: other.wav}\n"
+    )
+    served.sim.upload_time = 0.1  # `validating` for a moment, as the SDK describes
+    result = await run(served, path, fast(tmp_path / "out"))
+    assert result.done == 3  # type: ignore[attr-defined]
+    uploads = {u.file_name: u for u in served.sim.uploads.values()}
+    assert sorted(uploads) == ["other.wav", "theme.wav"] and {u.status for u in uploads.values()} == {"imported"}
+    assert all(u.job_id is None for u in uploads.values())  # imported without a job, as the SDK documents
+    sent = {j.params["prompt"]: j.params["inputAudio"] for j in served.sim.jobs.values() if j.kind == "generate"}
+    assert sent == {
+        "piano": uploads["theme.wav"].asset_id,
+        "strings": uploads["theme.wav"].asset_id,
+        "brass": uploads["other.wav"].asset_id,
+    }
+    assert served.sim.requests["GET /v1/uploads/{upload_id}"] >= 2  # polled, not assumed
+
+
+async def test_every_request_carries_the_project_and_reconciliation_stays_in_it(
+    served: Served, tmp_path: Path
+) -> None:
+    """A manifest's project goes on every API request; a job with the same body in another project is
+    never adopted for an unanswered submission."""
+    path = tmp_path / "m.yaml"
+    path.write_text("batch: proj\nseed: 4\nproject: proj_music\ntracks:\n  - {name: a, prompt: p, duration: 1}\n")
+    task = load(path)
+    from batchgen import expand
+
+    body = expand(task)[0].body()
+    # The same body, submitted in the default project: it must not be taken for ours.
+    async with ScenarioClient(served.url, Credentials(KEY, SECRET)) as other:
+        await other.generate("model_meta-musicgen", body)
+    folder = tmp_path / "out" / "proj"
+    ledger = Ledger.open(folder, "proj")
+    ledger.start("proj", None)
+    ledger.record("intent", "a", digest=expand(task)[0].digest, attempt=1, durable=True)  # a POST never answered
+    ledger.close()
+    async with ScenarioClient(served.url, Credentials(KEY, SECRET), project="proj_music") as client:
+        result = await Runner(task, client, fast(tmp_path / "out"), Reporter(quiet=True)).run()
+    assert result.done == 1
+    assert set(served.sim.projects) >= {"proj_music"}
+    assert served.sim.projects[None] == 1  # only the other client's request had no project
+    mine = [j for j in served.sim.jobs.values() if j.project == "proj_music"]
+    assert len(mine) == 1 and not any(e.get("adopted") for e in _events(folder))
+
+
+def _events(folder: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in (folder / ".batchgen" / "state.jsonl").read_text().splitlines()]
+
+
+def test_manifest_project_wins_over_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SCENARIO_PROJECT_ID is used unless the manifest names a project."""
+    from batchgen.cli import main
+    from batchgen.simulator import Simulator, SimulatorThread
+
+    for manifest_project, env_project, expected in (
+        ("proj_manifest", "proj_env", "proj_manifest"),
+        (None, "proj_env", "proj_env"),
+    ):
+        sim = Simulator(key=KEY, secret=SECRET, job_time=0.02)
+        with SimulatorThread(sim) as thread:
+            line = f"project: {manifest_project}\n" if manifest_project else ""
+            path = tmp_path / f"{expected}.yaml"
+            path.write_text(f"batch: b{expected}\nseed: 1\n{line}tracks:\n  - {{name: a, prompt: p, duration: 1}}\n")
+            for key, value in {
+                "SCENARIO_BASE_URL": thread.base_url,
+                "SCENARIO_API_KEY": KEY,
+                "SCENARIO_API_SECRET": SECRET,
+                "SCENARIO_PROJECT_ID": env_project,
+            }.items():
+                monkeypatch.setenv(key, value)
+            args = ["run", str(path), "--out", str(tmp_path / "out"), "-q", "--rate", "50", "--poll-interval", "0.05"]
+            assert main([*args, "--no-report"]) == 0
+            assert set(sim.projects) == {expected}

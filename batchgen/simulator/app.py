@@ -34,7 +34,8 @@ from aiohttp import web
 
 from ..client import iso
 from ..params import MODEL_ID, channels, check_params
-from .audio import render, wav_size
+from . import shapes
+from .audio import SAMPLE_RATE, render, wav_size
 from .faults import Faults
 
 JOB_STATUSES = ("canceled", "failure", "finalizing", "in-progress", "pending", "queued", "success", "warming-up")
@@ -63,6 +64,8 @@ class SimAsset:
     channels: int
     data: bytes | None = None  # rendered on first use, then kept
     job: SimJob | None = None  # the generate job that makes it; None for uploads
+    project: str | None = None
+    created: float = 0.0
 
     @property
     def etag(self) -> str:
@@ -85,6 +88,7 @@ class SimUpload:
     asset_id: str | None = None
     job_id: str | None = None
     error: str | None = None
+    project: str | None = None
 
 
 @dataclass(slots=True)
@@ -102,6 +106,8 @@ class SimJob:
     stuck: bool = False
     canceled: bool = False
     canceled_wall: float | None = None
+    project: str | None = None
+    discount: float = 0.0
     asset_ids: list[str] = field(default_factory=list)
 
     def status(self, now: float) -> tuple[str, float]:
@@ -156,6 +162,7 @@ class Simulator:
         self.bytes_served = 0
         self.downloads_complete: Counter[str] = Counter()
         self.charged = 0.0
+        self.projects: Counter[str | None] = Counter()  # projectId of each API request (None: none given)
         self.app = self._build()
 
     def _build(self) -> web.Application:
@@ -190,6 +197,7 @@ class Simulator:
             return await handler(request)  # CDN, upload parts, stats: no API auth
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else path
         self.requests[f"{request.method} {route}"] += 1
+        self.projects[request.query.get("projectId")] += 1
         if not check_basic(request.headers.get("Authorization", ""), self.key, self.secret):
             return _error(401, "Unauthorized: invalid API key or secret")
         faults = self.faults
@@ -259,21 +267,22 @@ class Simulator:
         if problems := self._problems(body):
             return _error(400, "; ".join(f"{f}: {m}" for f, m in problems))
         cost = price(body)
+        discount = round(cost * self.faults.discount, 3)
         if dry_run is not None:
             self.dry_runs += 1
             if self.faults.dry_run_delay:
                 await asyncio.sleep(self.faults.dry_run_delay)
-            return web.json_response(
-                {"creativeUnitsCost": cost, "costDetails": {"custom-generation": cost}}, status=269
-            )
+            # The SDK types a dry run's answer as a generate answer, job included: the job
+            # that would run, never stored. batchgen reads only creativeUnitsCost from it.
+            estimate = SimJob(f"dryrun_{secrets.token_hex(4)}", "generate", body, time.time(), self.now(), 1.0, cost)
+            answer = {"job": self._job_json(estimate), **_charged(cost, discount)}
+            return web.json_response(answer, status=269)
         if (refusal := self._too_many()) is not None:
             return refusal
-        job = self._create_job(body, cost)
+        job = self._create_job(body, cost, request.query.get("projectId"), discount)
         if self.faults.submit_delay:
             await asyncio.sleep(self.faults.submit_delay)  # widens the POST-to-journal window
-        return web.json_response(
-            {"job": self._job_json(job), "creativeUnitsCost": cost, "costDetails": {"custom-generation": cost}}
-        )
+        return web.json_response({"job": self._job_json(job), **_charged(cost, discount)})
 
     def _problems(self, body: dict[str, Any]) -> list[tuple[str, str]]:
         """Why the API would refuse this body (the manifest's own rules, plus what only the API knows)."""
@@ -286,7 +295,7 @@ class Simulator:
             problems.append(("prompt", "flagged by content moderation (simulated)"))
         return problems
 
-    def _create_job(self, body: dict[str, Any], cost: float) -> SimJob:
+    def _create_job(self, body: dict[str, Any], cost: float, project: str | None, discount: float) -> SimJob:
         """A job (billed) and the asset it will make."""
         now = self.now()
         self._submits.append(now)
@@ -298,10 +307,12 @@ class Simulator:
             created_wall=time.time(),
             started=now,
             job_time=self.job_time,
-            cost=cost,
+            cost=cost - discount,
             fails=self.faults.roll("job-failure", self.faults.failure_rate),
             refundable=not self.faults.no_refund,
             stuck=self.faults.roll("stuck", self.faults.stuck_rate),
+            project=project,
+            discount=discount,
         )
         seed = body.get("seed")
         asset = SimAsset(
@@ -311,6 +322,8 @@ class Simulator:
             duration=float(body.get("duration", 8)),
             channels=channels(body),
             job=job,
+            project=project,
+            created=job.created_wall + job.job_time,
         )
         job.asset_ids.append(asset.id)
         self.assets[asset.id] = asset
@@ -322,29 +335,24 @@ class Simulator:
     def _job_json(self, job: SimJob) -> dict[str, Any]:
         """A job in the SDK's `Job` shape (strict validation passes on it)."""
         status, progress = job.status(self.now())
-        meta: dict[str, Any] = {"input": job.params, "assetIds": job.asset_ids if status == "success" else []}
-        if status == "failure":
-            meta["error"] = job.error or "GPU worker crashed while generating (simulated)"
-        if job.kind == "upload" and status == "success":
-            meta["output"] = {"entityId": job.asset_ids[0]}
-        # As the SDK documents: cuCost shows the main action's charge even for a failed job;
-        # whether it was given back is disableRefund's to say.
-        billing: dict[str, Any] = {"cuCost": job.cost, "cuDiscount": 0}
-        if not job.refundable:
-            billing["disableRefund"] = True
-        return {
-            "jobId": job.id,
-            "jobType": "custom" if job.kind == "generate" else "upload",
-            "status": status,
-            "statusHistory": self._history(job, status),
-            "progress": progress,
-            "metadata": meta,
-            "billing": billing,
-            "createdAt": iso(job.created_wall),
-            "updatedAt": iso(self._changed_at(job, status)),
-            "authorId": "sim-user",
-            "ownerId": "sim-project",
-        }
+        order = ["queued", "in-progress", "finalizing", "failure" if status == "failure" else "success"]
+        passed = order[: order.index(status) + 1] if status in order else ["queued", "canceled"]
+        return shapes.job(
+            job.id,
+            kind=job.kind,
+            status=status,
+            progress=progress,
+            history=[(name, self._changed_at(job, name)) for name in passed],
+            params=job.params,
+            asset_ids=job.asset_ids,
+            cost=job.cost,
+            refundable=job.refundable,
+            error=job.error,
+            created=job.created_wall,
+            updated=self._changed_at(job, status),
+            discount=job.discount,
+            owner=job.project,
+        )
 
     def _changed_at(self, job: SimJob, status: str) -> float:
         """Wall time of the job's last change of status (finished jobs do not move on)."""
@@ -353,22 +361,22 @@ class Simulator:
             return job.canceled_wall or job.created_wall
         return job.created_wall + shares.get(status, 0.0) * job.job_time
 
-    def _history(self, job: SimJob, status: str) -> list[dict[str, str]]:
-        order = ["queued", "in-progress", "finalizing", "success" if status != "failure" else "failure"]
-        passed = order[: order.index(status) + 1] if status in order else ["queued", "canceled"]
-        return [{"date": iso(self._changed_at(job, s)), "status": s} for s in passed]
+    def _job(self, request: web.Request) -> SimJob | None:
+        """The job the path names, if it exists in the request's project."""
+        job = self.jobs.get(request.match_info["job_id"])
+        return job if job is not None and job.project == request.query.get("projectId") else None
 
     async def get_job(self, request: web.Request) -> web.Response:
-        job = self.jobs.get(request.match_info["job_id"])
+        job = self._job(request)
         if job is None:
             return _error(404, "job not found")
         return web.json_response({"job": self._job_json(job)})
 
     async def job_action(self, request: web.Request) -> web.Response:
-        job = self.jobs.get(request.match_info["job_id"])
+        job = self._job(request)
         if job is None:
             return _error(404, "job not found")
-        body = await request.json()
+        body = await _json_body(request) or {}
         if body.get("action") != "cancel":
             return _error(400, f"unknown action {body.get('action')!r}")
         if job.status(self.now())[0] in ("success", "failure", "canceled"):
@@ -396,10 +404,11 @@ class Simulator:
         page: list[dict[str, Any]] = []
         more = False
         # Jobs are kept in creation order: walk newest first and stop at createdAfter.
+        project = q.get("projectId")
         for job in reversed(self.jobs.values()):
             if after is not None and job.created_wall <= after:
                 break
-            if wanted is not None and job.status(now)[0] != wanted:
+            if job.project != project or (wanted is not None and job.status(now)[0] != wanted):
                 continue
             if matched >= offset + size:
                 more = True
@@ -416,25 +425,23 @@ class Simulator:
         return web.json_response(out)
 
     def _asset_json(self, request: web.Request, asset: SimAsset) -> dict[str, Any]:
+        """An asset in the SDK's `Asset` shape, with a freshly signed URL."""
         # Size is known without rendering; audio is made on first download only.
         size = len(asset.data) if asset.data is not None else wav_size(asset.duration, asset.channels)
         ttl = -1.0 if self.faults.roll("expired-url", self.faults.expired_rate) else self.faults.url_ttl
         expires = int(time.time() + ttl)
-        sig = self._sign(asset.id, expires)
         base = f"{request.scheme}://{request.host}"
-        return {
-            "id": asset.id,
-            "url": f"{base}/cdn/{asset.id}/{asset.id}.wav?expires={expires}&sig={sig}",
-            "mimeType": "audio/wav",
-            "kind": "audio",
-            "status": "success",
-            "properties": {
-                "size": size,
-                "duration": asset.duration,
-                "channels": asset.channels,
-                "sampleRate": 16000,
-            },
-        }
+        return shapes.asset(
+            asset.id,
+            url=f"{base}/cdn/{asset.id}/{asset.id}.wav?expires={expires}&sig={self._sign(asset.id, expires)}",
+            size=size,
+            duration=asset.duration,
+            channels=asset.channels,
+            rate=SAMPLE_RATE,
+            uploaded=asset.job is None,
+            created=asset.created,
+            owner=asset.project,
+        )
 
     async def _bytes(self, asset: SimAsset) -> bytes:
         if asset.data is None and self.fast_audio:
@@ -456,25 +463,28 @@ class Simulator:
     def _sign(self, asset_id: str, expires: int) -> str:
         return hmac.new(self._url_key, f"{asset_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
 
-    def _visible(self, asset_id: str) -> SimAsset | None:
-        """An asset exists for clients only once its job succeeded (or it was uploaded)."""
-        asset = self.assets.get(asset_id)
-        if asset is None or (asset.job is not None and asset.job.status(self.now())[0] != "success"):
+    def _visible(self, asset_id: object, project: str | None) -> SimAsset | None:
+        """An asset exists for clients only once its job succeeded (or it was uploaded), in its project."""
+        asset = self.assets.get(asset_id) if isinstance(asset_id, str) else None
+        if asset is None or asset.project != project:
+            return None
+        if asset.job is not None and asset.job.status(self.now())[0] != "success":
             return None
         return asset
 
     async def get_asset(self, request: web.Request) -> web.Response:
-        asset = self._visible(request.match_info["asset_id"])
+        asset = self._visible(request.match_info["asset_id"], request.query.get("projectId"))
         if asset is None:
             return _error(404, "asset not found")
         return web.json_response({"asset": self._asset_json(request, asset)})
 
     async def get_assets(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        ids = body.get("assetIds") if isinstance(body, dict) else None
+        body = await _json_body(request)
+        ids = body.get("assetIds") if body is not None else None
         if not isinstance(ids, list) or len(ids) > 200:
             return _error(400, "assetIds must be a list of at most 200 ids")
-        found = [a for a in (self._visible(i) for i in ids) if a is not None]
+        project = request.query.get("projectId")
+        found = [a for a in (self._visible(i, project) for i in ids) if a is not None]
         return web.json_response({"assets": [self._asset_json(request, a) for a in found]})
 
     async def create_upload(self, request: web.Request) -> web.Response:
@@ -483,6 +493,7 @@ class Simulator:
             return _error(400, "kind must be audio and fileName is required")
         upload_id = self._id("upload")
         upload = SimUpload(upload_id, body["fileName"], body.get("fileSize"), body.get("contentType"), time.time())
+        upload.project, upload.updated = request.query.get("projectId"), upload.created
         self.uploads[upload_id] = upload
         base = f"{request.scheme}://{request.host}"
         upload.part_url = f"{base}/upload-parts/{upload_id}/1"
@@ -490,36 +501,24 @@ class Simulator:
 
     def _upload_json(self, upload: SimUpload) -> dict[str, Any]:
         """An upload in the SDK's `Upload` shape; `validating` for a moment after complete, then `imported`."""
-        status = upload.status
-        if status == "validating" and self.now() - upload.completed >= self.upload_time:
+        if upload.status == "validating" and self.now() - upload.completed >= self.upload_time:
             self._import(upload)
-            status = upload.status
-        out: dict[str, Any] = {
-            "id": upload.id,
-            "authorId": "sim-user",
-            "ownerId": "sim-project",
-            "createdAt": iso(upload.created),
-            "updatedAt": iso(upload.updated),
-            "fileName": upload.file_name,
-            "kind": "audio",
-            "source": "multipart",
-            "status": status,
-            "partsCount": 1,
-        }
-        if upload.content_type:
-            out["contentType"] = upload.content_type
-        if isinstance(upload.size, int | float):
-            out["fileSize"] = upload.size
-        if status == "pending":
-            expires = iso(time.time() + 3600)
-            out["parts"] = [{"number": 1, "url": upload.part_url, "expires": expires}]
-        if upload.asset_id is not None:
-            out["entityId"] = upload.asset_id
-        if upload.job_id is not None:
-            out["jobId"] = upload.job_id
-        if upload.error:
-            out["errorMessage"] = upload.error
-        return out
+        pending = upload.status == "pending"
+        return shapes.upload(
+            upload.id,
+            file_name=upload.file_name,
+            status=upload.status,
+            created=upload.created,
+            updated=upload.updated,
+            size=upload.size,
+            content_type=upload.content_type,
+            part_url=upload.part_url if pending else None,
+            part_expires=time.time() + 3600 if pending else None,
+            entity_id=upload.asset_id,
+            job_id=upload.job_id,
+            error=upload.error,
+            owner=upload.project,
+        )
 
     def _import(self, upload: SimUpload) -> None:
         data = upload.data or b""
@@ -527,6 +526,7 @@ class Simulator:
             upload.status, upload.error = "failed", "the file is not audio this service can read"
         else:
             asset = SimAsset(id=self._id("asset"), prompt="", seed=0, duration=0.0, channels=1, data=data)
+            asset.project, asset.created = upload.project, time.time()
             self.assets[asset.id] = asset
             upload.status, upload.asset_id = "imported", asset.id
         upload.updated = time.time()
@@ -542,13 +542,13 @@ class Simulator:
 
     async def get_upload(self, request: web.Request) -> web.Response:
         upload = self.uploads.get(request.match_info["upload_id"])
-        if upload is None:
+        if upload is None or upload.project != request.query.get("projectId"):
             return _error(404, "upload not found")
         return web.json_response({"upload": self._upload_json(upload)})
 
     async def upload_action(self, request: web.Request) -> web.Response:
         upload = self.uploads.get(request.match_info["upload_id"])
-        if upload is None:
+        if upload is None or upload.project != request.query.get("projectId"):
             return _error(404, "upload not found")
         body = await _json_body(request)
         if body is None or body.get("action") != "complete":
@@ -707,6 +707,14 @@ def _error(
 ) -> web.Response:
     body = {"reason": reason, "trace_id": secrets.token_hex(8), **(body_extra or {})}
     return web.json_response(body, status=status, headers=headers)
+
+
+def _charged(cost: float, discount: float) -> dict[str, Any]:
+    """What a generate answer says of money (SDK `GenerateRunModelResponse`): cost after discount."""
+    out: dict[str, Any] = {"creativeUnitsCost": cost - discount, "costDetails": {"custom-generation": cost - discount}}
+    if discount:
+        out["creativeUnitsDiscount"] = discount
+    return out
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | None:

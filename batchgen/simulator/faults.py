@@ -21,6 +21,7 @@ class Faults:
     error_rate: float = 0.0  # share of API requests answered 500/503
     drop_rate: float = 0.0  # share of API requests whose connection is dropped
     failure_rate: float = 0.0  # share of jobs that end in `failure` (refunded unless no_refund)
+    discount: float = 0.0  # share of each job's price taken off (creativeUnitsDiscount)
     no_refund: bool = False  # failed jobs keep their charge (billing.disableRefund: true)
     truncate_rate: float = 0.0  # share of downloads cut off halfway
     stuck_rate: float = 0.0  # share of jobs that never finish
