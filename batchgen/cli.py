@@ -138,6 +138,9 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--discount", type=_share, default=0.0, metavar="P", help="share of each price taken off")
     sim.add_argument("--truncate-rate", type=_share, default=0.0, metavar="P", help="share of truncated downloads")
     sim.add_argument("--short-pages", action="store_true", help="job listings return short and empty pages")
+    sim.add_argument(
+        "--continuation-new-only", action="store_true", help="continuations answer new audio only, not the prompt first"
+    )
     sim.add_argument("--url-ttl", type=_seconds, default=3600.0, metavar="S", help="signed URL lifetime (3600)")
     sim.add_argument("--seed", type=int, help="seed for the fault dice")
     sim.add_argument("--fast-audio", action="store_true", help="one cached tone for every asset (benchmarks)")
@@ -223,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     manifest = load(args.manifest)
     if args.dry_run:
         tasks, ledger = _read_batch(manifest, args.out)
-        _print_plan(ledger.rows(tasks), as_json=False)
+        _print_plan(ledger.rows(tasks), ledger, as_json=False)
         print("dry run: nothing submitted")
         return EXIT_OK
     config = _run_config(args)
@@ -389,21 +392,35 @@ def cmd_plan(args: argparse.Namespace) -> int:
     rows = ledger.rows(tasks)
     if args.cost:
         return _plan_cost(manifest, rows, ledger, args)
-    _print_plan(rows, as_json=args.json)
+    _print_plan(rows, ledger, as_json=args.json)
     return EXIT_OK
 
 
-def _print_plan(rows: list[tuple[Task, str]], *, as_json: bool) -> None:
+def _print_plan(rows: list[tuple[Task, str]], ledger: Ledger, *, as_json: bool) -> None:
+    """One row per task; a long track or loop shows the hop it is at (`hop 3/7`)."""
+    hops = {task.name: _hop_of(task, ledger) for task, _ in rows if task.shaped}
     if as_json:
         for task, status in rows:
-            print(json.dumps({"name": task.name, "track": task.track, "digest": task.digest, "status": status}))
+            row: dict[str, object] = {"name": task.name, "track": task.track, "digest": task.digest, "status": status}
+            if task.shaped:
+                row["hop"], row["hops"] = hops[task.name], task.hop_count
+            print(json.dumps(row))
         return
     width = max((len(t.name) for t, _ in rows), default=4)
     print(f"{'NAME':<{width}}  {'DIGEST':<16}  STATUS")
     for task, status in rows:
-        print(f"{task.name:<{width}}  {task.digest}  {status}")
+        where = f" (hop {hops[task.name]}/{task.hop_count})" if task.shaped and status == "in-flight" else ""
+        print(f"{task.name:<{width}}  {task.digest}  {status}{where}")
     counts = Counter(status for _, status in rows)
     print(f"{len(rows)} tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+def _hop_of(task: Task, ledger: Ledger) -> int:
+    """The hop (1-based) a long track is at: 0 before its first is sent, the last once all are made."""
+    st = ledger.state(task.name)
+    if st is None or st.digest != task.digest:
+        return 0
+    return st.hop + 1
 
 
 def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger, args: argparse.Namespace) -> int:
@@ -472,8 +489,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         "unpriced": unpriced,
     }
     counts = dict(sorted(figures.counts.items()))
+    need, made = ledger.hops_made(tasks)
+    chains = {
+        t.name: (_hop_of(t, ledger), t.hop_count)
+        for t, status in ledger.rows(tasks)
+        if t.shaped and status == "in-flight"
+    }
     if args.json:
-        print(json.dumps({"batch": manifest.batch, "counts": counts, "failed": figures.failures, "cu": money}))
+        out = {"batch": manifest.batch, "counts": counts, "failed": figures.failures, "cu": money}
+        if need:
+            at = {name: {"hop": hop, "hops": hops} for name, (hop, hops) in chains.items()}
+            out["hops"] = {"made": made, "total": need, "in_flight": at}
+        print(json.dumps(out))
         return EXIT_OK
     for warning in ledger.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -484,6 +511,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"  CU: {figures.spent:g} spent, {figures.committed:g} committed in flight, "
         f"about {estimate:g} for the {figures.left} task(s) left{unknown}"
     )
+    if need:
+        print(f"  hops of chained tracks: {made}/{need} made")
+    for name, (hop, hops) in sorted(chains.items()):
+        print(f"  in-flight {name}: hop {hop}/{hops}")
     if figures.orphans:
         print(f"  {figures.orphans} task(s) in the journal are no longer in the manifest")
     for name, reason in sorted(figures.failures.items()):
@@ -510,6 +541,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         discount=args.discount,
         truncate_rate=args.truncate_rate,
         short_pages=args.short_pages,
+        continuation_new_only=args.continuation_new_only,
         url_ttl=args.url_ttl,
         seed=args.seed,
     )

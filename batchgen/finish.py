@@ -26,6 +26,7 @@ from .ledger import Ledger
 from .retry import Backoff
 from .state import STATE_DIR, TaskState
 from .task import Task
+from .wavfile import WavError
 
 HOPS = "hops"  # under .batchgen/: the hop files of chained tracks
 # One line of JSON: the C encoder (indent= would take the slow pure-Python one, a tenth of
@@ -45,7 +46,7 @@ class Finisher:
         *,
         limits: Limits,
         policy: Backoff,
-        stitch: Callable[[Task, TaskState], dict[str, Any]] | None = None,
+        stitch: Callable[[Task, TaskState, Path], dict[str, Any]] | None = None,
     ) -> None:
         self._client = client
         self._assets = assets
@@ -66,7 +67,7 @@ class Finisher:
         asset_ids = st.hops[hop].asset_ids
         if not asset_ids:
             raise DownloadError("job succeeded without assets", retryable=False)
-        if task.hop_count == 1:
+        if not task.shaped:
             made = [
                 await self._download(asset_id, self.folder / _stem(task.name, i))
                 for i, asset_id in enumerate(asset_ids)
@@ -84,7 +85,10 @@ class Finisher:
         assert st is not None and self._stitch is not None
         if not all(h.file is not None for h in st.hops):
             return False
-        record = await asyncio.to_thread(self._stitch, task, st)
+        try:
+            record = await asyncio.to_thread(self._stitch, task, st, self.folder)
+        except WavError as err:
+            raise DownloadError(f"could not stitch the hops: {err}", retryable=False) from None
         info = FileInfo(record["path"], record["bytes"], record["sha256"], "audio/wav", st.hops[-1].asset_ids[0])
         self._done(task, [info], chain=record.get("chain"))
         return True

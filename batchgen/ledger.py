@@ -18,7 +18,7 @@ from typing import Any
 from . import __version__
 from .errors import JournalError
 from .journal import Journal, encode, journal_path, read_lines
-from .state import VERSION, Book, TaskState, apply, plan_status, replay
+from .state import VERSION, Book, Status, TaskState, apply, plan_status, replay
 from .task import Task
 
 PLAN_STATUSES = ("new", "changed", "missing", "failed", "in-flight", "done")
@@ -151,6 +151,20 @@ class Ledger:
     def rows(self, tasks: Iterable[Task]) -> list[tuple[Task, str]]:
         present = self.files_present()
         return [(task, self.plan(task, present)) for task in tasks]
+
+    def hops_made(self, tasks: Iterable[Task]) -> tuple[int, int]:
+        """Hops the chained tracks among `tasks` need, and how many of them are made."""
+        need = made = 0
+        for task in tasks:
+            if task.hop_count == 1:
+                continue
+            need += task.hop_count
+            st = self._book.tasks.get(task.name)
+            if st is not None and st.status is Status.DONE:
+                made += task.hop_count
+            elif st is not None and st.digest == task.digest:
+                made += sum(hop.status in (Status.DOWNLOADING, Status.DONE) for hop in st.hops)
+        return need, made
 
     def figures(self, tasks: Iterable[Task]) -> Figures:
         """Counts, credits and failures for the manifest's tasks, from their states."""

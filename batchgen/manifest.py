@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import stat
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files
+from .chain import ChainSettings, Loop, plan
 from .errors import ManifestError, UnsafeFileError, quote
 from .gcpause import paused_gc
 from .params import MODEL_ID, PARAMS, check_combination, check_value, nearest
@@ -50,8 +52,16 @@ TOP_KEYS = (
     "sweep",
     "zip",
     "filename",
+    "chain",
 )
-TRACK_KEYS = ("name", "takes", "seed", *PARAMS)
+# `length` and `loop` shape the finished track; they go anywhere a parameter can but are
+# never sent to the API (a chain of jobs, or a loop cut, makes them).
+SHAPES = ("length", "loop")
+KNOWN = (*PARAMS, *SHAPES)
+TRACK_KEYS = ("name", "takes", "seed", *KNOWN)
+MAX_LENGTH = 3600.0  # seconds of one finished track
+MAX_JOB = 30  # seconds one job can make
+LOOP_KEYS = ("bpm", "bars", "beats_per_bar")
 MAX_TAKES = 1000
 MAX_TASKS = 1_000_000
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a manifest or tracks_file larger than this is refused
@@ -89,6 +99,7 @@ class Manifest:
     zip: tuple[tuple[str, tuple[object, ...]], ...] = ()
     filename: str | None = None
     project: str | None = None  # Scenario projectId for every request (wins over SCENARIO_PROJECT_ID)
+    chain: ChainSettings = field(default_factory=ChainSettings)  # how long tracks and loops are chained
     # local inputAudio as written -> (absolute path, sha256 of its content)
     audio: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     lines: Mapping[str, int] = field(default_factory=dict)
@@ -157,6 +168,7 @@ class _Reader:
             zip=zipped,
             filename=filename,
             project=self._project(doc),
+            chain=self._chain(doc),
             audio=self.audio,
             lines=dict(doc.lines),
         )
@@ -164,6 +176,28 @@ class _Reader:
         if count > MAX_TASKS:
             raise self.fail(doc.line, None, f"expands to {count:,} tasks, more than the limit of {MAX_TASKS:,}")
         return manifest
+
+    def _chain(self, doc: LineDict) -> ChainSettings:
+        block = doc.get("chain")
+        if block is None:
+            return ChainSettings()
+        if not isinstance(block, LineDict):
+            raise self.fail(doc.lines["chain"], "chain", "must be a mapping like {context: 10, crossfade: 0.05}")
+        values: dict[str, float] = {}
+        for key, value in block.items():
+            line = block.lines[key]
+            if key not in ("context", "crossfade"):
+                raise self.fail(line, f"chain.{key}", f"unknown key{_hint(key, ('context', 'crossfade'))}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise self.fail(line, f"chain.{key}", f"must be a number of seconds, not {quote(value)}")
+            values[key] = float(value)
+        settings = ChainSettings(**values)
+        if not 1 <= settings.context <= 29:
+            raise self.fail(block.lines.get("context"), "chain.context", "must be from 1 to 29 seconds")
+        if not 0.001 <= settings.crossfade <= min(2.0, settings.context / 2):
+            message = f"must be from 0.001 to {min(2.0, settings.context / 2):g} seconds (half the context at most)"
+            raise self.fail(block.lines.get("crossfade"), "chain.crossfade", message)
+        return settings
 
     def _project(self, doc: LineDict) -> str | None:
         value = doc.get("project")
@@ -271,12 +305,17 @@ class _Reader:
             line = block.lines[name]
             if name == "seed" and not allow_seed:
                 raise self.fail(line, f"{key}.seed", "set the base seed with the top-level `seed:` instead")
-            if name not in PARAMS:
-                raise self.fail(line, f"{key}.{name}", f"unknown parameter{_hint(name, PARAMS)}")
+            if name not in KNOWN:
+                raise self.fail(line, f"{key}.{name}", f"unknown parameter{_hint(name, KNOWN)}")
             out[name] = self._value(name, value, line, f"{key}.{name}", self.name)
         return out
 
     def _value(self, name: str, value: object, line: int | None, where: str, source: str) -> object:
+        if name in SHAPES:
+            shaped, problem = _shape_value(name, value)
+            if problem:
+                raise self.fail(line, where, problem, source=source)
+            return shaped
         if problem := check_value(name, value):
             raise self.fail(line, where, problem, source=source)
         if name == "inputAudio":
@@ -313,8 +352,8 @@ class _Reader:
         axes = []
         for name, values in block.items():
             line, where = block.lines[name], f"{key}.{name}"
-            if name not in PARAMS:
-                raise self.fail(line, where, f"unknown parameter{_hint(name, PARAMS)}")
+            if name not in KNOWN:
+                raise self.fail(line, where, f"unknown parameter{_hint(name, KNOWN)}")
             if not isinstance(values, list) or not values:
                 raise self.fail(line, where, "must be a non-empty list of values")
             item_lines = getattr(values, "lines", [line] * len(values))
@@ -495,6 +534,45 @@ def _items(value: object, doc: LineDict, key: str, reader: _Reader) -> list[tupl
     return list(zip(value, value.lines, strict=True))
 
 
+def _as_loop(cell: str) -> object:
+    """A CSV `loop` cell: `bpm/bars` or `bpm/bars/beats_per_bar`, e.g. `96/16`."""
+    parts = cell.split("/")
+    if len(parts) not in (2, 3):
+        return cell  # the check names it
+    values = [_as_float(p.strip()) for p in parts]
+    return dict(zip(LOOP_KEYS, values, strict=False))
+
+
+def _shape_value(name: str, value: object) -> tuple[object, str | None]:
+    """`length` (seconds) or `loop` (bpm, bars, beats_per_bar), checked; (normalised value, problem)."""
+    if name == "length":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return value, f"must be a number of seconds, not {quote(value)}"
+        if not 1 <= value <= MAX_LENGTH:
+            return value, f"must be between 1 and {MAX_LENGTH:g} seconds, not {quote(value)}"
+        return float(value), None
+    if not isinstance(value, dict):
+        return value, f"must be a mapping like {{bpm: 96, bars: 16}}, not {quote(value)}"
+    for key in value:
+        if key not in LOOP_KEYS:
+            return value, f"unknown key {quote(key)}{_hint(str(key), LOOP_KEYS)}; a loop takes bpm, bars, beats_per_bar"
+    bpm, bars, beats = value.get("bpm"), value.get("bars"), value.get("beats_per_bar", 4)
+    if isinstance(bpm, bool) or not isinstance(bpm, int | float) or not 20 <= bpm <= 400:
+        return value, f"bpm must be a number from 20 to 400, not {quote(bpm)}"
+    for label, count, top in (("bars", bars, 1000), ("beats_per_bar", beats, 32)):
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int | float)
+            or count != int(count)
+            or not 1 <= count <= top
+        ):
+            return value, f"{label} must be a whole number from 1 to {top}, not {quote(count)}"
+    made = Loop(float(bpm), int(bars), int(beats))  # type: ignore[arg-type]  # checked just above
+    if made.seconds > MAX_LENGTH:
+        return value, f"lasts more than {MAX_LENGTH:g} seconds"
+    return {"bpm": made.bpm, "bars": made.bars, "beats_per_bar": made.beats_per_bar}, None
+
+
 _BOOLS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 
 
@@ -521,6 +599,10 @@ def _coercer(key: str) -> Callable[[str], object]:
     """How to read a CSV column: by the type its parameter expects (text if unsure)."""
     if key in ("takes", "seed"):
         return _as_int
+    if key == "length":
+        return _as_float
+    if key == "loop":
+        return _as_loop
     param = PARAMS.get(key)
     kind = param.type if param else str
     if kind is bool:
@@ -583,33 +665,33 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
         merged = {**manifest.defaults, **track.params}
         variants = []
         for point, point_text, suffix in zip(points, point_texts, suffixes, strict=True):
-            params = {**merged, **point}
-            for field_name, message in check_combination(params):
-                if field_name in track.params or field_name not in merged:
-                    source, line = track.source, track.line_of(field_name)
-                else:  # the offending value came from defaults
-                    source, line = manifest.path, manifest.lines.get("defaults")
-                raise ManifestError(source, line, field_name, f"track {quote(track.name)}: {message}")
-            audio = manifest.audio.get(params["inputAudio"]) if "inputAudio" in params else None  # type: ignore[call-overload]
-            variants.append((point, point_text, suffix, params, audio))
+            params, audio, shape = _variant(manifest, track, merged, point)
+            variants.append((point, point_text, suffix, params, audio, shape))
         for take in range(1, track.takes + 1):
-            for point, point_text, suffix, params, audio in variants:
+            for point, point_text, suffix, params, audio, shape in variants:
                 seed = _seed_for(track, take, point, point_text, base)
                 body = {**params, "seed": seed}
                 if manifest.filename is None and track.takes == 1 and not point:
                     name = track.name  # the common case, without the template machinery
                 else:
                     name = _output_name(manifest, track, take, point, body, suffix)
+                shaping = _shaping(manifest, params, shape, seed) if shape else None
                 task = Task(
                     name=name,
                     track=track.name,
                     take=take,
                     params=body,
-                    digest=params_digest(manifest.model, body, audio[1] if audio else None),
+                    digest=params_digest(
+                        manifest.model, body, audio[1] if audio else None, shaping["digest"] if shaping else None
+                    ),
                     model=manifest.model,
                     point=point,
                     input_audio=audio[0] if audio else None,
                     audio_sha256=audio[1] if audio else None,
+                    hops=shaping["hops"] if shaping else (),
+                    length=shaping["length"] if shaping else None,
+                    loop=shaping["loop"] if shaping else None,
+                    chain=manifest.chain if shaping else None,
                 )
                 key = name.lower()  # case-insensitive: macOS and Windows folders are
                 if (other := owners.get(key)) is not None:
@@ -625,6 +707,62 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
                 owners[key] = task
                 tasks.append(task)
     return tasks
+
+
+def _variant(
+    manifest: Manifest, track: Track, merged: dict[str, object], point: Mapping[str, object]
+) -> tuple[dict[str, object], tuple[str, str] | None, dict[str, object]]:
+    """A track at one sweep point: the body's parameters (checked together), its input audio, its shape."""
+    params = {**merged, **point}
+    shape = {key: params.pop(key) for key in SHAPES if key in params}
+    length = shape.get("length")
+    if isinstance(length, int | float) and "loop" not in shape and length <= _duration(params):
+        params["duration"] = shape.pop("length")  # fits in one job: just ask for that long
+    elif shape and "duration" not in params:
+        params["duration"] = MAX_JOB  # a chain with no duration set: the longest jobs, the fewest seams
+    for field_name, message in check_combination(params):
+        if field_name in track.params or field_name not in merged:
+            source, line = track.source, track.line_of(field_name)
+        else:  # the offending value came from defaults
+            source, line = manifest.path, manifest.lines.get("defaults")
+        raise ManifestError(source, line, field_name, f"track {quote(track.name)}: {message}")
+    audio = manifest.audio.get(params["inputAudio"]) if "inputAudio" in params else None  # type: ignore[call-overload]
+    if shape:
+        _check_chain(manifest, track, params, shape)
+    return params, audio, shape
+
+
+def _duration(params: Mapping[str, object]) -> float:
+    value = params.get("duration", PARAMS["duration"].default)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _target(shape: Mapping[str, Any], settings: ChainSettings) -> tuple[float, Loop | None]:
+    """Seconds of audio a shaped task needs, and its loop."""
+    loop = Loop(**shape["loop"]) if "loop" in shape else None
+    return (loop.seconds + settings.crossfade if loop else float(shape["length"])), loop
+
+
+def _check_chain(manifest: Manifest, track: Track, params: Mapping[str, object], shape: Mapping[str, Any]) -> None:
+    """A chain needs at least a second of new audio per hop: context must be shorter than duration."""
+    target, _ = _target(shape, manifest.chain)
+    if target > _duration(params) and _duration(params) - manifest.chain.context < 1:
+        where = "length" if "length" in shape else "loop"
+        message = (
+            f"track {quote(track.name)}: {target:g}s needs a chain of jobs, and each job's duration "
+            f"({_duration(params):g}s) must be at least a second longer than "
+            f"chain.context ({manifest.chain.context:g}s)"
+        )
+        raise ManifestError(track.source, track.line_of(where), where, message)
+
+
+def _shaping(manifest: Manifest, params: Mapping[str, object], shape: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """A long track's or a loop's hops, and what of it the digest covers (it is not in the body)."""
+    target, loop = _target(shape, manifest.chain)
+    hops = plan(_duration(params), target, manifest.chain, seed)
+    settings = {"context": manifest.chain.context, "crossfade": manifest.chain.crossfade}
+    digest = {**shape, "chain": settings}
+    return {"hops": hops, "length": target if loop is None else loop.seconds, "loop": loop, "digest": digest}
 
 
 def _seed_for(track: Track, take: int, point: Mapping[str, object], point_text: str, base: int | None) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .assets import AssetBatcher
+from .chain import make_track
 from .client import ScenarioClient
 from .config import RunConfig
 from .cost import Budget, Pricer, load_prices, pricing_body
@@ -55,7 +56,9 @@ class Parts:
             client, ledger, self.admission, self.finder, config.backoff, halt=halt, observe=self.saw
         )
         self.assets = AssetBatcher(client, policy=config.backoff, observe=self.saw)
-        self.finisher = Finisher(client, self.assets, ledger, self.folder, limits=config.limits, policy=config.backoff)
+        self.finisher = Finisher(
+            client, self.assets, ledger, self.folder, limits=config.limits, policy=config.backoff, stitch=make_track
+        )
         self.watcher = Watcher(
             client,
             first=config.poll_interval,

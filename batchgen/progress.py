@@ -29,6 +29,8 @@ class Counts:
     failed: int = 0
     spent: float = 0.0  # creative units of jobs that succeeded in this run
     committed: float = 0.0  # creative units quoted for jobs still running
+    hops: int = 0  # jobs the run's chained tracks need in all (0: no chained track)
+    hops_made: int = 0  # of those, hops whose audio is made
 
 
 class Reporter:
@@ -76,8 +78,9 @@ class Reporter:
         work = c.total - c.skipped
         rate = finished / elapsed if elapsed > 0 else 0.0
         eta = f"{(work - finished) / rate:.0f}s" if rate > 0 and work > finished else "-"
+        hops = f" | hops {c.hops_made}/{c.hops}" if c.hops else ""
         return (
-            f"{c.done + c.skipped}/{c.total} done, {c.failed} failed | queued {c.queued}, "
+            f"{c.done + c.skipped}/{c.total} done, {c.failed} failed{hops} | queued {c.queued}, "
             f"submitting {c.submitting}, running {c.running}, downloading {c.downloading} | "
             f"{rate:.1f}/s, ETA {eta} | {c.spent:g} CU"
         )

@@ -361,6 +361,7 @@ class Runner:
         counts.running = len(parts.watcher.running)
         counts.spent = parts.ledger.book.spent
         counts.committed = parts.budget.committed
+        counts.hops, counts.hops_made = parts.ledger.hops_made(self.tasks)
         self.reporter.tick(counts, force=force)
 
     def _result(self, ledger: Ledger, plan: Plan, spent0: float, elapsed: float, interrupted: bool) -> RunResult:

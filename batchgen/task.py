@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 # Job, asset and upload ids go into URL paths: letters, digits and a few separators only.
@@ -46,11 +47,19 @@ class Task:
     point: Mapping[str, object] = field(default_factory=dict)  # this task's sweep/zip values
     input_audio: str | None = None  # absolute path of a local inputAudio file
     audio_sha256: str | None = None  # its content hash, the upload cache key
-    hops: tuple[HopPlan, ...] = ()  # a chained track: one per job, in order; empty for one job
+    hops: tuple[HopPlan, ...] = ()  # a long track or a loop: one per job, in order; empty for a plain job
+    length: float | None = None  # seconds of the finished track (a loop's exact length)
+    loop: Any = None  # a `chain.Loop`: the track is cut to its bars and closed by a crossfade
+    chain: Any = None  # the manifest's `chain.ChainSettings` for a shaped track
 
     @property
     def hop_count(self) -> int:
         return max(1, len(self.hops))
+
+    @property
+    def shaped(self) -> bool:
+        """Made from hops into a long track or a loop (its jobs' files go to .batchgen/hops first)."""
+        return bool(self.hops)
 
     @property
     def seed(self) -> int:
@@ -93,16 +102,22 @@ def canonical(value: object) -> str:
     return _CANONICAL.encode(value)
 
 
-def params_digest(model: str, params: Mapping[str, object], audio_sha256: str | None) -> str:
+def params_digest(
+    model: str, params: Mapping[str, object], audio_sha256: str | None, shape: Mapping[str, object] | None = None
+) -> str:
     """Hash of what is sent: model and body, with input audio by content, not path.
 
     Keyed by content so that moving a melody file changes nothing, and editing it in
-    place marks its tasks `changed`.
+    place marks its tasks `changed`. `shape` (length, loop, chain settings) is covered
+    too: it is not sent, but it decides what the finished file is.
     """
     sent = dict(params)
     if audio_sha256 is not None:
         sent["inputAudio"] = f"sha256:{audio_sha256}"
-    text = canonical({"model": model, "params": sent})
+    whole: dict[str, object] = {"model": model, "params": sent}
+    if shape:
+        whole["shape"] = dict(shape)
+    text = canonical(whole)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -58,7 +58,7 @@ def triage(ledger: Ledger, tasks: Iterable[Task], *, retry_failed: bool, hop_fil
                 plan.stitch.append(task)
             elif all(h.asset_ids for h in st.hops):
                 plan.download += [
-                    (task, i) for i, h in enumerate(st.hops) if task.hop_count == 1 or not _on_disk(h, hop_files)
+                    (task, i) for i, h in enumerate(st.hops) if not task.shaped or not _on_disk(h, hop_files)
                 ]
             else:
                 plan.submit.append((task, 0))
@@ -78,7 +78,7 @@ def _on_disk(hop: HopState, hop_files: Mapping[str, int]) -> bool:
 
 def _resume(plan: Plan, task: Task, st: TaskState, hop_files: Mapping[str, int]) -> None:
     """A task part-way (or failed and retried): each hop where it stands."""
-    chained = task.hop_count > 1
+    chained = task.shaped
     for index, hop in enumerate(st.hops):
         if hop.status is Status.DOWNLOADING or (chained and hop.status is Status.DONE and not _on_disk(hop, hop_files)):
             plan.download.append((task, index))

@@ -133,8 +133,11 @@ class _Builder:
         if tag == _MERGE:
             return _MERGE_KEY
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        construct = self._constructor.yaml_constructors.get(tag)
+        if construct is None:  # a tag the safe loader has no type for (`=` resolves to `value`): keep the text
+            return event.value
         try:
-            return self._constructor.yaml_constructors[tag](self._constructor, node)
+            return construct(self._constructor, node)
         except (ValueError, OverflowError, yaml.YAMLError) as err:
             raise YamlError(f"bad {tag.rsplit(':', 1)[-1]} value: {str(err)[:80]}", _line(event.start_mark)) from None
 

@@ -184,6 +184,51 @@ def scale(work: Path, n: int) -> list[str]:
     return rows
 
 
+def stitch_cpu(work: Path) -> list[str]:
+    """CPU seconds to stitch one minute of stereo audio (32 kHz, 16-bit, as MusicGen makes it)
+    from three 30 s hops with a 10 s context, and to close a one-minute loop."""
+    sys.path.insert(0, str(ROOT))
+    from batchgen.chain import HopFile, Loop, close_loop, stitch
+    from batchgen.simulator.audio import render
+    from batchgen.wavfile import WavInfo, header, read_info
+
+    info = WavInfo(2, 32000, 16, False, 44, 0)
+
+    def at_32k(data: bytes) -> bytes:  # the simulator's 16 kHz audio, each frame twice
+        body = data[44:]
+        return b"".join(body[i : i + 4] * 2 for i in range(0, len(body), 4))
+
+    rows = []
+    for repeated in (True, False):
+        hops, prev = [], b""
+        for k in (1, 2, 3):
+            new = at_32k(render("battle, 140 bpm", k, 30.0 if k == 1 else 20.0, 2))
+            body = (prev[-10 * 32000 * 4 :] if repeated and prev else b"") + new
+            path = work / f"hop{k}.wav"
+            path.write_bytes(header(info, len(body) // 4) + body)
+            hops.append(HopFile(path, 10.0 if k > 1 else 0.0))
+            prev = body
+        times = []
+        for _ in range(5):
+            c0 = time.process_time()
+            stitch(hops, work / "minute.wav", 60.0, 0.05)
+            times.append(time.process_time() - c0)
+        assert read_info(work / "minute.wav").frames == 60 * 32000
+        case = "prompt repeated (dropped)" if repeated else "new audio only (joined whole)"
+        rows.append(
+            f"| stitch one minute of stereo audio, 32 kHz 16-bit, 3 hops, {case} "
+            f"| {sorted(times)[2]:.3f} CPU s (median of 5) | {60 / sorted(times)[2]:.0f}x real time"
+        )
+    times = []
+    for _ in range(5):
+        c0 = time.process_time()
+        close_loop(work / "minute.wav", work / "loop.wav", Loop(120, 29), 0.05)
+        times.append(time.process_time() - c0)
+    median = sorted(times)[2]
+    rows.append(f"| close a 58 s loop (29 bars at 120 bpm), same audio | {median:.3f} CPU s (median of 5) | |")
+    return rows
+
+
 def download_memory(size_mb: int) -> str:
     """Peak RSS growth while download_asset streams a size_mb WAV (measured in a child)."""
     out = subprocess.run([PY, __file__, "--download-child", str(size_mb)], capture_output=True, text=True, cwd=ROOT)
@@ -277,6 +322,8 @@ def main() -> None:
         for row in scale(work, 10_000 if args.quick else 100_000):
             print(row, flush=True)
         print(download_memory(50 if args.quick else 500), flush=True)
+        for row in stitch_cpu(work):
+            print(row, flush=True)
     print(f"\nbench took {time.monotonic() - started:.0f} s")
 
 

@@ -1,4 +1,4 @@
-"""Helpers for tests that run the CLI as a subprocess and check a batch folder."""
+"""Helpers for tests that run batchgen (in-process or as the CLI) and check a batch folder."""
 
 from __future__ import annotations
 
@@ -13,11 +13,28 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from batchgen import load
+from batchgen.client import Credentials, ScenarioClient
+from batchgen.progress import Reporter
+from batchgen.runner import RunConfig, Runner, RunResult
 from batchgen.simulator import Simulator, SimulatorThread
 
-from .conftest import KEY, SECRET
+from .conftest import KEY, SECRET, Served
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def fast(out: Path, **kw: object) -> RunConfig:
+    """A run's settings for tests: no rate to speak of, quick polls, a short grace period."""
+    base: dict[str, object] = dict(out=out, rate=50, max_in_flight=8, poll_interval=0.02, poll_max=0.05, grace=1)
+    base.update(kw)
+    return RunConfig(**base)  # type: ignore[arg-type]
+
+
+async def run(served: Served, manifest: Path, config: RunConfig) -> RunResult:
+    """Run a manifest in-process against the test's simulator."""
+    async with ScenarioClient(served.url, Credentials(KEY, SECRET)) as client:
+        return await Runner(load(manifest), client, config, Reporter(quiet=True)).run()
 
 
 def env_for(sim: SimulatorThread | None, **extra: str) -> dict[str, str]:

@@ -25,6 +25,20 @@ from .helpers import ROOT, env_for
 sdk = pytest.importorskip("scenario_sdk", reason="scenario-sdk is a test dependency: pip install -e '.[test]'")
 
 KEY, SECRET = "contract-key", "contract-secret-not-shown"
+SIMULATE = [
+    sys.executable,
+    "-m",
+    "batchgen",
+    "simulate",
+    "--port",
+    "0",
+    "--key",
+    KEY,
+    "--secret",
+    SECRET,
+    "--job-time",
+    "0.3",
+]
 MODEL = "model_meta-musicgen"
 PROJECT = "proj_contract"
 BODY = {"prompt": "calm forest, 80 bpm", "duration": 2, "seed": 5, "modelVersion": "melody-large"}
@@ -34,7 +48,7 @@ BODY = {"prompt": "calm forest, 80 bpm", "duration": 2, "seed": 5, "modelVersion
 def url() -> Iterator[str]:
     """`batchgen simulate` as users start it, on a free port."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchgen", "simulate", "--port", "0", "--key", KEY, "--secret", SECRET, "--job-time", "0.3"],
+        SIMULATE,
         cwd=ROOT,
         env=env_for(None),
         stdout=subprocess.PIPE,
@@ -123,7 +137,10 @@ def test_cancel_a_running_job(client: sdk.Scenario) -> None:
 def test_upload_create_complete_retrieve(client: sdk.Scenario, tmp_path: Path) -> None:
     """Create, PUT the part, complete, then retrieve until imported: entityId is a usable asset."""
     data = render("theme", 1, 1.0, 1)
-    upload = client.uploads.create(file_name="theme.wav", file_size=len(data), content_type="audio/wav", kind="audio", parts=1).upload
+    made = client.uploads.create(
+        file_name="theme.wav", file_size=len(data), content_type="audio/wav", kind="audio", parts=1
+    )
+    upload = made.upload
     assert upload.status == "pending" and upload.parts
     assert httpx.put(upload.parts[0].url, content=data, headers={"Content-Type": "audio/wav"}).status_code == 200
     completed = client.uploads.trigger_action(upload.id, action="complete").upload

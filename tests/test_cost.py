@@ -165,7 +165,9 @@ async def test_failures_the_api_does_not_refund_are_counted_and_capped(
     assert result.batch_spent == stats["charged"]
 
 
-def test_status_reports_what_the_server_charged_with_paid_failures(thread: SimulatorThread, manifest: Path, tmp_path: Path) -> None:
+def test_status_reports_what_the_server_charged_with_paid_failures(
+    thread: SimulatorThread, manifest: Path, tmp_path: Path
+) -> None:
     """`status` (no network) shows the credits the server kept for failed jobs, and the summary says so."""
     thread.sim.faults = Faults(failure_rate=1.0, no_refund=True)
     out = str(tmp_path / "out")

@@ -13,12 +13,13 @@ from batchgen import load
 from batchgen.client import Credentials, ScenarioClient
 from batchgen.ledger import Ledger
 from batchgen.progress import Reporter
-from batchgen.runner import RunConfig, Runner
+from batchgen.runner import Runner
 from batchgen.simulator import Faults
 from batchgen.simulator.audio import render
 from batchgen.state import Status
 
 from .conftest import KEY, SECRET, Served
+from .helpers import fast, run
 
 MANIFEST = """\
 batch: e2e
@@ -31,17 +32,6 @@ tracks:
 sweep:
   temperature: [0.9, 1.1]
 """
-
-
-def fast(out: Path, **kw: object) -> RunConfig:
-    base: dict[str, object] = dict(out=out, rate=50, max_in_flight=8, poll_interval=0.02, poll_max=0.05, grace=1)
-    base.update(kw)
-    return RunConfig(**base)  # type: ignore[arg-type]
-
-
-async def run(served: Served, manifest: Path, config: RunConfig) -> object:
-    async with ScenarioClient(served.url, Credentials(KEY, SECRET)) as client:
-        return await Runner(load(manifest), client, config, Reporter(quiet=True)).run()
 
 
 def jobs_per_task(stats: dict) -> Counter[tuple[str, int, float]]:
@@ -216,9 +206,7 @@ async def test_melodies_each_uploaded_once_the_sdk_way(served: Served, tmp_path:
     assert served.sim.requests["GET /v1/uploads/{upload_id}"] >= 2  # polled, not assumed
 
 
-async def test_every_request_carries_the_project_and_reconciliation_stays_in_it(
-    served: Served, tmp_path: Path
-) -> None:
+async def test_every_request_carries_the_project_and_reconciliation_stays_in_it(served: Served, tmp_path: Path) -> None:
     """A manifest's project goes on every API request; a job with the same body in another project is
     never adopted for an unanswered submission."""
     path = tmp_path / "m.yaml"

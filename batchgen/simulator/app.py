@@ -32,7 +32,6 @@ from typing import Any
 
 from aiohttp import web
 
-from ..client import iso
 from ..params import MODEL_ID, channels, check_params
 from . import shapes
 from .audio import SAMPLE_RATE, render, wav_size
@@ -66,6 +65,9 @@ class SimAsset:
     job: SimJob | None = None  # the generate job that makes it; None for uploads
     project: str | None = None
     created: float = 0.0
+    # A continuation: the input asset and the region of it (seconds) the output begins with.
+    source: tuple[str, float, float] | None = None
+    key_seed: int | None = None  # key and tempo of what a continuation continues
 
     @property
     def etag(self) -> str:
@@ -315,6 +317,7 @@ class Simulator:
             discount=discount,
         )
         seed = body.get("seed")
+        source = self.assets.get(body["inputAudio"]) if body.get("continuation") and body.get("inputAudio") else None
         asset = SimAsset(
             id=self._id("asset"),
             prompt=str(body.get("prompt", "")),
@@ -325,6 +328,11 @@ class Simulator:
             project=project,
             created=job.created_wall + job.job_time,
         )
+        if source is not None:
+            start = float(body.get("continuationStart", 0) or 0)
+            end = float(body.get("continuationEnd", source.duration) or source.duration)
+            asset.source = (source.id, start, end)
+            asset.key_seed = source.key_seed if source.key_seed is not None else source.seed
         job.asset_ids.append(asset.id)
         self.assets[asset.id] = asset
         self.jobs[job.id] = job
@@ -444,21 +452,38 @@ class Simulator:
         )
 
     async def _bytes(self, asset: SimAsset) -> bytes:
-        if asset.data is None and self.fast_audio:
+        if asset.data is None and self.fast_audio and asset.source is None:
             asset.data = _tone(asset.duration, asset.channels)
         if asset.data is None:
-            # Rendering is pure Python: in a thread it would hold the GIL and stall the
-            # loop (skewing every timing the simulator records), so it runs in a process.
-            args = (asset.prompt, asset.seed, asset.duration, asset.channels)
-            try:
-                data = await asyncio.get_running_loop().run_in_executor(_render_pool(), render, *args)
-            except (RuntimeError, OSError, concurrent.futures.process.BrokenProcessPool):
-                # No worker processes here (a script without a __main__ guard, a sandbox
-                # that forbids them): render in a thread, slower timings but the same bytes.
-                data = await asyncio.to_thread(render, *args)
+            data = await (self._continued(asset) if asset.source else self._render(asset, asset.duration))
             if asset.data is None:
                 asset.data = data
         return asset.data
+
+    async def _render(self, asset: SimAsset, seconds: float) -> bytes:
+        # Rendering is pure Python: in a thread it would hold the GIL and stall the loop
+        # (skewing every timing the simulator records), so it runs in a process.
+        args = (asset.prompt, asset.seed, seconds, asset.channels, asset.key_seed)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(_render_pool(), render, *args)
+        except (RuntimeError, OSError, concurrent.futures.process.BrokenProcessPool):
+            # No worker processes here (a script without a __main__ guard, a sandbox that
+            # forbids them): render in a thread, slower timings but the same bytes.
+            return await asyncio.to_thread(render, *args)
+
+    async def _continued(self, asset: SimAsset) -> bytes:
+        """A continuation, as audiocraft and Replicate's cog make it: the prompt region of the
+        input, then new audio in the same key and tempo, `duration` in all. With the
+        `continuation_new_only` fault, only the new audio."""
+        assert asset.source is not None
+        source_id, start, end = asset.source
+        region = _region(await self._bytes(self.assets[source_id]), start, end, asset.channels)
+        if region is None or self.faults.continuation_new_only:
+            seconds = asset.duration - (end - start) if region is not None else asset.duration
+            return await self._render(asset, max(1.0, seconds))
+        prompt_frames = len(region) // (2 * asset.channels)
+        new = await self._render(asset, max(1.0 / SAMPLE_RATE, asset.duration - prompt_frames / SAMPLE_RATE))
+        return _wav(region + new[44:], asset.channels)
 
     def _sign(self, asset_id: str, expires: int) -> str:
         return hmac.new(self._url_key, f"{asset_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
@@ -476,6 +501,8 @@ class Simulator:
         asset = self._visible(request.match_info["asset_id"], request.query.get("projectId"))
         if asset is None:
             return _error(404, "asset not found")
+        if asset.source is not None:
+            await self._bytes(asset)  # its size depends on what it continues
         return web.json_response({"asset": self._asset_json(request, asset)})
 
     async def get_assets(self, request: web.Request) -> web.Response:
@@ -485,6 +512,9 @@ class Simulator:
             return _error(400, "assetIds must be a list of at most 200 ids")
         project = request.query.get("projectId")
         found = [a for a in (self._visible(i, project) for i in ids) if a is not None]
+        for asset in found:
+            if asset.source is not None:
+                await self._bytes(asset)  # its size depends on what it continues
         return web.json_response({"assets": [self._asset_json(request, a) for a in found]})
 
     async def create_upload(self, request: web.Request) -> web.Response:
@@ -707,6 +737,39 @@ def _error(
 ) -> web.Response:
     body = {"reason": reason, "trace_id": secrets.token_hex(8), **(body_extra or {})}
     return web.json_response(body, status=status, headers=headers)
+
+
+def _region(data: bytes, start: float, end: float, channels: int) -> bytes | None:
+    """Frames [start, end) seconds of a 16-bit, 16 kHz WAV, in `channels` channels (None: not such a WAV)."""
+    if data[:4] != b"RIFF" or len(data) < 44:
+        return None
+    have, rate, bits = int.from_bytes(data[22:24], "little"), int.from_bytes(data[24:28], "little"), data[34]
+    if rate != SAMPLE_RATE or bits != 16 or have not in (1, 2):
+        return None
+    pcm = data[44:]
+    frames = len(pcm) // (2 * have)
+    a, b = max(0, min(frames, round(start * rate))), max(0, min(frames, round(end * rate)))
+    part = pcm[a * 2 * have : b * 2 * have]
+    if have == channels:
+        return part
+    samples = array("h")
+    samples.frombytes(part)
+    if have == 1:  # mono prompt for a stereo model: the same on both sides
+        both = array("h", [0]) * (2 * len(samples))
+        both[0::2], both[1::2] = samples, samples
+        return both.tobytes()
+    return array("h", ((samples[i] + samples[i + 1]) // 2 for i in range(0, len(samples), 2))).tobytes()
+
+
+def _wav(pcm: bytes, channels: int) -> bytes:
+    """A 16-bit, 16 kHz WAV around raw PCM."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm)
+    return buf.getvalue()
 
 
 def _charged(cost: float, discount: float) -> dict[str, Any]:

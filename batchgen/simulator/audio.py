@@ -60,14 +60,19 @@ def wav_size(duration: float, channels: int) -> int:
     return 44 + max(1, int(SAMPLE_RATE * duration)) * channels * 2
 
 
-def render(prompt: str, seed: int, duration: float, channels: int = 2) -> bytes:
-    """A WAV file (16-bit PCM, 16 kHz) of `duration` seconds with `channels` channels."""
+def render(prompt: str, seed: int, duration: float, channels: int = 2, key_seed: int | None = None) -> bytes:
+    """A WAV file (16-bit PCM, 16 kHz) of `duration` seconds with `channels` channels.
+
+    `key_seed` fixes the key and tempo (a continuation keeps those of what it continues)
+    while `seed` still picks new notes.
+    """
     rng = random.Random(hashlib.sha256(f"{prompt}\x00{seed}".encode()).digest())
+    style = random.Random(hashlib.sha256(f"{prompt}\x00{seed if key_seed is None else key_seed}".encode()).digest())
     words = set(re.findall(r"[a-z]+", prompt.lower()))
     scale = _MINOR if words & _DARK else _MAJOR
     match = _BPM.search(prompt)
-    bpm = min(200, max(50, int(match.group(1)))) if match else rng.randrange(70, 130)
-    root = rng.randrange(50, 60)
+    bpm = min(200, max(50, int(match.group(1)))) if match else style.randrange(70, 130)
+    root = style.randrange(50, 60)
     beat = max(1, int(SAMPLE_RATE * 60 / bpm))
     total = max(1, int(SAMPLE_RATE * duration))
     melody: list[float] = []
@@ -98,17 +103,15 @@ def render(prompt: str, seed: int, duration: float, channels: int = 2) -> bytes:
     # Peak amplitudes (bass .28, pad 3 x .06, melody .22, each x1.3 for the harmonic)
     # sum below 1.0, so no clipping check is needed per sample.
     low = [x + y for x, y in zip(bass[:total], pad[:total], strict=False)]
-    fade = min(total // 4, SAMPLE_RATE // 10)
-    gain = [1.0] * total
-    for i in range(fade):
-        gain[i] = gain[total - 1 - i] = i / fade
+    # No fade in or out: MusicGen's outputs start and end at full level, and a fade at
+    # every clip's edge would put a dip at every seam of a chain and at a loop's wrap.
     if channels == 1:
-        mixed = [int((x + m) * g * 32000) for x, m, g in zip(low, melody, gain, strict=False)]
+        mixed = [int((x + m) * 32000) for x, m in zip(low, melody, strict=False)]
     else:
         # Melody panned a little left, so stereo files really differ between channels.
         mixed = [0] * (2 * total)
-        mixed[0::2] = [int((x + 0.65 * m) * g * 32000) for x, m, g in zip(low, melody, gain, strict=False)]
-        mixed[1::2] = [int((x + 0.35 * m) * g * 32000) for x, m, g in zip(low, melody, gain, strict=False)]
+        mixed[0::2] = [int((x + 0.65 * m) * 32000) for x, m in zip(low, melody, strict=False)]
+        mixed[1::2] = [int((x + 0.35 * m) * 32000) for x, m in zip(low, melody, strict=False)]
     frames = array("h", mixed)
     buf = io.BytesIO()
     with wave.open(buf, "wb") as out:

@@ -34,6 +34,7 @@ class Faults:
     list_hides_input: bool = False  # GET /jobs leaves out metadata.input (GET /jobs/{id} keeps it)
     short_pages: bool = False  # GET /jobs pages hold fewer jobs than asked, some none, as the SDK allows
     upload_job: bool = False  # `complete` answers with a jobId that imports the file (an older flow)
+    continuation_new_only: bool = False  # continuations answer the new audio only, not the prompt first
     submit_delay: float = 0.0
     dry_run_delay: float = (
         0.0  # seconds before a dry run answers  # seconds between creating a job and answering its POST
