@@ -247,6 +247,26 @@ async def test_chains_cost_every_hop_and_the_cap_never_starts_what_it_cannot_fin
     assert not boss  # the 75 s track (3 hops, 63 CU) does not fit in 60 CU: not one hop of it was bought
 
 
+async def test_a_hop_that_fails_for_good_fails_the_task_and_retry_failed_reuses_the_hops_made(
+    served: Served, tmp_path: Path
+) -> None:
+    """A hop retried under --job-retries and failing again fails the task with the hop named;
+    --retry-failed later continues from the hop already made, without paying for it again."""
+    served.sim.job_time = 0.05
+    served.sim.faults = Faults(fail_continuations=True)
+    path = tmp_path / "m.yaml"
+    path.write_text("batch: f\nseed: 3\ndefaults: {duration: 30}\ntracks:\n  - {name: theme, prompt: p, length: 50}\n")
+    failed = await run(served, path, fast(tmp_path / "out", job_retries=1))
+    assert failed.done == 0 and failed.failed["theme"].startswith("hop 2/2: "), failed.failed
+    firsts = [j for j in served.sim.jobs.values() if not j.params.get("continuation")]
+    assert len(firsts) == 1 and len(served.sim.jobs) == 3  # hop 1 once, hop 2 twice
+    served.sim.faults = Faults()
+    again = await run(served, path, fast(tmp_path / "out", retry_failed=True))
+    assert again.done == 1 and not again.failed
+    assert len([j for j in served.sim.jobs.values() if not j.params.get("continuation")]) == 1
+    assert read_info(tmp_path / "out" / "f" / "theme.wav").frames == 50 * 16000
+
+
 @pytest.fixture
 def thread() -> Iterator[SimulatorThread]:
     with SimulatorThread(Simulator(key=KEY, secret=SECRET, job_time=0.6, faults=Faults(seed=5))) as t:

@@ -310,7 +310,8 @@ class Simulator:
             started=now,
             job_time=self.job_time,
             cost=cost - discount,
-            fails=self.faults.roll("job-failure", self.faults.failure_rate),
+            fails=self.faults.roll("job-failure", self.faults.failure_rate)
+            or (self.faults.fail_continuations and body.get("continuation") is True),
             refundable=not self.faults.no_refund,
             stuck=self.faults.roll("stuck", self.faults.stuck_rate),
             project=project,

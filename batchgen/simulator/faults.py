@@ -35,10 +35,9 @@ class Faults:
     short_pages: bool = False  # GET /jobs pages hold fewer jobs than asked, some none, as the SDK allows
     upload_job: bool = False  # `complete` answers with a jobId that imports the file (an older flow)
     continuation_new_only: bool = False  # continuations answer the new audio only, not the prompt first
-    submit_delay: float = 0.0
-    dry_run_delay: float = (
-        0.0  # seconds before a dry run answers  # seconds between creating a job and answering its POST
-    )
+    fail_continuations: bool = False  # every continuation job ends in `failure` (a chain's later hops)
+    submit_delay: float = 0.0  # seconds between creating a job and answering its POST
+    dry_run_delay: float = 0.0  # seconds before a dry run answers
     bandwidth: int | None = None  # CDN bytes per second per download (None: as fast as it goes)
     # How a 429 says when to come back: seconds, date, ms, body or mixed (rotate).
     retry_style: str = "mixed"
