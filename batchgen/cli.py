@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="one JSON object")
     _with_out(sub.add_parser("report", help="write the batch's listening page index.html"))
     _add_simulate(sub.add_parser("simulate", help="run the Scenario-compatible simulator"))
+    serve = _with_out(sub.add_parser("serve", help="the listening room, live: pick, reject and note takes"))
+    serve.add_argument("--port", type=_port, default=8788, help="port on 127.0.0.1 (default 8788; 0: any free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1 only)")
+    serve.add_argument("--multi-pick", action="store_true", help="allow more than one pick per track")
     return parser
 
 
@@ -208,6 +212,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "status": cmd_status,
         "report": cmd_report,
         "simulate": cmd_simulate,
+        "serve": cmd_serve,
     }
     return commands[args.command](args)
 
@@ -295,6 +300,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (Path(args.out) / manifest.batch).is_dir():
         raise UsageError(f"{Path(args.out) / manifest.batch}: no such batch folder; run the batch first")
     print(report.build(manifest, Path(args.out)))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The live listening room until Ctrl-C or SIGTERM (exit 0: stopping is how a server ends)."""
+    import asyncio
+
+    from .room import Room
+    from .serve import loopback, serve
+
+    manifest = load(args.manifest)
+    room = Room(manifest, Path(args.out), multi=args.multi_pick)
+    if not loopback(args.host):
+        print(
+            f"batchgen: warning: serving on {args.host}: anyone who can reach it can listen "
+            "(marks still need the page's token)",
+            file=sys.stderr,
+        )
+
+    def announce(url: str) -> None:
+        print(f"listening room for {manifest.batch}: {url}  (Ctrl-C stops it)", flush=True)
+
+    asyncio.run(serve(room, args.host, args.port, announce))
     return EXIT_OK
 
 

@@ -170,6 +170,7 @@ def _mark(entry: object) -> Mark | None:
 def save(folder: Path, picks: Picks) -> None:
     """Write picks.json whole and atomically (a crash leaves the old one or the new one)."""
     data = json.dumps(picks.as_json(), indent=1, ensure_ascii=False).encode() + b"\n"
+    files.ensure_dir(folder)
     files.write_atomic(folder / FILE, data, durable=True)  # DiskError names the path
 
 

@@ -427,6 +427,8 @@ figure {{ margin: 0; padding: 10px; border: 1px solid var(--line); border-radius
 figure.picked {{ border: 2px solid var(--good); }}
 figure.rejected {{ opacity: 0.55; }}
 .picked .badge::before {{ content: "★ picked"; color: var(--good); font-weight: 600; }}
+.picked [data-act=pick] {{ background: var(--good); border-color: var(--good); color: #fff; }}
+.rejected [data-act=reject] {{ background: var(--bad); border-color: var(--bad); color: #fff; }}
 .rejected .badge::before {{ content: "✕ rejected"; color: var(--bad); }}
 figcaption small, .job {{ color: var(--muted); font-size: 12px; }}
 .wave {{ display: block; width: 100%; height: 48px; margin: 6px 0; cursor: pointer; }}
@@ -595,12 +597,14 @@ _SCRIPT = """(function () {
       old.replaceWith(fresh);
       if (focused) fresh.focus();
     });
-    document.getElementById("summary").textContent = state.summary;
-    var problems = document.getElementById("problems");
-    var holder = document.createElement("div");
-    holder.innerHTML = state.problems;
-    if (problems) problems.remove();
-    if (holder.firstElementChild) main.insertBefore(holder.firstElementChild, main.firstChild);
+    if (state.summary !== undefined) {
+      document.getElementById("summary").textContent = state.summary;
+      var problems = document.getElementById("problems");
+      var holder = document.createElement("div");
+      holder.innerHTML = state.problems;
+      if (problems) problems.remove();
+      if (holder.firstElementChild) main.insertBefore(holder.firstElementChild, main.firstChild);
+    }
     showMarks(state.marks);
     rev = state.rev;
   }

@@ -1,7 +1,7 @@
 """A headless Chromium driven over the DevTools protocol with aiohttp's websocket client.
 
-Just enough of CDP for the listening-page test: open a URL, evaluate JavaScript,
-take a screenshot. No extra dependency: aiohttp is already batchgen's.
+Just enough of CDP for the listening-page tests: open a URL, evaluate JavaScript,
+press keys, take a screenshot. No extra dependency: aiohttp is already batchgen's.
 """
 
 from __future__ import annotations
@@ -32,6 +32,17 @@ FLAGS = (
     "--autoplay-policy=no-user-gesture-required",
     "--allow-file-access-from-files",
 )
+
+
+KEYS = {
+    " ": ("Space", 32),
+    "ArrowLeft": ("ArrowLeft", 37),
+    "ArrowUp": ("ArrowUp", 38),
+    "ArrowRight": ("ArrowRight", 39),
+    "ArrowDown": ("ArrowDown", 40),
+    "p": ("KeyP", 80),
+    "x": ("KeyX", 88),
+}
 
 
 def find_chromium() -> str | None:
@@ -133,6 +144,13 @@ class Browser:
         if "exceptionDetails" in result:
             raise RuntimeError(f"JavaScript error: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    async def press(self, key: str) -> None:
+        """A key pressed and released, as the keyboard would send it to the focused element."""
+        code, vk = KEYS[key]
+        down = {"key": key, "code": code, "windowsVirtualKeyCode": vk}
+        await self.call("Input.dispatchKeyEvent", type="keyDown", text=key if len(key) == 1 else "", **down)
+        await self.call("Input.dispatchKeyEvent", type="keyUp", **down)
 
     async def screenshot(self, path: Path) -> None:
         shot = await self.call("Page.captureScreenshot", format="png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from batchgen import load
@@ -35,6 +36,15 @@ async def run(served: Served, manifest: Path, config: RunConfig) -> RunResult:
     """Run a manifest in-process against the test's simulator."""
     async with ScenarioClient(served.url, Credentials(KEY, SECRET)) as client:
         return await Runner(load(manifest), client, config, Reporter(quiet=True)).run()
+
+
+async def eventually(check: Callable[[], Awaitable[object]], within: float = 20, every: float = 0.1) -> None:
+    """Wait until `check()` answers something true (polling, as a page or a user would)."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(every)
 
 
 def env_for(sim: SimulatorThread | None, **extra: str) -> dict[str, str]:
