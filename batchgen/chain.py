@@ -381,7 +381,7 @@ def _as_wav(path: Path) -> Path:
         return path
     target = path.with_suffix(".wav")
     try:
-        import soundfile  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        import soundfile
     except ImportError:
         raise wavfile.WavError(
             f"{path.name}: stitching {path.suffix} hops needs libsndfile: pip install 'batchgen[deliver]'"

@@ -69,6 +69,9 @@ _seconds = _number(float, 0, most=7 * 86400)
 _port = _number(int, 0, most=65535)
 _money = _number(float, 0, strictly=True, most=1e12)
 _limit = _number(int, 1, most=1_000_000)
+_lufs = _number(float, -70, most=0)
+_dbtp = _number(float, -20, most=0)
+_rate_hz = _number(int, 8000, most=384_000)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=8788, help="port on 127.0.0.1 (default 8788; 0: any free one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1 only)")
     serve.add_argument("--multi-pick", action="store_true", help="allow more than one pick per track")
+    _add_deliver(_with_out(sub.add_parser("deliver", help="picked takes to a folder: levelled, tagged, listed")))
     return parser
+
+
+def _add_deliver(deliver: argparse.ArgumentParser) -> None:
+    deliver.add_argument("--to", required=True, metavar="DIR", help="the delivery folder")
+    deliver.add_argument("--loudness", type=_lufs, metavar="LUFS", help="integrated loudness target, e.g. -14 or -23")
+    deliver.add_argument("--true-peak", type=_dbtp, metavar="DBTP", help="true-peak ceiling (-1 with --loudness)")
+    deliver.add_argument("--format", choices=("wav", "flac"), help="file format (default: keep WAV or FLAC)")
+    deliver.add_argument("--sample-rate", type=_rate_hz, metavar="HZ", help="resample to HZ")
+    which = deliver.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="every done take, picked or not")
+    which.add_argument("--fill", action="store_true", help="the picks, and the first take of tracks with none")
+    deliver.add_argument("--force", action="store_true", help="replace files in DIR that batchgen did not write")
 
 
 def _with_out(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -213,6 +229,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "report": cmd_report,
         "simulate": cmd_simulate,
         "serve": cmd_serve,
+        "deliver": cmd_deliver,
     }
     return commands[args.command](args)
 
@@ -324,6 +341,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     asyncio.run(serve(room, args.host, args.port, announce))
     return EXIT_OK
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    """Deliver the picked takes; exit 1 when some could not be (each named), 2 for bad input."""
+    from .deliver import Options, deliver, require_extra
+
+    require_extra()  # before anything else: one line saying what to install
+    manifest = load(args.manifest)
+    options = Options(
+        to=Path(args.to),
+        loudness=args.loudness,
+        true_peak=args.true_peak,
+        fmt=args.format,
+        sample_rate=args.sample_rate,
+        select="all" if args.all else "fill" if args.fill else "picks",
+        force=args.force,
+    )
+    outcome = deliver(manifest, Path(args.out), options, print)
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for problem in outcome.problems:
+        print(f"batchgen: not delivered: {problem}", file=sys.stderr)
+    kept = len(outcome.written) + len(outcome.unchanged)
+    print(
+        f"{manifest.batch}: {kept} file(s) in {args.to} ({len(outcome.written)} written, "
+        f"{len(outcome.unchanged)} unchanged, {len(outcome.removed)} removed), listed in delivery.json and .csv"
+    )
+    return EXIT_FAILED if outcome.problems else EXIT_OK
 
 
 # On a terminal, ask before spending more than this unless --confirm-above says otherwise.

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from batchgen import load
 from batchgen.client import Credentials, ScenarioClient
 from batchgen.progress import Reporter
@@ -23,6 +25,15 @@ from batchgen.simulator import Simulator, SimulatorThread
 from .conftest import KEY, SECRET, Served
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def requires(tool: str | None, what: str) -> pytest.MarkDecorator:
+    """Skip a test when a system tool is missing, except in CI (BATCHGEN_REQUIRE_TOOLS), where
+    .ci/run installed it and its absence must fail the test, not hide it."""
+    return pytest.mark.skipif(
+        tool is None and not os.environ.get("BATCHGEN_REQUIRE_TOOLS"),
+        reason=f"{what} is not installed (.ci/run installs it); test skipped",
+    )
 
 
 def fast(out: Path, **kw: object) -> RunConfig:

@@ -7,8 +7,6 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
-
 from batchgen import load
 from batchgen.client import Credentials, ScenarioClient
 from batchgen.progress import Reporter
@@ -18,6 +16,7 @@ from batchgen.simulator import Faults
 
 from .browser import Browser, find_chromium
 from .conftest import KEY, SECRET, Served
+from .helpers import requires
 
 MANIFEST = """\
 batch: room
@@ -97,9 +96,7 @@ async def test_page_of_2000_files_stays_small(served: Served, tmp_path: Path) ->
 CHROMIUM = find_chromium()
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium); browser test skipped"
-)
+@requires(CHROMIUM, "Chromium")
 async def test_page_in_headless_chromium(served: Served, tmp_path: Path) -> None:
     """In a real browser from file://: every audio element loads its WAV, filtering hides the rest."""
     page = await make_batch(served, tmp_path)

@@ -25,7 +25,7 @@ from batchgen.simulator import Simulator, SimulatorThread
 
 from .browser import Browser, find_chromium
 from .conftest import KEY, SECRET, Served
-from .helpers import ROOT, env_for, eventually, fast, run, start
+from .helpers import ROOT, env_for, eventually, fast, requires, run, start
 
 MANIFEST = """\
 batch: room
@@ -55,7 +55,11 @@ def manifest(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def live(manifest: Path, tmp_path: Path) -> AsyncIterator[Live]:
-    """`serve` in the test's loop on a free port, before any run (no batch folder yet)."""
+    """`serve` in the test's loop on a free port, before any run (no batch folder yet).
+
+    A run in the same loop saves and restores the signal handlers serve installed, so the
+    process's own handlers are put back afterwards (real runs and servers are two processes)."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     room = Room(load(manifest), tmp_path / "out")
     stop = asyncio.Event()
     url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -68,6 +72,8 @@ async def live(manifest: Path, tmp_path: Path) -> AsyncIterator[Live]:
     yield Live(url.result(), token.group(1), room, stop)
     stop.set()
     await task
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 async def post(live: Live, body: object, **headers: str) -> tuple[int, dict]:
@@ -227,9 +233,7 @@ def picked_in_file(folder: Path, names: list[str]) -> Callable[[], Awaitable[boo
 CHROMIUM = find_chromium()
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium); browser test skipped"
-)
+@requires(CHROMIUM, "Chromium")
 async def test_serve_in_headless_chromium_during_a_run(manifest: Path, tmp_path: Path) -> None:
     """With serve running before and during a simulated run: takes appear without a reload, space
     plays the focused take, arrows move, `p` picks into picks.json, and a reload shows it picked."""
