@@ -19,7 +19,7 @@ from typing import Any
 
 from . import __version__
 from .errors import BatchgenError, UsageError
-from .ledger import TO_GENERATE, Ledger
+from .ledger import TO_PAY, Ledger
 from .manifest import Manifest, expand_as_recorded, load
 from .task import Task
 
@@ -504,7 +504,7 @@ def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger,
     from .retry import Backoff, retry_call
 
     folder = Path(args.out) / manifest.batch
-    todo = [task for task, status in rows if status in TO_GENERATE]
+    todo = [task for task, status in rows if status in TO_PAY]
 
     async def price(client: Any) -> tuple[float, dict[str, float], int]:
         policy = Backoff()
@@ -539,8 +539,11 @@ def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger,
     print(f"{'TRACK':<{width}}  TASKS  {'CU':>8}")
     for track, cost in per_track.items():
         print(f"{track:<{width}}  {tasks_per_track[track]:>5}  {cost:>8g}")
-    done = sum(1 for _, status in rows if status == "done")
-    print(f"total: {total:g} CU for {len(todo)} task(s) to generate ({done} done cost nothing; {asked} dry run(s))")
+    free = sum(1 for _, status in rows if status in ("done", "missing"))
+    print(
+        f"total: {total:g} CU for {len(todo)} task(s) to generate "
+        f"({free} done or missing cost nothing; {asked} dry run(s))"
+    )
     return EXIT_OK
 
 
@@ -549,12 +552,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     manifest = load(args.manifest)
     tasks, ledger = _read_batch(manifest, args.out)
-    figures = ledger.figures(tasks)
+    planned = ledger.rows(tasks)  # one plan per task, shared by every figure below
+    figures = ledger.figures(planned)
     prices = load_prices(ledger.folder)
-    rows = [t for t, status in ledger.rows(tasks) if status in TO_GENERATE] if figures.left else []
-    shapes = [shape(t, hop) for t in rows for hop in range(t.hop_count)]
-    estimate = sum(prices.get(key, 0.0) for key in shapes)
-    unpriced = len({t.name for t in rows for hop in range(t.hop_count) if shape(t, hop) not in prices})
+    left = [t for t, status in planned if status in TO_PAY]
+    shapes = {t.name: [shape(t, hop) for hop in range(t.hop_count)] for t in left}
+    estimate = sum(prices.get(key, 0.0) for keys in shapes.values() for key in keys)
+    unpriced = sum(1 for keys in shapes.values() if any(key not in prices for key in keys))
     money = {
         "spent": figures.spent,
         "committed": figures.committed,
@@ -563,11 +567,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     }
     counts = dict(sorted(figures.counts.items()))
     need, made = ledger.hops_made(tasks)
-    chains = {
-        t.name: (_hop_of(t, ledger), t.hop_count)
-        for t, status in ledger.rows(tasks)
-        if t.shaped and status == "in-flight"
-    }
+    chains = {t.name: (_hop_of(t, ledger), t.hop_count) for t, status in planned if t.shaped and status == "in-flight"}
     if args.json:
         out = {"batch": manifest.batch, "counts": counts, "failed": figures.failures, "cu": money}
         if need:

@@ -22,7 +22,8 @@ from .state import VERSION, Book, Status, TaskState, apply, plan_status, replay
 from .task import Task
 
 PLAN_STATUSES = ("new", "changed", "missing", "failed", "in-flight", "done")
-TO_GENERATE = frozenset({"new", "changed", "missing", "failed"})
+TO_GENERATE = frozenset({"new", "changed", "missing", "failed"})  # what a run still does
+TO_PAY = frozenset({"new", "changed", "failed"})  # a new job; `missing` is fetched again at no charge
 
 
 @dataclass(slots=True)
@@ -166,11 +167,11 @@ class Ledger:
                 made += sum(hop.status in (Status.DOWNLOADING, Status.DONE) for hop in st.hops)
         return need, made
 
-    def figures(self, tasks: Iterable[Task]) -> Figures:
-        """Counts, credits and failures for the manifest's tasks, from their states."""
+    def figures(self, rows: Iterable[tuple[Task, str]]) -> Figures:
+        """Counts, credits and failures for the manifest's tasks (`rows`), from their states."""
         out = Figures(spent=self._book.spent)
         names = set()
-        for task, status in self.rows(tasks):
+        for task, status in rows:
             names.add(task.name)
             out.counts[status] += 1
             st = self._book.tasks.get(task.name)

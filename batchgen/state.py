@@ -162,10 +162,10 @@ def apply(book: Book, ev: dict[str, Any]) -> None:
         handler(book, None, ev)
         return
     name = ev.get("task")
-    if type(name) is not str or not is_safe_name(name):
-        raise BadEvent("event without a valid task name")
-    st = book.tasks.get(name)
+    st = book.tasks.get(name) if type(name) is str else None  # a known name was checked when first seen
     if st is None:
+        if type(name) is not str or not is_safe_name(name):
+            raise BadEvent("event without a valid task name")
         fresh = TaskState()
         handler(book, fresh, ev)  # raises before the task is added if the event is bad
         book.tasks[name] = fresh
@@ -363,8 +363,8 @@ def _charge(book: Book, st: TaskState, job_id: str, amount: float) -> None:
 
 
 def _touch(st: TaskState, ev: dict[str, Any]) -> None:
-    t = ev.get("t")
-    if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t):
+    t: Any = ev.get("t")
+    if type(t) in (int, float) and math.isfinite(t):  # `type`, not isinstance: True is no time
         st.updated = float(t)
 
 

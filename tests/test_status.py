@@ -63,8 +63,15 @@ def test_a_deleted_file_is_missing_in_status_and_plan(
     """A done task whose file was deleted is `missing` (the next run makes it again), not `done`."""
     manifest, out = batch
     (out / "agree" / "town.wav").unlink()
-    assert status(manifest, out, capsys)["counts"] == {"done": 2, "missing": 1}
+    shown = status(manifest, out, capsys)
+    assert shown["counts"] == {"done": 2, "missing": 1}
     assert plan(manifest, out, capsys)["town"] == "missing"
+    # Fetched again from its asset: nothing to pay, so nothing priced or estimated.
+    assert shown["cu"]["remaining_estimate"] == 0 and shown["cu"]["unpriced"] == 0
+    capsys.readouterr()
+    assert main(["plan", str(manifest), "--out", str(out), "--cost", "--simulate", "--json"]) == 0
+    priced = json.loads(capsys.readouterr().out)
+    assert priced["tasks"] == 0 and priced["total"] == 0 and priced["dry_runs"] == 0
 
 
 def test_duplicated_journal_lines_do_not_double_the_spending(
