@@ -190,7 +190,23 @@ def _sidecar(folder: Path, sidecar: dict[str, Any] | None, outcome: Outcome) -> 
     except (BatchgenError, ValueError, KeyError):
         outcome.warnings.append(f"{sidecar.get('path')}: unreadable sidecar; tags come from the manifest")
         return {}
-    return data if isinstance(data, dict) else {}
+    return _about(data) if isinstance(data, dict) else {}
+
+
+_ABOUT = {"track": str, "take": int, "prompt": str, "seed": int, "model": str, "jobId": str}
+
+
+def _about(data: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar's fields deliver uses, each only when it has its type (a sidecar is input too)."""
+    out = {
+        key: value
+        for key, kind in _ABOUT.items()
+        if isinstance(value := data.get(key), kind) and not isinstance(value, bool)
+    }
+    timings = data.get("timings")
+    if isinstance(timings, dict) and isinstance(timings.get("finishedAt"), str):
+        out["finishedAt"] = timings["finishedAt"]
+    return out
 
 
 def _names(chosen: Sequence[Take]) -> dict[str, str]:
@@ -239,17 +255,17 @@ def _deliver_one(
 def _tags(take: Take) -> Tags:
     """The file's tags from its sidecar (what was really asked for it), the manifest as a fallback."""
     about, task = take.about, take.task
-    made = str(about.get("timings", {}).get("finishedAt") or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()))
+    made = about.get("finishedAt") or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     seed = about.get("seed", task.seed)
     return Tags(
-        title=str(about.get("track", task.track)),
-        prompt=str(about.get("prompt", task.params.get("prompt", ""))),
+        title=about.get("track", task.track),
+        prompt=about.get("prompt", str(task.params.get("prompt", ""))),
         software=f"batchgen {__version__}",
         date=made[:10],
         time=made[11:19],
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        model=str(about.get("model", task.model)),
-        job_id=str(about.get("jobId") or ""),
+        seed=seed if isinstance(seed, int) else None,
+        model=about.get("model", task.model),
+        job_id=about.get("jobId", ""),
     )
 
 

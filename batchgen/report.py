@@ -200,7 +200,7 @@ def _seams(folder: Path, st: TaskState, seconds: float) -> tuple[float, ...]:
         data = files.read_regular(folder / st.sidecar["path"], 8 * 1024 * 1024)
         hops = json.loads(data or b"{}").get("chain", {}).get("hops", [])
         seams = [h.get("seamAt") for h in hops if isinstance(h, dict)]
-    except (BatchgenError, OSError, ValueError, AttributeError):
+    except (BatchgenError, OSError, ValueError, AttributeError, TypeError, RecursionError):
         return ()
     return tuple(float(x) for x in seams if isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < seconds)
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 BEXT_UNKNOWN = 0x7FFF
 
+INFO_TEXT = 2000  # characters of a text field kept (a prompt is far shorter; a sidecar may lie)
+
 
 @dataclass(frozen=True, slots=True)
 class Tags:
@@ -60,7 +62,7 @@ def _fixed(text: str, size: int) -> bytes:
 def info_chunk(tags: Tags) -> bytes:
     """A `LIST` chunk of type `INFO` (text fields are UTF-8, NUL-terminated)."""
     fields = [(b"INAM", tags.title), (b"ICMT", tags.prompt), (b"ISFT", tags.software), (b"ICRD", tags.date)]
-    body = b"INFO" + b"".join(_chunk(tag, value.encode("utf-8") + b"\0") for tag, value in fields if value)
+    body = b"INFO" + b"".join(_chunk(tag, value[:INFO_TEXT].encode("utf-8") + b"\0") for tag, value in fields if value)
     return _chunk(b"LIST", body)
 
 
@@ -119,7 +121,7 @@ def vorbis_comments(tags: Tags) -> list[tuple[str, str]]:
         ("MODEL", tags.model),
         ("JOBID", tags.job_id),
     ]
-    return [(key, value) for key, value in pairs if value]
+    return [(key, value[:INFO_TEXT]) for key, value in pairs if value]
 
 
 def flac_with_comments(data: bytes, tags: Tags) -> bytes:

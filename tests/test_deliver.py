@@ -210,6 +210,23 @@ async def test_deliver_never_replaces_what_it_did_not_write(served: Served, tmp_
         deliver(load(manifest), tmp_path / "out", Options(to, select="fill"), lambda _: None)
 
 
+async def test_a_sidecar_of_the_wrong_shape_is_input_like_any_other(served: Served, tmp_path: Path) -> None:
+    """Tags come from the sidecar; one edited into nonsense neither crashes deliver nor lands in the file whole."""
+    manifest = tmp_path / "lib.yaml"
+    manifest.write_text(MANIFEST)
+    await run(served, manifest, fast(tmp_path / "out"))
+    folder, to = tmp_path / "out" / "lib", tmp_path / "delivery"
+    sidecar = folder / "sting.json"
+    size = sidecar.stat().st_size  # kept, so the journal still takes the take as made
+    hostile = json.dumps({"timings": ["not", "a", "map"], "seed": "7", "track": {"x": 1}, "jobId": None})
+    sidecar.write_text(hostile.ljust(size))
+    outcome = deliver(load(manifest), tmp_path / "out", Options(to, select="fill"), lambda _: None)
+    assert "sting.wav" in outcome.written and not outcome.problems
+    chunks = riff_chunks((to / "sting.wav").read_bytes())
+    assert b"seed 7" not in chunks[b"bext"]  # a seed given as text is no seed
+    assert info_fields(chunks[b"LIST"])["INAM"] == "sting"  # a title that is not text: the manifest's
+
+
 async def test_flac_and_resampling_keep_level_and_tags(served: Served, tmp_path: Path) -> None:
     """--format flac writes Vorbis comments; --sample-rate resamples with the length and loudness kept."""
     manifest = tmp_path / "lib.yaml"
