@@ -56,18 +56,20 @@ class DurationEstimate:
     def __init__(self, window: int = 25, needed: int = 1) -> None:
         self._samples: deque[float] = deque(maxlen=window)
         self._needed = needed
+        self._value: float | None = None  # kept up to date by `add`: read for every poll scheduled
 
     def add(self, seconds: float) -> None:
-        if seconds >= 0:
-            self._samples.append(seconds)
+        if seconds < 0:
+            return
+        self._samples.append(seconds)
+        if len(self._samples) >= self._needed:
+            ordered = sorted(self._samples)
+            middle = len(ordered) // 2
+            self._value = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
     @property
     def value(self) -> float | None:
-        if len(self._samples) < self._needed:
-            return None
-        ordered = sorted(self._samples)
-        middle = len(ordered) // 2
-        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+        return self._value
 
 
 def epoch(text: str | None) -> float | None:
