@@ -336,8 +336,8 @@ def _remove_stale(
 ) -> None:
     """Files an earlier delivery wrote that are no longer selected, and are as it left them."""
     for name, entry in old.items():
-        if name in keep or "/" in name or name.startswith("."):
-            continue
+        if name in keep or not name or "/" in name or "\0" in name or name.startswith("."):
+            continue  # kept, or not a plain file name of this folder (the record is input too)
         path = target / name
         try:
             current = _sha256_of(path)

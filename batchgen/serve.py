@@ -97,7 +97,7 @@ class _Routes:
             body = json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"a mark is at most {MAX_BODY:,} bytes")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json can follow
             return _error(400, "the body is not JSON")
         if not isinstance(body, dict):
             return _error(400, "expected a JSON object")

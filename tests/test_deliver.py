@@ -227,6 +227,24 @@ async def test_a_sidecar_of_the_wrong_shape_is_input_like_any_other(served: Serv
     assert info_fields(chunks[b"LIST"])["INAM"] == "sting"  # a title that is not text: the manifest's
 
 
+async def test_a_delivery_record_never_names_a_file_outside_the_folder(served: Served, tmp_path: Path) -> None:
+    """delivery.json is input too: entries that are not plain names in DIR are never removed or opened."""
+    manifest = tmp_path / "lib.yaml"
+    manifest.write_text(MANIFEST)
+    await run(served, manifest, fast(tmp_path / "out"))
+    to = tmp_path / "delivery"
+    deliver(load(manifest), tmp_path / "out", Options(to, select="fill"), lambda _: None)
+    outside = tmp_path / "outside.wav"
+    outside.write_bytes(b"keep me")
+    sha = __import__("hashlib").sha256(b"keep me").hexdigest()
+    doc = json.loads((to / "delivery.json").read_text())
+    doc["files"] += [{"file": name, "sha256": sha} for name in ("../outside.wav", "a\0b.wav", "", ".hidden")]
+    (to / "delivery.json").write_text(json.dumps(doc))
+    again = deliver(load(manifest), tmp_path / "out", Options(to, select="fill"), lambda _: None)
+    assert again.removed == [] and outside.read_bytes() == b"keep me"
+    assert sorted(again.unchanged) == ["battle.wav", "sting.wav", "theme.wav"]
+
+
 async def test_flac_and_resampling_keep_level_and_tags(served: Served, tmp_path: Path) -> None:
     """--format flac writes Vorbis comments; --sample-rate resamples with the length and loudness kept."""
     manifest = tmp_path / "lib.yaml"

@@ -170,8 +170,9 @@ async def test_writes_need_the_token_this_host_and_a_real_take(
     assert not (tmp_path / "out" / "room" / "picks.json").exists()  # nothing was written by any of them
     async with aiohttp.ClientSession() as session:
         sent = {"Content-Type": "application/json", "X-Batchgen-Token": live.token}
-        async with session.post(live.url + "api/mark", data="{", headers=sent) as resp:
-            assert resp.status == 400
+        for bad in ("{", "[" * 20_000 + "]" * 20_000, "[1, 2]"):  # broken, nested past any parser, not an object
+            async with session.post(live.url + "api/mark", data=bad, headers=sent) as resp:
+                assert resp.status == 400, bad[:10]
         async with session.get(live.url + "calm-t1.wav", headers={"Range": "bytes=0-99"}) as resp:
             assert resp.status == 206 and len(await resp.read()) == 100
         for name in ("calm-t1.json", ".batchgen%2Fstate.jsonl", "..%2F..%2Fetc%2Fpasswd", "picks.json"):
