@@ -27,6 +27,7 @@ from .errors import ManifestError, UnsafeFileError, quote
 from .gcpause import paused_gc
 from .params import MODEL_ID, PARAMS, check_combination, check_value, nearest
 from .task import (
+    MAX_HOPS,
     Task,
     canonical,
     default_name,
@@ -661,6 +662,7 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
     suffixes = [point_suffix(p) for p in points]
     tasks: list[Task] = []
     owners: dict[str, Task] = {}
+    jobs = 0
     for track in manifest.tracks:
         merged = {**manifest.defaults, **track.params}
         variants = []
@@ -693,20 +695,29 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
                     loop=shaping["loop"] if shaping else None,
                     chain=manifest.chain if shaping else None,
                 )
-                key = name.lower()  # case-insensitive: macOS and Windows folders are
-                if (other := owners.get(key)) is not None:
-                    templated = manifest.filename is not None
-                    raise ManifestError(
-                        manifest.path if templated else track.source,
-                        manifest.lines.get("filename") if templated else track.line,
-                        "filename" if templated else "name",
-                        f"output name {quote(name)} of track {quote(track.name)} take {take} is also the name of "
-                        f"track {quote(other.track)} take {other.take}; "
-                        "make names unique (e.g. add {take} to filename)",
-                    )
-                owners[key] = task
+                _claim(manifest, track, owners, task)
                 tasks.append(task)
+                jobs += task.hop_count
+                if jobs > MAX_TASKS:  # a chain's hops are jobs too: bound them all, not just tasks
+                    message = f"expands to more than {MAX_TASKS:,} jobs (each hop of a chain is one)"
+                    raise ManifestError(manifest.path, None, None, message)
     return tasks
+
+
+def _claim(manifest: Manifest, track: Track, owners: dict[str, Task], task: Task) -> None:
+    """Take `task`'s output name, or refuse it when another task has it (case-insensitively)."""
+    key = task.name.lower()  # case-insensitive: macOS and Windows folders are
+    if (other := owners.get(key)) is not None:
+        templated = manifest.filename is not None
+        raise ManifestError(
+            manifest.path if templated else track.source,
+            manifest.lines.get("filename") if templated else track.line,
+            "filename" if templated else "name",
+            f"output name {quote(task.name)} of track {quote(track.name)} take {task.take} is also the name of "
+            f"track {quote(other.track)} take {other.take}; "
+            "make names unique (e.g. add {take} to filename)",
+        )
+    owners[key] = task
 
 
 def _variant(
@@ -746,12 +757,20 @@ def _target(shape: Mapping[str, Any], settings: ChainSettings) -> tuple[float, L
 def _check_chain(manifest: Manifest, track: Track, params: Mapping[str, object], shape: Mapping[str, Any]) -> None:
     """A chain needs at least a second of new audio per hop: context must be shorter than duration."""
     target, _ = _target(shape, manifest.chain)
-    if target > _duration(params) and _duration(params) - manifest.chain.context < 1:
-        where = "length" if "length" in shape else "loop"
+    duration, where = _duration(params), "length" if "length" in shape else "loop"
+    if target <= duration:
+        return
+    if duration - manifest.chain.context < 1:
         message = (
             f"track {quote(track.name)}: {target:g}s needs a chain of jobs, and each job's duration "
-            f"({_duration(params):g}s) must be at least a second longer than "
-            f"chain.context ({manifest.chain.context:g}s)"
+            f"({duration:g}s) must be at least a second longer than chain.context ({manifest.chain.context:g}s)"
+        )
+        raise ManifestError(track.source, track.line_of(where), where, message)
+    hops = 1 + math.ceil((target - duration) / (duration - manifest.chain.context) - 1e-9)
+    if hops > MAX_HOPS:
+        message = (
+            f"track {quote(track.name)}: {target:g}s would take {hops:,} jobs of {duration:g}s, more than "
+            f"{MAX_HOPS:,} in one chain; raise duration or lower chain.context"
         )
         raise ManifestError(track.source, track.line_of(where), where, message)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import JournalError
 from .gcpause import paused_gc
-from .task import is_safe_id, is_safe_name
+from .task import MAX_HOPS, is_safe_id, is_safe_name
 
 VERSION = 1
 STATE_DIR = ".batchgen"
@@ -402,7 +402,7 @@ def _on_intent(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
     attempt = _whole(ev, "attempt", st.attempts + 1, least=1)
     hops = _whole(ev, "hops", 1, least=1)
     index = _whole(ev, "hop", 1, least=1) - 1
-    if hops > 1000 or index >= hops:
+    if hops > MAX_HOPS or index >= hops:
         raise BadEvent("hop is beyond hops")
     if attempt <= st.attempts:
         return  # an intent already applied

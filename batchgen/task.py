@@ -18,6 +18,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SEED_MAX = 2**31 - 1
+MAX_HOPS = 1000  # jobs in one chain (a long track or a loop); the journal refuses more
 
 
 @dataclass(frozen=True, slots=True)

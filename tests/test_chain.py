@@ -222,12 +222,27 @@ def test_manifest_chain_checks() -> None:
         ("batch: b\ntracks:\n  - {name: a, prompt: p, loop: {bpm: 96}}\n", "loop"),
         ("batch: b\ntracks:\n  - {name: a, prompt: p, length: 99999}\n", "length"),
         ("batch: b\nchain: {context: 10, crossfade: 9}\ntracks:\n  - {name: a, prompt: p}\n", "chain.crossfade"),
+        # 3,599 jobs of 2 s: more than a chain may hold (and more than the journal would take)
+        ("batch: b\nchain: {context: 1}\ntracks:\n  - {name: a, prompt: p, duration: 2, length: 3600}\n", "length"),
     ):
         bad = root / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(ManifestError) as caught:
             expand(load(bad), 1)
         assert caught.value.field == field, str(caught.value)
+
+
+def test_every_hop_counts_against_the_batch_job_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks within the limit whose chains are not: the manifest is refused before anything is built."""
+    from batchgen import ManifestError, manifest
+
+    monkeypatch.setattr(manifest, "MAX_TASKS", 100)
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "batch: b\nseed: 1\ndefaults: {duration: 30, length: 300}\ntracks:\n  - {name: a, prompt: p, takes: 20}\n"
+    )
+    with pytest.raises(ManifestError, match="more than 100 jobs"):
+        expand(load(path))
 
 
 async def test_chains_cost_every_hop_and_the_cap_never_starts_what_it_cannot_finish(
