@@ -19,6 +19,7 @@ from typing import Any
 
 from . import __version__
 from .errors import BatchgenError, UsageError
+from .gcpause import paused_gc
 from .ledger import TO_PAY, Ledger
 from .manifest import Manifest, expand_as_recorded, load
 from .task import Task
@@ -220,6 +221,9 @@ def _terminate_like_interrupt() -> Any:
         return None
 
 
+READ_ONLY = frozenset({"validate", "plan", "status", "report"})
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run,
@@ -231,6 +235,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         "serve": cmd_serve,
         "deliver": cmd_deliver,
     }
+    if args.command in READ_ONLY:
+        # Short commands that build a whole batch's tasks and states and exit: the cyclic
+        # collector would walk those millions of live objects again and again (16 % of
+        # `status` on 100,000 tasks) and find nothing. Reference counting still frees.
+        with paused_gc():
+            return commands[args.command](args)
     return commands[args.command](args)
 
 
