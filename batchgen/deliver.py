@@ -187,7 +187,7 @@ def _sidecar(folder: Path, sidecar: dict[str, Any] | None, outcome: Outcome) -> 
         return {}
     try:
         data = json.loads(files.read_regular(folder / sidecar["path"], 8 * 1024 * 1024) or b"{}")
-    except (BatchgenError, ValueError, KeyError):
+    except (BatchgenError, ValueError, KeyError, RecursionError):
         outcome.warnings.append(f"{sidecar.get('path')}: unreadable sidecar; tags come from the manifest")
         return {}
     return _about(data) if isinstance(data, dict) else {}
@@ -325,7 +325,7 @@ def _read_record(target: Path, force: bool) -> dict[str, Any]:
         if not isinstance(entries, list):
             raise ValueError("not a batchgen delivery")
         return {e["file"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("file"), str)}
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         if force:
             return {}
         raise DeliverError(f"{target / RECORD} is not batchgen's; --force replaces it") from None

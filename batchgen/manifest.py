@@ -413,6 +413,12 @@ class _Reader:
         import csv  # only manifests with a CSV tracks_file need it
 
         reader = csv.reader(text.splitlines())
+        try:
+            return self._csv_table(reader, source)
+        except csv.Error as err:  # e.g. a cell past the csv module's 128 KB field limit
+            raise self.fail(reader.line_num or 1, None, f"unreadable CSV ({err})", source=source) from None
+
+    def _csv_table(self, reader: Any, source: str) -> list[tuple[LineDict, int]]:
         header = next(reader, None)
         if not header or "name" not in header:
             raise self.fail(1, None, "the CSV header must start with name,prompt,<param>...", source=source)
@@ -448,6 +454,8 @@ class _Reader:
                 obj = json.loads(raw)
             except json.JSONDecodeError as err:
                 raise self.fail(row_line, None, f"invalid JSON: {err.msg}", source=source) from None
+            except RecursionError:
+                raise self.fail(row_line, None, "JSON nested too deeply", source=source) from None
             if not isinstance(obj, dict):
                 raise self.fail(row_line, None, "each line must be a JSON object", source=source)
             item = LineDict(obj)

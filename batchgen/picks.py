@@ -138,8 +138,9 @@ def load(folder: Path, batch: str) -> Picks:
         return picks
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise PicksError(f"{path}: not JSON ({str(err)[:80]}); move it away to start afresh") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        why = "nested too deeply" if isinstance(err, RecursionError) else str(err)[:80]
+        raise PicksError(f"{path}: not JSON ({why}); move it away to start afresh") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("takes"), dict):
         raise PicksError(f"{path}: expected an object with 'takes'; move it away to start afresh")
     if doc.get("batch") not in (None, batch):

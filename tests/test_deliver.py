@@ -205,9 +205,10 @@ async def test_deliver_never_replaces_what_it_did_not_write(served: Served, tmp_
     assert (to / "sting.wav").read_bytes() == b"the editor's own master" and outside.read_bytes() == b"keep me"
     forced = deliver(load(manifest), tmp_path / "out", Options(to, select="fill", force=True), lambda _: None)
     assert "sting.wav" in forced.written and outside.read_bytes() == b"keep me"
-    (to / "delivery.json").write_text("{}")
-    with pytest.raises(DeliverError, match="not batchgen's"):
-        deliver(load(manifest), tmp_path / "out", Options(to, select="fill"), lambda _: None)
+    for foreign in ("{}", "[" * 100_000 + "]" * 100_000):
+        (to / "delivery.json").write_text(foreign)
+        with pytest.raises(DeliverError, match="not batchgen's"):
+            deliver(load(manifest), tmp_path / "out", Options(to, select="fill"), lambda _: None)
 
 
 async def test_a_sidecar_of_the_wrong_shape_is_input_like_any_other(served: Served, tmp_path: Path) -> None:
@@ -218,9 +219,13 @@ async def test_a_sidecar_of_the_wrong_shape_is_input_like_any_other(served: Serv
     folder, to = tmp_path / "out" / "lib", tmp_path / "delivery"
     sidecar = folder / "sting.json"
     size = sidecar.stat().st_size  # kept, so the journal still takes the take as made
+    sidecar.write_text("[" * size)  # not JSON (and as deep as a sidecar of its size can nest)
+    outcome = deliver(load(manifest), tmp_path / "out", Options(to, select="fill"), lambda _: None)
+    assert "sting.wav" in outcome.written and any("unreadable sidecar" in w for w in outcome.warnings)
     hostile = json.dumps({"timings": ["not", "a", "map"], "seed": "7", "track": {"x": 1}, "jobId": None})
     sidecar.write_text(hostile.ljust(size))
-    outcome = deliver(load(manifest), tmp_path / "out", Options(to, select="fill"), lambda _: None)
+    (to / "sting.wav").unlink()
+    outcome = deliver(load(manifest), tmp_path / "out", Options(to, select="fill", force=True), lambda _: None)
     assert "sting.wav" in outcome.written and not outcome.problems
     chunks = riff_chunks((to / "sting.wav").read_bytes())
     assert b"seed 7" not in chunks[b"bext"]  # a seed given as text is no seed

@@ -151,6 +151,30 @@ def test_a_hostile_manifest_is_one_short_line_and_writes_nothing(tmp_path: Path,
     assert not (tmp_path / "out").exists(), f"{name}: something was written"
 
 
+TRACKS_FILES = {
+    "deep.jsonl": "[" * 100_000 + "]" * 100_000 + "\n",
+    "deep-value.jsonl": '{"name": "a", "prompt": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+    "big-cell.csv": "name,prompt\na," + "x" * 200_000 + "\n",
+    "deep.yaml": "- " + "[" * 100_000 + "]" * 100_000 + "\n",
+}
+
+
+@pytest.mark.parametrize("name", list(TRACKS_FILES))
+def test_a_hostile_tracks_file_is_one_line_naming_it(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tracks_file is read like the manifest: nesting past any parser and cells past the csv
+    module's limit are one line naming the file, exit 2, never a traceback."""
+    from batchgen.cli import main
+
+    (tmp_path / name).write_text(TRACKS_FILES[name])
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"batch: x\ntracks_file: {name}\n")
+    assert main(["validate", str(manifest)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and name in err[0] and len(err[0]) < 600, err
+
+
 @pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
 def test_a_manifest_or_tracks_file_that_is_not_a_file_is_refused(tmp_path: Path, kind: str) -> None:
     """A FIFO, a folder or a device as manifest or tracks_file: one line, exit 2, no hang."""

@@ -207,11 +207,12 @@ async def test_a_take_made_again_loses_its_pick_with_a_note(served: Served, mani
     assert picks.marks["sting"].note == f"great ending ({DROPPED} it was picked)"
 
 
-def test_a_bad_picks_file_is_one_line_and_exit_2(manifest: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", ["[1, 2", "[" * 100_000 + "]" * 100_000], ids=["broken", "nested too deeply"])
+def test_a_bad_picks_file_is_one_line_and_exit_2(manifest: Path, tmp_path: Path, text: str) -> None:
     """A picks.json that is not ours stops serve with one line naming it; it is never overwritten."""
     folder = tmp_path / "out" / "room"
     folder.mkdir(parents=True)
-    (folder / "picks.json").write_text("[1, 2")
+    (folder / "picks.json").write_text(text)
     out = subprocess.run(
         [sys.executable, "-m", "batchgen", "serve", str(manifest), "--out", str(tmp_path / "out"), "--port", "0"],
         capture_output=True,
@@ -221,7 +222,7 @@ def test_a_bad_picks_file_is_one_line_and_exit_2(manifest: Path, tmp_path: Path)
     )
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and "picks.json" in out.stderr and "Traceback" not in out.stderr
-    assert (folder / "picks.json").read_text() == "[1, 2"
+    assert (folder / "picks.json").read_text() == text
 
 
 def picked_in_file(folder: Path, names: list[str]) -> Callable[[], Awaitable[bool]]:
