@@ -15,6 +15,7 @@ import base64
 import json
 import math
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -324,8 +325,9 @@ class ScenarioClient:
     def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> ScenarioClient:
         env = os.environ if env is None else env
         base = env.get("SCENARIO_BASE_URL") or DEFAULT_BASE_URL
-        if not base.startswith(("http://", "https://")):
-            raise UsageError(f"SCENARIO_BASE_URL must be an http(s) URL, not {base[:80]!r}")
+        if problem := _base_url_problem(base):
+            shown = re.sub(r"//[^/@]*@", "//***@", base)  # a password in the URL is never printed
+            raise UsageError(f"SCENARIO_BASE_URL {problem}, not {shown[:80]!r}")
         kwargs.setdefault("project", env.get("SCENARIO_PROJECT_ID") or None)
         return cls(base, Credentials.from_env(env), **kwargs)
 
@@ -613,6 +615,25 @@ class ScenarioClient:
             raise DownloadError(f"download redirected badly: {type(err).__name__}", retryable=False) from None
         except aiohttp.ClientResponseError as err:
             raise DownloadError(f"download failed: {err.status} {err.message[:80]}") from None
+
+
+def _base_url_problem(base: str) -> str | None:
+    """Why `base` cannot be the API's address (a URL that fails on every request would
+    otherwise be retried as a network fault until the deadlines), or None."""
+    if not base.startswith(("http://", "https://")):
+        return "must be an http(s) URL"
+    try:
+        parts = urlsplit(base)
+        port = parts.port  # ValueError when it is not a number from 0 to 65535
+    except ValueError:
+        return "is not a valid URL"
+    if not parts.hostname or any(c.isspace() for c in base):
+        return "is not a valid URL"
+    if parts.username is not None or parts.password is not None:
+        return "must not hold a user or password (credentials go in SCENARIO_API_KEY/SECRET)"
+    if port == 0:
+        return "has port 0"
+    return None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -175,6 +175,21 @@ def test_a_hostile_tracks_file_is_one_line_naming_it(
     assert len(err) == 1 and name in err[0] and len(err[0]) < 600, err
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://x/v1", "http://[::1", "http://x:99999/v1", "http:///v1", "http://a b/v1", "http://me:hunter2@x/v1"],
+)
+def test_a_base_url_that_cannot_work_is_refused_before_any_request(url: str) -> None:
+    """An address every request would fail on is a usage error (exit 2), not a network fault
+    retried until the deadlines; a password written into it is never echoed."""
+    from batchgen.client import ScenarioClient
+    from batchgen.errors import UsageError
+
+    with pytest.raises(UsageError, match="SCENARIO_BASE_URL") as caught:
+        ScenarioClient.from_env({"SCENARIO_BASE_URL": url, "SCENARIO_API_KEY": "k", "SCENARIO_API_SECRET": "s"})
+    assert "hunter2" not in str(caught.value)
+
+
 @pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
 def test_a_manifest_or_tracks_file_that_is_not_a_file_is_refused(tmp_path: Path, kind: str) -> None:
     """A FIFO, a folder or a device as manifest or tracks_file: one line, exit 2, no hang."""
