@@ -426,12 +426,25 @@ async def _with_client(use: Any, *, simulate: bool, connections: int = 32, proje
     from .simulator import Simulator, serve, throwaway_credentials
 
     key, secret = throwaway_credentials()
-    job_time = float(os.environ.get("BATCHGEN_SIMULATE_JOB_TIME", "2"))
+    job_time = _env_number("BATCHGEN_SIMULATE_JOB_TIME", 2.0, most=3600.0)
     async with (
         serve(Simulator(key=key, secret=secret, job_time=job_time)) as url,
         ScenarioClient(url, Credentials(key, secret), max_connections=connections, project=project) as client,
     ):
         return await use(client)
+
+
+def _env_number(name: str, default: float, *, most: float) -> float:
+    """A number of seconds from the environment, checked like a command-line number."""
+    import os
+
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        return float(_number(float, 0.0, most=most)(text))
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"{name}: {err}") from None
 
 
 def _print_summary(manifest: Manifest, result: Any, max_cost: float | None, simulated: bool = False) -> None:

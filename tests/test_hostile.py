@@ -190,6 +190,22 @@ def test_a_base_url_that_cannot_work_is_refused_before_any_request(url: str) -> 
     assert "hunter2" not in str(caught.value)
 
 
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "1e9"])
+def test_a_bad_simulated_job_time_is_one_line(
+    tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BATCHGEN_SIMULATE_JOB_TIME is checked like a command-line number: one line, exit 2, nothing run."""
+    from batchgen.cli import main
+
+    monkeypatch.setenv("BATCHGEN_SIMULATE_JOB_TIME", value)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("batch: x\ntracks:\n  - {name: a, prompt: p, duration: 1}\n")
+    assert main(["run", str(manifest), "--out", str(tmp_path / "out"), "--simulate", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "BATCHGEN_SIMULATE_JOB_TIME" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
 def test_a_manifest_or_tracks_file_that_is_not_a_file_is_refused(tmp_path: Path, kind: str) -> None:
     """A FIFO, a folder or a device as manifest or tracks_file: one line, exit 2, no hang."""
