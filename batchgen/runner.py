@@ -91,6 +91,7 @@ class Runner:
         self._disk_error: DiskError | None = None
         self._submitting = self._downloading = 0
         self._missing: set[str] = set()  # done tasks whose files are fetched again
+        self._kept0 = 0.0  # what jobs failed without a refund had kept before this run
         self._counts = Counts()
 
     async def run(self) -> RunResult:
@@ -117,7 +118,7 @@ class Runner:
                 ledger.close()
 
     async def _run(self, ledger: Ledger, t0: float) -> RunResult:
-        spent0, recorded0 = ledger.book.spent, ledger.recorded.copy()
+        spent0, recorded0, self._kept0 = ledger.book.spent, ledger.recorded.copy(), ledger.book.kept
         parts = Parts(self.client, ledger, self.config, self.reporter, halt=self._halted, on_end=self._job_ended)
         self._parts, self._recorded0 = parts, recorded0
         plan = triage(ledger, self.tasks, retry_failed=self.config.retry_failed, hop_files=parts.hop_files())
@@ -379,9 +380,8 @@ class Runner:
                 result.failed[name] = st.reason or "failed"
             for hop in st.hops:
                 result.discount += float((hop.detail or {}).get("discount", 0.0))
-            live = {hop.job_id for hop in st.hops}
-            result.paid_failures += sum(c for job, c in st.charges.items() if job not in live)
         result.failed.update(self._deferred)
+        result.paid_failures = ledger.book.kept - self._kept0  # this run's, like `spent`
         result.batch_spent = ledger.book.spent
         result.spent = result.batch_spent - spent0
         result.calls = dict(self.client.calls)

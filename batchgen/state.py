@@ -138,6 +138,7 @@ class Book:
     lines: int = 0  # journal lines read (the next event's sequence number)
 
     charged: float = 0.0  # kept by `_charge` as jobs are charged: what `spent` adds up
+    kept: float = 0.0  # of `charged`, what jobs that failed without a refund kept
 
     @property
     def spent(self) -> float:
@@ -474,6 +475,7 @@ def _on_job_failed(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None
     cost = _number(ev, "cost")
     _, hop = _hop(st, ev)
     if not refunded:
+        book.kept += (cost or 0.0) - st.charges.get(job_id, 0.0)  # once per job, however often it is told
         _charge(book, st, job_id, cost or 0.0)  # the API kept the charge (billing.disableRefund)
     if hop.job_id != job_id or hop.status is not Status.IN_FLIGHT:
         return

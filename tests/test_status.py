@@ -57,6 +57,19 @@ def test_an_edited_prompt_is_changed_in_status_and_plan(
     assert "for the 1 task(s) left" in capsys.readouterr().out
 
 
+def test_a_track_made_again_is_not_called_a_paid_failure(
+    batch: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regenerating an edited track pays for new jobs; the old ones succeeded, so the summary
+    says nothing of jobs that failed without a refund."""
+    manifest, out = batch
+    manifest.write_text(MANIFEST.replace("storm at sea", "storm over the hills"))
+    capsys.readouterr()
+    assert main(["run", str(manifest), "--out", str(out), "--simulate", "--rate", "50", "--no-report"]) == 0
+    said = capsys.readouterr().out
+    assert "1 new" in said and "failed without a refund" not in said, said
+
+
 def test_a_deleted_file_is_missing_in_status_and_plan(
     batch: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
