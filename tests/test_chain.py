@@ -116,6 +116,27 @@ async def test_long_tracks_come_out_exactly_as_long_as_asked(served: Served, man
     assert "class=loop" not in boss.group()
 
 
+async def test_a_deleted_track_and_hop_are_fetched_and_stitched_again_at_no_charge(
+    served: Served, tmp_path: Path
+) -> None:
+    """Paid hops are assets the API keeps: with the track and one hop file gone, a rerun
+    downloads that hop again, stitches the same track and submits nothing."""
+    served.sim.job_time = 0.05
+    path = tmp_path / "one.yaml"
+    path.write_text(
+        "batch: one\nseed: 2\ndefaults: {duration: 30}\nchain: {context: 5}\n"
+        "tracks:\n  - {name: boss, prompt: 'epic battle, 140 bpm', length: 75}\n"
+    )
+    assert (await run(served, path, fast(tmp_path / "out"))).done == 1
+    folder = tmp_path / "out" / "one"
+    made, submitted = (folder / "boss.wav").read_bytes(), count(folder, "submitted")
+    (folder / "boss.wav").unlink()
+    (folder / ".batchgen" / "hops" / "boss.h2.wav").unlink()
+    again = await run(served, path, fast(tmp_path / "out"))
+    assert again.done == 1 and again.spent == 0 and not again.failed
+    assert count(folder, "submitted") == submitted and (folder / "boss.wav").read_bytes() == made
+
+
 async def test_a_loop_wraps_as_smoothly_as_its_own_bar_lines(served: Served, manifest: Path, tmp_path: Path) -> None:
     """A loop is exactly its bars long, and played end to start it steps in level no more than across
     its own bar lines, and joins sample to sample like its inside does."""
