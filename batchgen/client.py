@@ -12,6 +12,7 @@ scrubbed from every string a server sends back.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
 import os
@@ -35,6 +36,8 @@ BULK_LIMIT = 200  # POST /assets/get-bulk takes at most 200 ids
 TERMINAL = frozenset({"success", "failure", "canceled"})
 MAX_BODY = 16 * 1024 * 1024  # bytes of one API answer, after decompression
 MAX_TEXT = 500  # characters kept of any text a server sends (reasons, errors)
+MAX_ASSETS = 16  # asset ids kept of one job (MusicGen makes one; a list of thousands is not a job's)
+MAX_DETAILS = 40  # entries kept of a cost breakdown
 MAX_PAGES = 2000  # job-list pages one walk reads at most (200,000 jobs)
 MAX_EMPTY = 50  # empty pages in a row before a walk gives up
 
@@ -97,9 +100,22 @@ def _items(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _credits(value: Any) -> float | None:
+    """An amount of creative units: a finite number of at least 0 (anything else is unknown)."""
+    number = _number(value)
+    return number if number is not None and number >= 0 else None
+
+
+def _asset_ids(value: Any) -> tuple[str, ...]:
+    """A job's asset ids: the usable ones, each once, a handful at most."""
+    safe = dict.fromkeys(a for a in _items(value) if is_safe_id(a))
+    return tuple(itertools.islice(safe, MAX_ASSETS))
+
+
 def _numbers(value: Any) -> dict[str, float]:
-    """A cost breakdown: the numeric entries of a mapping (anything else is dropped)."""
-    return {str(k)[:60]: n for k, v in _mapping(value).items() if (n := _number(v)) is not None}
+    """A cost breakdown: the numeric entries of a mapping, a few dozen at most (the rest is dropped)."""
+    found = ((str(k)[:60], _credits(v)) for k, v in _mapping(value).items())
+    return dict(itertools.islice(((k, n) for k, n in found if n is not None), MAX_DETAILS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +173,11 @@ class Job:
             id=str(job_id),
             status=status,
             progress=min(1.0, max(0.0, progress)) if progress is not None else 0.0,
-            asset_ids=tuple(a for a in assets if is_safe_id(a)) if isinstance(assets, list) else (),
+            asset_ids=_asset_ids(assets),
             error=redact(error) if error else None,
-            cost=_number(billing.get("cuCost")),
+            cost=_credits(billing.get("cuCost")),
             cost_details=_numbers(billing.get("cuCostDetails")),
-            discount=_number(billing.get("cuDiscount")),
+            discount=_credits(billing.get("cuDiscount")),
             refundable=billing.get("disableRefund") is not True,
             input=_mapping(meta.get("input")),
             output_entity=output.get("entityId") if is_safe_id(output.get("entityId")) else None,
@@ -436,8 +452,8 @@ class ScenarioClient:
             raise MalformedAnswer(err.reason, status=200, ambiguous=True, method="POST", url="/generate") from None
         return Submission(
             job,
-            _number(body.get("creativeUnitsCost")),
-            _number(body.get("creativeUnitsDiscount")),
+            _credits(body.get("creativeUnitsCost")),
+            _credits(body.get("creativeUnitsDiscount")),
             _numbers(body.get("costDetails")),
         )
 

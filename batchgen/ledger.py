@@ -86,6 +86,11 @@ class Ledger:
         return self._book.uploads
 
     @property
+    def owners(self) -> Mapping[str, str]:
+        """Every job id the journal knows, and the task it belongs to."""
+        return self._book.owners
+
+    @property
     def tasks(self) -> Mapping[str, TaskState]:
         return self._book.tasks
 

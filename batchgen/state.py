@@ -134,6 +134,7 @@ class Book:
     base_seed: int | None = None
     tasks: dict[str, TaskState] = field(default_factory=dict)
     uploads: dict[str, str] = field(default_factory=dict)  # audio sha256 -> asset id
+    owners: dict[str, str] = field(default_factory=dict)  # job id -> the task it was first submitted for
     warnings: list[str] = field(default_factory=list)
     lines: int = 0  # journal lines read (the next event's sequence number)
 
@@ -431,6 +432,8 @@ def _on_submitted(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
     _flag(ev, "adopted", False)
     detail = _detail(ev)
     _, hop = _hop(st, ev)
+    if book.owners.setdefault(job_id, ev["task"]) != ev["task"]:
+        return  # another task's job: one job is never two tasks' (a server that repeats ids)
     seen = job_id in st.job_ids
     if not seen:
         st.job_ids.append(job_id)

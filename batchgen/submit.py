@@ -107,6 +107,10 @@ class Submitter:
                     raise Unresolved("stopping while a submission's fate is unknown")
                 try:
                     answer = await self._client.generate(task.model, body)
+                    if answer.job.id in self._ledger.owners:  # the new job's id is not this one
+                        raise MalformedAnswer(
+                            f"the API answered with job {answer.job.id}, given before", ambiguous=True
+                        )
                 except ApiError as err:
                     if err.ambiguous:
                         unsure += 1  # the next attempt looks for the job before POSTing again

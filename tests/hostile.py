@@ -30,6 +30,12 @@ MODES = {
     "deep-json": "a poll answers JSON nested 100,000 levels",
     "gzip-bomb": "a job answer that inflates to 40 MB",
     "not-json": "polls answer HTML with status 200",
+    "other-job": "a job's answer names another job (its id, status and assets)",
+    "many-assets": "a finished job lists 5,000 asset ids",
+    "twice-listed": "a listing holds each job twice, once still running",
+    "future-status": "jobs answer a status no client knows ('rendering')",
+    "negative-cost": "costs are negative (cuCost -5, a cost detail of -3, creativeUnitsCost -1)",
+    "many-details": "a job's cost breakdown has 1,000 entries",
     # downloads
     "redirect-file": "asset URLs redirect to file:///etc/passwd",
     "redirect-loop": "asset URLs redirect to themselves",
@@ -85,6 +91,8 @@ class HostileSimulator(Simulator):
             return []
         if is_generate and mode == "generate-no-job":
             return {"creativeUnitsCost": body.get("creativeUnitsCost")}
+        if is_generate and mode == "negative-cost" and isinstance(body, dict):
+            body["creativeUnitsCost"] = -1
         is_poll = request.method == "GET" and request.path.startswith("/v1/jobs")
         if is_poll and mode == "deep-json":
             return web.Response(body=b"[" * 100_000 + b"]" * 100_000, content_type="application/json")
@@ -93,6 +101,8 @@ class HostileSimulator(Simulator):
         if is_poll and mode == "gzip-bomb":
             data = gzip.compress(b'{"job": {"x": "' + b"A" * 40_000_000 + b'"}}')
             return web.Response(body=data, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+        if is_poll and mode == "twice-listed" and isinstance(body, dict) and isinstance(body.get("jobs"), list):
+            body["jobs"] = [copy for job in body["jobs"] for copy in (job, {**job, "status": "in-progress"})]
         for job in _jobs(body):
             self._spoil(job)
         return body
@@ -109,6 +119,17 @@ class HostileSimulator(Simulator):
             job["billing"] = {"cuCost": "1"}
         elif mode == "job-id-path":
             job["jobId"] = "../../assets/x"
+        elif mode == "other-job":
+            job["jobId"] = "job_someone_else"
+        elif mode == "many-assets" and job.get("status") == "success":
+            ids = job.get("metadata", {}).get("assetIds") or []
+            job["metadata"]["assetIds"] = (ids * 5000)[:5000] if ids else []
+        elif mode == "future-status" and job.get("status") not in ("success", "failure", "canceled"):
+            job["status"] = "rendering"
+        elif mode == "negative-cost":
+            job["billing"] = {**job.get("billing", {}), "cuCost": -5, "cuCostDetails": {"extra": -3}}
+        elif mode == "many-details":
+            job["billing"] = {**job.get("billing", {}), "cuCostDetails": {f"item{i}": 0.001 for i in range(1000)}}
         elif mode == "echo-secret" and job.get("status") == "failure":
             job["metadata"]["error"] = f"worker said: Authorization: {self.auth_header}"
 
