@@ -76,7 +76,7 @@ class Prepare:
     async def reconcile(self, plan: Plan) -> None:
         """Adopt jobs whose POST was sent but whose id never reached the journal."""
         ledger = self.parts.ledger
-        known = frozenset(job for st in ledger.tasks.values() for job in st.job_ids)
+        known = ledger.owners.keys()  # every job any task has: never adopted for another
         pending: list[tuple[Task, int, Unsure]] = []
         for task, hop in plan.reconcile:
             st = ledger.state(task.name)

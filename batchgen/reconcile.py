@@ -10,6 +10,7 @@ is adopted. Every task carries an explicit seed, so the match is exact.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ class Unsure:
     key: str
     body: Mapping[str, object]
     since: float
-    known: frozenset[str]
+    known: AbstractSet[str]  # usually the ledger's own view of every job id: shared, not copied
 
 
 def matches(sent: Mapping[str, object], echoed: Any) -> bool:
@@ -75,12 +76,12 @@ class Finder:
         by_seed: dict[tuple[object, object], list[Unsure]] = {}
         for item in pending:
             by_seed.setdefault((item.body.get("prompt"), item.body.get("seed")), []).append(item)
-        known = frozenset().union(*(item.known for item in pending)) if pending else frozenset()
+        knowns = list({id(item.known): item.known for item in pending}.values())  # one, as a rule
         found: dict[str, Job] = {}
         if not pending:
             return found
         async for job in self.jobs_since(min(item.since for item in pending)):
-            if job.id in known:
+            if any(job.id in known for known in knowns):
                 continue
             for item in by_seed.get((job.input.get("prompt"), job.input.get("seed")), []):
                 if item.key not in found and matches(item.body, job.input):

@@ -120,8 +120,7 @@ class Submitter:
         raise AssertionError("unreachable: Retrying ends by returning or raising")
 
     async def _look(self, task: Task, body: Mapping[str, object], since: float) -> Sent | None:
-        st = self._ledger.state(task.name)
-        known = frozenset(st.job_ids) if st else frozenset()
+        known = self._ledger.owners.keys()  # any task's job, not just this one's: a job is one task's
         try:
             job = await self._finder.find(Unsure(task.name, body, since, known))
         except ApiError as err:

@@ -154,6 +154,22 @@ def test_a_changed_task_and_a_retried_task_start_their_job_retries_afresh(tmp_pa
     assert Ledger.read(tmp_path, "b").state("a") == ledger.state("a")
 
 
+def test_a_job_id_belongs_to_one_task_for_good(tmp_path: Path) -> None:
+    """A server that answers two tasks with one job id cannot put both on it: the second claim
+    is not applied (live and replayed alike), so the task waits as unsubmitted, not on another's job."""
+    ledger = Ledger.open(tmp_path, "b")
+    for name in ("a", "b"):
+        ledger.record("intent", name, digest="d", attempt=1)
+        ledger.record("submitted", name, job_id="job_same", cost=1.0)
+    assert ledger.owners == {"job_same": "a"}
+    a, b = ledger.state("a"), ledger.state("b")
+    assert a is not None and a.hops[0].job_id == "job_same" and a.hops[0].status is Status.IN_FLIGHT
+    assert b is not None and b.hops[0].job_id is None and b.hops[0].status is Status.SUBMITTING
+    ledger.close()
+    again = Ledger.read(tmp_path, "b")
+    assert again.state("b") == b and again.owners == {"job_same": "a"}
+
+
 def test_spending_counts_each_job_once_and_keeps_unrefunded_failures(tmp_path: Path) -> None:
     """A refunded failure costs nothing, a failure the API kept costs its charge, a success its cost."""
     ledger = Ledger.open(tmp_path, "b")
