@@ -33,6 +33,7 @@ JOURNAL = "state.jsonl"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PATH_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}|\.batchgen")
 MAX_TEXT = 2000  # longest reason or path kept from a journal line
+MAX_HOPS_HELD = 2_000_000  # hop states in one journal: twice what the largest manifest can make
 
 
 class Status(StrEnum):
@@ -140,6 +141,7 @@ class Book:
 
     charged: float = 0.0  # kept by `_charge` as jobs are charged: what `spent` adds up
     kept: float = 0.0  # of `charged`, what jobs that failed without a refund kept
+    hops_held: int = 0  # hop states allocated for chains: bounded, so a small journal cannot ask for millions
 
     @property
     def spent(self) -> float:
@@ -409,6 +411,10 @@ def _on_intent(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
     if attempt <= st.attempts:
         return  # an intent already applied
     if digest != st.digest or st.outcome is Status.DONE or len(st.hops) != hops:
+        held = book.hops_held + hops - len(st.hops)
+        if held > MAX_HOPS_HELD:
+            raise BadEvent(f"more hops than a batch can have ({MAX_HOPS_HELD:,})")
+        book.hops_held = held
         st.hops = [HopState() for _ in range(hops)]  # a new (or regenerated) task starts afresh
     elif st.outcome is Status.FAILED:
         st.hops[index].failures = 0  # --retry-failed: this hop gets its retries again

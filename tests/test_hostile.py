@@ -209,6 +209,20 @@ def test_a_bad_simulated_job_time_is_one_line(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_small_journal_cannot_ask_for_millions_of_hops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each intent may announce up to 1,000 hops; past what any batch can hold, intents are
+    skipped with their line numbers instead of allocating state for them (here with a low cap)."""
+    from batchgen import state
+
+    monkeypatch.setattr(state, "MAX_HOPS_HELD", 5000)
+    lines = [b'{"ev":"batch","v":1,"batch":"b"}'] + [
+        f'{{"ev":"intent","task":"t{i}","digest":"d","attempt":1,"hops":1000}}'.encode() for i in range(10)
+    ]
+    book = replay(lines)
+    assert sum(len(st.hops) for st in book.tasks.values()) <= 5000
+    assert len(book.warnings) == 5 and all("more hops than a batch can have" in w for w in book.warnings)
+
+
 @pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
 def test_a_manifest_or_tracks_file_that_is_not_a_file_is_refused(tmp_path: Path, kind: str) -> None:
     """A FIFO, a folder or a device as manifest or tracks_file: one line, exit 2, no hang."""
