@@ -17,12 +17,11 @@ removed, so DIR holds the delivery and nothing else.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import math
-import os
-import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, files
-from .errors import BatchgenError, UsageError
+from .errors import BatchgenError, DiskError, UnsafeFileError, UsageError
 from .ledger import Ledger
 from .manifest import Manifest, expand_as_recorded
 from .picks import Made, Picks, reconcile
 from .picks import load as load_picks
 from .tags import Tags
 from .task import Task
+from .wavfile import WavError
 
 PROCESS = 1  # bump when the processing changes, so a rerun makes every file again
 DEFAULT_CEILING = -1.0  # dBTP
@@ -138,7 +138,7 @@ def deliver(manifest: Manifest, out: Path, options: Options, say: Callable[[str]
     for take in chosen:
         try:
             record = _deliver_one(take, names[take.task.name], target, options, old, outcome, say)
-        except BatchgenError as err:
+        except (BatchgenError, WavError) as err:  # WavError: a take this module cannot read
             outcome.problems.append(f"{take.task.name}: {err}")
             continue
         records[record["file"]] = record
@@ -297,14 +297,14 @@ def _record(take: Take, name: str, key: str, sha: str, measured: dict[str, Any],
 def _sha256_of(path: Path) -> str | None:
     """sha256 of a regular file (never a symlink's target); None when there is none."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        raise DeliverError(f"{path}: {err.strerror or err} (a symlink is never followed or replaced)") from None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise DeliverError(f"{path} is not a regular file")
+        fh = files.open_regular(path)  # O_NONBLOCK: a FIFO under a delivered name cannot hang us
+    except UnsafeFileError as err:
+        raise DeliverError(f"{err} (a symlink, pipe or device is never followed or replaced)") from None
+    except DiskError as err:
+        if err.errno == errno.ENOENT:
+            return None
+        raise DeliverError(str(err)) from None
+    with fh:
         sha = hashlib.sha256()
         for block in iter(lambda: fh.read(1 << 20), b""):
             sha.update(block)

@@ -70,25 +70,29 @@ def create(path: Path) -> BinaryIO:
 
 def open_append(path: Path) -> BinaryIO:
     """An append-only handle on a regular file (the journal), never through a symlink."""
-    try:
-        fd = os.open(path, _APPEND, 0o644)
-    except OSError as err:
-        raise _refusal(path, err) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UnsafeFileError(str(path), "is not a regular file")
-    return os.fdopen(fd, "ab")
+    return os.fdopen(_open_checked(path, _APPEND), "ab")
 
 
 def open_lock(path: Path) -> int:
     """A descriptor on the lock file, never through a symlink."""
+    return _open_checked(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """A regular file of the batch open for reading: never a symlink, a FIFO (`_READ` is
+    non-blocking, so one cannot hold the open for ever) or a device."""
+    return os.fdopen(_open_checked(path, _READ), "rb")
+
+
+def _open_checked(path: Path, flags: int) -> int:
+    """`os.open` that refuses, naming the path, anything but a regular file."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, flags, 0o644)
     except OSError as err:
         raise _refusal(path, err) from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise UnsafeFileError(str(path), "is not a regular file")
+        raise UnsafeFileError(str(path), "is not a regular file (a folder, a pipe or a device?)")
     return fd
 
 

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from . import files
+from .errors import BatchgenError
+
 PCM, FLOAT, EXTENSIBLE = 1, 3, 0xFFFE
 MAX_CHUNKS = 64  # chunks looked at before the data chunk
 _SCALE16 = 1 / 32768.0
@@ -53,8 +56,13 @@ class WavInfo:
 
 
 def read_info(path: Path) -> WavInfo:
-    """Parse the header of a WAV file; `WavError` if it is not one this module reads."""
-    with path.open("rb") as fh:
+    """Parse the header of a WAV file; `WavError` if it is not one this module reads, or not
+    a regular file at all (a FIFO planted in its place would block a plain open for ever)."""
+    try:
+        fh = files.open_regular(path)
+    except BatchgenError as err:
+        raise WavError(str(err)) from None
+    with fh:
         return parse(fh, os.fstat(fh.fileno()).st_size)
 
 

@@ -223,6 +223,31 @@ def test_a_small_journal_cannot_ask_for_millions_of_hops(monkeypatch: pytest.Mon
     assert len(book.warnings) == 5 and all("more hops than a batch can have" in w for w in book.warnings)
 
 
+def test_a_pipe_in_place_of_a_take_never_hangs_a_command(tmp_path: Path) -> None:
+    """A FIFO where a finished take was (or under a delivered name) would block a plain open for
+    ever: every command refuses it or treats the take as missing, and ends with one line."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("batch: f\nseed: 1\ndefaults: {duration: 1}\ntracks:\n  - {name: one, prompt: p}\n")
+    out, to = tmp_path / "out", tmp_path / "to"
+    env = {**env_for(None), "BATCHGEN_SIMULATE_JOB_TIME": "0.05"}
+    assert run_cli(["run", str(manifest), "--out", str(out), "--simulate", "-q"], env).returncode == 0
+    to.mkdir()
+    os.mkfifo(to / "one.wav")  # under the name deliver is about to write
+    result = run_cli(["deliver", str(manifest), "--out", str(out), "--to", str(to), "--all"], env, timeout=30)
+    assert result.returncode == 1 and "one.wav" in result.stderr and "Traceback" not in result.stderr
+    take = out / "f" / "one.wav"
+    take.unlink()
+    os.mkfifo(take)  # where the finished take was
+    for args, code in (
+        (["status", str(manifest), "--out", str(out)], 0),
+        (["report", str(manifest), "--out", str(out)], 0),
+        (["deliver", str(manifest), "--out", str(out), "--to", str(to), "--all"], 2),  # nothing deliverable
+        (["run", str(manifest), "--out", str(out), "--simulate", "-q"], 2),  # refuses to replace it
+    ):
+        result = run_cli(args, env, timeout=30)
+        assert result.returncode == code and "Traceback" not in result.stderr, (args, result.stderr)
+
+
 @pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
 def test_a_manifest_or_tracks_file_that_is_not_a_file_is_refused(tmp_path: Path, kind: str) -> None:
     """A FIFO, a folder or a device as manifest or tracks_file: one line, exit 2, no hang."""
