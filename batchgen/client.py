@@ -248,7 +248,7 @@ class Upload:
         urls = tuple(
             u
             for p in _items(upload.get("parts"))
-            if isinstance(u := _mapping(p).get("url"), str) and u.startswith("http")
+            if isinstance(u := _mapping(p).get("url"), str) and u.startswith(("http://", "https://"))
         )
         error = _text(upload.get("errorMessage"))
         return cls(

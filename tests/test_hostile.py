@@ -8,6 +8,7 @@ folder, or a secret on screen or disk.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import resource
 import subprocess
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -246,6 +248,40 @@ def test_a_pipe_in_place_of_a_take_never_hangs_a_command(tmp_path: Path) -> None
     ):
         result = run_cli(args, env, timeout=30)
         assert result.returncode == code and "Traceback" not in result.stderr, (args, result.stderr)
+
+
+@pytest.mark.parametrize("part", ["file:///etc/passwd", "httpx://elsewhere/part", None])
+async def test_an_upload_answered_without_an_http_part_url_is_refused(tmp_path: Path, part: str | None) -> None:
+    """An upload answered without an http(s) part URL (none, a file: one, a scheme that merely
+    starts with "http") is refused as an unusable answer before any byte is sent."""
+    import wave
+
+    from aiohttp import web
+
+    from batchgen.client import Credentials, ScenarioClient
+    from batchgen.errors import ApiError
+    from batchgen.retry import Backoff
+    from batchgen.simulator import Simulator, serve
+    from batchgen.uploads import upload_audio
+
+    sim = Simulator(key=KEY, secret=SECRET, job_time=0.05)
+
+    @web.middleware
+    async def no_parts(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        if request.method == "POST" and request.path == "/v1/uploads":
+            body = json.loads(response.body)
+            body["upload"]["parts"] = [{"url": part, "number": 1}] if part else []
+            return web.json_response(body, status=response.status)
+        return response
+
+    sim.app.middlewares.insert(0, no_parts)
+    melody = tmp_path / "m.wav"
+    with wave.open(str(melody), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(b"\0\0" * 1600)
+    async with serve(sim) as url, ScenarioClient(url, Credentials(KEY, SECRET)) as client:
+        with pytest.raises(ApiError, match="no part URL"):
+            await upload_audio(client, melody, policy=Backoff(attempts=2, base=0.01))
 
 
 @pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
