@@ -205,6 +205,9 @@ async def test_deliver_never_replaces_what_it_did_not_write(served: Served, tmp_
     assert (to / "sting.wav").read_bytes() == b"the editor's own master" and outside.read_bytes() == b"keep me"
     forced = deliver(load(manifest), tmp_path / "out", Options(to, select="fill", force=True), lambda _: None)
     assert "sting.wav" in forced.written and outside.read_bytes() == b"keep me"
+    for inside in (tmp_path / "out" / "lib", tmp_path / "out" / "lib" / ".batchgen"):  # never among the takes
+        with pytest.raises(DeliverError, match="in the batch folder"):
+            deliver(load(manifest), tmp_path / "out", Options(inside, select="fill", force=True), lambda _: None)
     for foreign in ("{}", "[" * 100_000 + "]" * 100_000):
         (to / "delivery.json").write_text(foreign)
         with pytest.raises(DeliverError, match="not batchgen's"):
