@@ -339,10 +339,10 @@ def test_seeds_and_digests_stable_when_tracks_change(
 ) -> None:
     """Removing a track changes no other task's name, seed or digest."""
     tmp = tmp_path_factory.mktemp("m")
-    body = "".join(f"  - {{name: {n}, prompt: 'prompt {n}'}}\n" for n in tracks)
+    body = "".join(f"  - {{name: '{n}', prompt: 'prompt {n}'}}\n" for n in tracks)  # quoted: 'on' is a boolean in YAML
     full = {t.name: t for t in expand(load(write(tmp, f"batch: b\ntakes: {takes}\nseed: {base}\ntracks:\n{body}")))}
     kept = [n for i, n in enumerate(tracks) if i != drop % len(tracks)]
-    body = "".join(f"  - {{name: {n}, prompt: 'prompt {n}'}}\n" for n in kept)
+    body = "".join(f"  - {{name: '{n}', prompt: 'prompt {n}'}}\n" for n in kept)
     fewer = expand(load(write(tmp, f"batch: b\ntakes: {takes}\nseed: {base}\ntracks:\n{body}")))
     assert len(fewer) == len(kept) * takes
     for task in fewer:
