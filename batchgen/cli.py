@@ -13,9 +13,9 @@ import math
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import __version__
 from .errors import BatchgenError, UsageError
@@ -23,6 +23,8 @@ from .gcpause import paused_gc
 from .ledger import TO_PAY, Ledger
 from .manifest import Manifest, expand_as_recorded, load
 from .task import Task
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -205,6 +207,32 @@ def entry() -> int:
     return code
 
 
+def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`asyncio.run`, safe against a signal at any moment of its start.
+
+    The loop is built with SIGINT and SIGTERM held back (one landing half-way through
+    its construction leaves a half-made loop whose finaliser prints a traceback), and a
+    coroutine the signal kept from starting is closed, not left "never awaited".
+    """
+    import asyncio
+
+    def new_loop() -> asyncio.AbstractEventLoop:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            return asyncio.new_event_loop()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held back is delivered here
+
+    coro = None
+    try:
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            coro = make()
+            return runner.run(coro)
+    finally:
+        if coro is not None:
+            coro.close()  # a no-op once it ran; stops the warning when it never did
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -251,7 +279,6 @@ def _read_batch(manifest: Manifest, out: str) -> tuple[list[Task], Ledger]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import asyncio
 
     from .progress import Reporter
 
@@ -276,8 +303,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     connections = config.max_in_flight + config.download_workers + config.poll_concurrency
     try:
-        result = asyncio.run(
-            _with_client(go, simulate=args.simulate, connections=connections, project=manifest.project)
+        result = _run_async(
+            lambda: _with_client(go, simulate=args.simulate, connections=connections, project=manifest.project)
         )
     finally:
         reporter.close()
@@ -332,7 +359,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The live listening room until Ctrl-C or SIGTERM (exit 0: stopping is how a server ends)."""
-    import asyncio
 
     from .room import Room
     from .serve import loopback, serve
@@ -349,7 +375,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def announce(url: str) -> None:
         print(f"listening room for {manifest.batch}: {url}  (Ctrl-C stops it)", flush=True)
 
-    asyncio.run(serve(room, args.host, args.port, announce))
+    _run_async(lambda: serve(room, args.host, args.port, announce))
     return EXIT_OK
 
 
@@ -520,7 +546,6 @@ def _hop_of(task: Task, ledger: Ledger) -> int:
 
 
 def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger, args: argparse.Namespace) -> int:
-    import asyncio
 
     from .cost import Pricer, load_prices, pricing_body, save_prices
     from .limits import Admission
@@ -549,7 +574,7 @@ def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger,
             save_prices(folder, pricer.prices)
         return total, per_track, pricer.asked
 
-    total, per_track, asked = asyncio.run(_with_client(price, simulate=args.simulate, project=manifest.project))
+    total, per_track, asked = _run_async(lambda: _with_client(price, simulate=args.simulate, project=manifest.project))
     tasks_per_track = Counter(t.track for t in todo)
     if args.json:
         print(
@@ -619,7 +644,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    import asyncio
     import os
 
     from .simulator import Faults, Simulator
@@ -650,7 +674,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print("Ctrl-C stops it.", flush=True)
 
     try:
-        asyncio.run(run_forever(sim, args.host, args.port, announce))
+        _run_async(lambda: run_forever(sim, args.host, args.port, announce))
     except KeyboardInterrupt:
         pass
     except OSError as err:
