@@ -51,7 +51,7 @@ class Parts:
         self.admission = Admission(config.rate, config.max_in_flight, config.backoff)
         self.budget = Budget(spent=lambda: ledger.book.spent, cap=config.max_cost)
         self.pricer = Pricer(self._dry_run, load_prices(self.folder))
-        self.finder = Finder(client, config.backoff, self.saw)
+        self.finder = Finder(client, config.backoff, self.saw, known=ledger.owners.keys())
         self.submitter = Submitter(
             client, ledger, self.admission, self.finder, config.backoff, halt=halt, observe=self.saw
         )

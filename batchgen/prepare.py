@@ -76,12 +76,11 @@ class Prepare:
     async def reconcile(self, plan: Plan) -> None:
         """Adopt jobs whose POST was sent but whose id never reached the journal."""
         ledger = self.parts.ledger
-        known = ledger.owners.keys()  # every job any task has: never adopted for another
         pending: list[tuple[Task, int, Unsure]] = []
         for task, hop in plan.reconcile:
             st = ledger.state(task.name)
             since = st.intent_at if st is not None and st.intent_at is not None else time.time()
-            pending.append((task, hop, Unsure(f"{task.name}\x00{hop}", self.parts.body(task, hop), since, known)))
+            pending.append((task, hop, Unsure(f"{task.name}\x00{hop}", self.parts.body(task, hop), since)))
         try:
             found = await self.parts.finder.adopt([unsure for _, _, unsure in pending])
         except ApiError as err:

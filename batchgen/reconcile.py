@@ -24,12 +24,11 @@ _DEAD = ("failure", "canceled")
 
 @dataclass(frozen=True, slots=True)
 class Unsure:
-    """A submission whose POST may have created a job: what was sent, when, and jobs known not to be it."""
+    """A submission whose POST may have created a job: what was sent, and when."""
 
     key: str
     body: Mapping[str, object]
     since: float
-    known: AbstractSet[str]  # usually the ledger's own view of every job id: shared, not copied
 
 
 def matches(sent: Mapping[str, object], echoed: Any) -> bool:
@@ -41,12 +40,23 @@ def matches(sent: Mapping[str, object], echoed: Any) -> bool:
 
 
 class Finder:
-    """Looks for jobs among the account's (the project's) recent ones."""
+    """Looks for jobs among the account's (the project's) recent ones.
 
-    def __init__(self, client: ScenarioClient, policy: Backoff, observe: Callable[[BaseException], None]) -> None:
+    `known` holds every job id the batch already has (the ledger's live view): such a job
+    is some task's, so it is never adopted for another.
+    """
+
+    def __init__(
+        self,
+        client: ScenarioClient,
+        policy: Backoff,
+        observe: Callable[[BaseException], None],
+        known: AbstractSet[str] = frozenset(),
+    ) -> None:
         self._client = client
         self._policy = policy
         self._observe = observe
+        self._known = known
 
     def _retry(self, call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
         return retry_call(self._policy, call, observe=self._observe)
@@ -76,12 +86,11 @@ class Finder:
         by_seed: dict[tuple[object, object], list[Unsure]] = {}
         for item in pending:
             by_seed.setdefault((item.body.get("prompt"), item.body.get("seed")), []).append(item)
-        knowns = list({id(item.known): item.known for item in pending}.values())  # one, as a rule
         found: dict[str, Job] = {}
         if not pending:
             return found
         async for job in self.jobs_since(min(item.since for item in pending)):
-            if any(job.id in known for known in knowns):
+            if job.id in self._known:
                 continue
             for item in by_seed.get((job.input.get("prompt"), job.input.get("seed")), []):
                 if item.key not in found and matches(item.body, job.input):

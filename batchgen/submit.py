@@ -120,9 +120,8 @@ class Submitter:
         raise AssertionError("unreachable: Retrying ends by returning or raising")
 
     async def _look(self, task: Task, body: Mapping[str, object], since: float) -> Sent | None:
-        known = self._ledger.owners.keys()  # any task's job, not just this one's: a job is one task's
         try:
-            job = await self._finder.find(Unsure(task.name, body, since, known))
+            job = await self._finder.find(Unsure(task.name, body, since))
         except ApiError as err:
             if isinstance(err, CredentialsError):
                 raise
