@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +92,6 @@ class Runner:
         self._submitting = self._downloading = 0
         self._missing: set[str] = set()  # done tasks whose files are fetched again
         self._kept0 = 0.0  # what jobs failed without a refund had kept before this run
-        self._ended: Counter[tuple[str, int]] = Counter()  # jobs of a hop that failed in this run
         self._counts = Counts()
 
     async def run(self) -> RunResult:
@@ -249,8 +247,7 @@ class Runner:
     def _retry_or_fail(self, watch: Watch, reason: str, paid: float | None) -> None:
         task, hop = watch.task, watch.hop
         st = self._parts.ledger.state(task.name)
-        self._ended[(task.name, hop)] += 1  # also this run's own count: an end the ledger ignored still counts
-        failures = max(st.hops[hop].failures if st else 1, self._ended[(task.name, hop)])
+        failures = st.hops[hop].failures if st else 1
         note = f" (paid {paid:g} CU: the API did not refund this job)" if paid else ""
         if failures <= self.config.job_retries and not self._halt:
             self.reporter.event("retry", task.name, reason=reason + note)
