@@ -63,6 +63,17 @@ def hop_seed(seed: int, hop: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\x00hop\x00{hop}".encode()).digest()[:4], "big") & SEED_MAX
 
 
+def hop_count(duration: float, target: float, settings: ChainSettings) -> int:
+    """Jobs of `duration` seconds a chain needs to make `target` seconds.
+
+    `1 + ceil((target - duration) / (duration - context))`: every hop after the first adds
+    what follows its prompt region.
+    """
+    if target <= duration:
+        return 1
+    return 1 + math.ceil((target - duration) / (duration - settings.context) - 1e-9)
+
+
 def plan(duration: float, target: float, settings: ChainSettings, seed: int) -> tuple[HopPlan, ...]:
     """The hops that make at least `target` seconds from jobs of `duration` seconds.
 
@@ -73,7 +84,7 @@ def plan(duration: float, target: float, settings: ChainSettings, seed: int) -> 
     if target <= duration:
         return (HopPlan(duration=float(math.ceil(target)), seed=seed),)
     step = duration - settings.context
-    hops = 1 + math.ceil((target - duration) / step - 1e-9)
+    hops = hop_count(duration, target, settings)
     out = [HopPlan(duration=duration, seed=seed)]
     made = duration
     for k in range(2, hops + 1):

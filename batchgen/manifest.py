@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files
-from .chain import ChainSettings, Loop, plan
+from .chain import ChainSettings, Loop, hop_count, plan
 from .errors import ManifestError, UnsafeFileError, quote
 from .gcpause import paused_gc
 from .params import MODEL_ID, PARAMS, check_combination, check_value, nearest
@@ -774,7 +774,7 @@ def _check_chain(manifest: Manifest, track: Track, params: Mapping[str, object],
             f"({duration:g}s) must be at least a second longer than chain.context ({manifest.chain.context:g}s)"
         )
         raise ManifestError(track.source, track.line_of(where), where, message)
-    hops = 1 + math.ceil((target - duration) / (duration - manifest.chain.context) - 1e-9)
+    hops = hop_count(duration, target, manifest.chain)
     if hops > MAX_HOPS:
         message = (
             f"track {quote(track.name)}: {target:g}s would take {hops:,} jobs of {duration:g}s, more than "
