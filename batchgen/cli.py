@@ -279,7 +279,6 @@ def _read_batch(manifest: Manifest, out: str) -> tuple[list[Task], Ledger]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-
     from .progress import Reporter
 
     manifest = load(args.manifest)
@@ -359,7 +358,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The live listening room until Ctrl-C or SIGTERM (exit 0: stopping is how a server ends)."""
-
     from .room import Room
     from .serve import loopback, serve
 
@@ -546,7 +544,6 @@ def _hop_of(task: Task, ledger: Ledger) -> int:
 
 
 def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger, args: argparse.Namespace) -> int:
-
     from .cost import Pricer, load_prices, pricing_body, save_prices
     from .limits import Admission
     from .retry import Backoff, retry_call

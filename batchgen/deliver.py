@@ -122,8 +122,8 @@ def deliver(manifest: Manifest, out: Path, options: Options, say: Callable[[str]
     """Deliver the selected takes of a batch into `options.to`; see the module docstring."""
     require_extra()
     folder = out / manifest.batch
-    inside = folder.resolve()
-    if options.to.resolve() == inside or inside in options.to.resolve().parents:
+    inside, to = folder.resolve(), options.to.resolve()
+    if to == inside or inside in to.parents:
         raise DeliverError(f"--to {options.to} is in the batch folder {folder}; deliver into a folder of its own")
     ledger = Ledger.read(folder, manifest.batch)
     tasks = expand_as_recorded(manifest, ledger.base_seed)

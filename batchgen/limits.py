@@ -102,7 +102,8 @@ class InFlight:
 
     async def acquire(self) -> None:
         async with self._changed:
-            await self._changed.wait_for(lambda: self.in_use < self.limit)
+            while self.in_use >= self.limit:  # a plain Condition wait, no timeout to race a cancellation
+                await self._changed.wait()
             self.take_now()
 
     def take_now(self) -> None:
