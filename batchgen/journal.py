@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,46 +43,53 @@ class Syncer:
     """fsync for many descriptors in rounds: every descriptor asked for by the time a
     round starts is covered by it.
 
-    A round runs on the event loop itself while fsyncs are quick (a local disk takes
-    0.1-0.2 ms, far less CPU than a hop to a thread and back), and in a worker thread
-    for a while once an fsync has taken longer than `SLOW`: a slow disk never stalls
-    the loop, a fast one never pays for threads.
+    The first writer schedules a round `LINGER` seconds later, so every writer of that
+    moment joins it (answers to a burst of POSTs arrive one by one over a few
+    milliseconds: without the wait each would pay its own fsync), and all of them wake
+    together when it is done. A round runs on the event loop itself while
+    fsyncs are quick (a local disk takes 0.1-0.2 ms, far less CPU than a hop to a thread
+    and back), and in a worker thread for a while once an fsync has taken longer than
+    `SLOW`: a slow disk never stalls the loop, a fast one never pays for threads.
     """
 
+    LINGER = 0.01  # seconds a round waits for more writers (a POST waits for it: keep it small)
     SLOW = 0.004  # seconds; an fsync slower than this sends rounds to a thread for a while
     BACK_OFF = 30.0  # seconds spent in thread mode after a slow fsync
 
     def __init__(self) -> None:
         self._waiting: dict[int, list[asyncio.Future[None]]] = {}
-        self._lock = asyncio.Lock()
+        self._busy = False  # a round is scheduled or running
         self._threaded_until = 0.0
         self.rounds = 0
 
     async def sync(self, fd: int) -> None:
         """Return once everything written to `fd` before this call is on disk."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._waiting.setdefault(fd, []).append(future)
-        async with self._lock:
-            if not future.done():
-                await asyncio.sleep(0)  # let the other writers of this moment join the round
-                await self._round(threaded=time.monotonic() < self._threaded_until)
-        return future.result()
+        if not self._busy:
+            self._busy = True
+            loop.call_later(self.LINGER, self._start)
+        await future  # cancelled, it is simply left out of the round
 
-    async def _round(self, *, threaded: bool) -> None:
+    def _start(self) -> None:
         batch, self._waiting = self._waiting, {}
         self.rounds += 1
-        if threaded:
+        if time.monotonic() < self._threaded_until:
             try:
-                errors = await asyncio.to_thread(_fsync_all, list(batch))
-            except BaseException:
-                for key, futures in batch.items():  # cancelled: the next round covers them
-                    self._waiting.setdefault(key, []).extend(futures)
-                raise
-        else:
-            started = time.monotonic()
-            errors = _fsync_all(list(batch))
-            if time.monotonic() - started > self.SLOW:
-                self._threaded_until = time.monotonic() + self.BACK_OFF
+                work = asyncio.get_running_loop().run_in_executor(None, _fsync_all, list(batch))
+            except RuntimeError:  # the loop's executor is shutting down: sync right here
+                pass
+            else:
+                work.add_done_callback(lambda done: self._finish(batch, _errors_of(done, batch)))
+                return
+        started = time.monotonic()
+        errors = _fsync_all(list(batch))
+        if time.monotonic() - started > self.SLOW:
+            self._threaded_until = time.monotonic() + self.BACK_OFF
+        self._finish(batch, errors)
+
+    def _finish(self, batch: dict[int, list[asyncio.Future[None]]], errors: dict[int, OSError]) -> None:
         for key, futures in batch.items():
             for waiter in futures:
                 if waiter.done():
@@ -90,6 +98,19 @@ class Syncer:
                     waiter.set_exception(errors[key])
                 else:
                     waiter.set_result(None)
+        if self._waiting:  # writers who came while a threaded round ran
+            asyncio.get_running_loop().call_soon(self._start)
+        else:
+            self._busy = False
+
+
+def _errors_of(done: asyncio.Future[dict[int, OSError]], batch: Iterable[int]) -> dict[int, OSError]:
+    """A threaded round's errors; if the round itself could not run, one for every descriptor."""
+    if done.cancelled():
+        return dict.fromkeys(batch, OSError("the fsync round was cancelled"))
+    if (exc := done.exception()) is not None:
+        return dict.fromkeys(batch, exc if isinstance(exc, OSError) else OSError(str(exc)))
+    return done.result()
 
 
 def _fsync_all(fds: list[int]) -> dict[int, OSError]:

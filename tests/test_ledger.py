@@ -8,8 +8,10 @@ cut at any byte (a crash), resumed and written on, or has lines duplicated.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
 import random
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchgen.journal import journal_path
+from batchgen.journal import Syncer, journal_path
 from batchgen.ledger import Ledger
 from batchgen.state import Book, Status, apply, replay
 
@@ -186,3 +188,57 @@ def test_spending_counts_each_job_once_and_keeps_unrefunded_failures(tmp_path: P
     assert ledger.book.spent == 8.0
     ledger.close()
     assert Ledger.read(tmp_path, "b").book.spent == 8.0
+
+
+async def test_commits_of_one_moment_share_one_fsync_round(tmp_path: Path) -> None:
+    """Writers arriving together (a burst of POST answers) wake together after one fsync."""
+    ledger = Ledger.open(tmp_path, "b")
+    ledger.start("b", None)
+    journal = ledger._journal
+    assert journal is not None
+    syncer = journal._syncer
+    before = syncer.rounds
+    await asyncio.gather(*(ledger.commit("intent", f"t{i}", hop=1, hops=1, digest="d", attempt=1) for i in range(40)))
+    assert syncer.rounds - before == 1
+    assert not syncer._busy
+    ledger.close()
+    assert len(Ledger.read(tmp_path, "b").tasks) == 40
+
+
+async def test_an_fsync_error_reaches_only_its_own_waiters(tmp_path: Path) -> None:
+    """One descriptor that cannot be synced (a pipe) fails its waiter; the file's waiter is served."""
+    syncer = Syncer()
+    read_end, write_end = os.pipe()
+    with (tmp_path / "f").open("wb") as fh:
+        try:
+            good, bad = await asyncio.gather(syncer.sync(fh.fileno()), syncer.sync(write_end), return_exceptions=True)
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+    assert good is None
+    assert isinstance(bad, OSError)
+    assert syncer.rounds == 1
+
+
+async def test_a_slow_disk_moves_rounds_to_a_thread_and_latecomers_get_the_next_one(tmp_path: Path) -> None:
+    syncer = Syncer()
+    syncer._threaded_until = float("inf")  # as after a slow fsync
+    with (tmp_path / "f").open("wb") as fh:
+        first = asyncio.create_task(syncer.sync(fh.fileno()))
+        await asyncio.sleep(Syncer.LINGER * 2)  # the first round has started in its thread
+        late = [asyncio.create_task(syncer.sync(fh.fileno())) for _ in range(5)]
+        await asyncio.wait_for(asyncio.gather(first, *late), 10)
+    assert 2 <= syncer.rounds <= 3
+    assert not syncer._busy
+
+
+async def test_a_cancelled_writer_leaves_the_round_to_the_others(tmp_path: Path) -> None:
+    syncer = Syncer()
+    with (tmp_path / "f").open("wb") as fh:
+        gone = asyncio.create_task(syncer.sync(fh.fileno()))
+        kept = asyncio.create_task(syncer.sync(fh.fileno()))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.wait_for(kept, 10)
+    assert gone.cancelled()
+    assert syncer.rounds == 1
