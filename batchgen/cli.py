@@ -300,7 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner = Runner(manifest, client, config, reporter, confirm)
         return await runner.run()
 
-    connections = config.max_in_flight + config.download_workers + config.poll_concurrency
+    connections = config.max_in_flight + config.downloaders + config.poll_concurrency
     try:
         result = _run_async(
             lambda: _with_client(go, simulate=args.simulate, connections=connections, project=manifest.project)

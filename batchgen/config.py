@@ -17,7 +17,7 @@ class RunConfig:
     rate: float = 2.0
     max_in_flight: int = 8
     workers: int | None = None
-    download_workers: int = 4
+    download_workers: int | None = None
     poll_interval: float = 1.0
     poll_max: float = 15.0
     poll_concurrency: int = 16
@@ -35,3 +35,10 @@ class RunConfig:
     def submit_workers(self) -> int:
         # Enough to keep the throttle busy while some wait on a slow POST.
         return self.workers or max(2, min(32, self.max_in_flight, int(self.rate * 2) + 1))
+
+    @property
+    def downloaders(self) -> int:
+        # A listing often ends many jobs at once: fetching them together costs one bulk
+        # asset lookup and a few turns of the event loop, where a handful of workers
+        # would trickle them out one by one (and pay the wake-ups for each).
+        return self.download_workers or max(4, min(32, self.max_in_flight))

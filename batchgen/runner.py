@@ -154,7 +154,7 @@ class Runner:
             return
         async with asyncio.TaskGroup() as tg:
             workers = [tg.create_task(self._submit_worker()) for _ in range(self.config.submit_workers)]
-            workers += [tg.create_task(self._download_worker()) for _ in range(self.config.download_workers)]
+            workers += [tg.create_task(self._download_worker()) for _ in range(self.config.downloaders)]
             workers += [tg.create_task(parts.watcher.run()), tg.create_task(parts.assets.run())]
             if not self.reporter.quiet:
                 workers.append(tg.create_task(self._ticker()))
