@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import aiohttp
 
@@ -112,14 +112,14 @@ def _looks_like(ext: str, head: bytes) -> bool:
     return False
 
 
-def check_audio(path: Path, ext: str, head: bytes | None = None, size: int | None = None) -> None:
+def check_audio(path: Path | str, ext: str, head: bytes | None = None, size: int | None = None) -> None:
     """Raise unless the file's first bytes are the audio format its extension says (a WAV must parse).
 
     `head` (the file's first bytes, kept while downloading) and `size` spare reading the
     file again when the header lies within them.
     """
     if head is None or size is None:
-        with path.open("rb") as fh:
+        with open(path, "rb") as fh:
             head, size = fh.read(HEAD), os.fstat(fh.fileno()).st_size
     if not _looks_like(ext, head):
         raise DownloadError(f"downloaded file is not {ext[1:].upper()} audio (its first bytes say otherwise)")
@@ -130,7 +130,7 @@ def check_audio(path: Path, ext: str, head: bytes | None = None, size: int | Non
             except WavError:
                 if len(head) >= size:
                     raise
-                info = read_info(path)  # the data chunk starts past the head: read the file itself
+                info = read_info(Path(path))  # the data chunk starts past the head: read the file itself
         except (WavError, OSError) as err:
             raise DownloadError(f"downloaded WAV does not parse: {err}") from None
         if info.frames == 0:
@@ -140,16 +140,16 @@ def check_audio(path: Path, ext: str, head: bytes | None = None, size: int | Non
 class _Progress:
     """Bytes written to the .part so far, their hash, and the server's ETag."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
         self.head = b""
         self.written = 0
         self.sha = hashlib.sha256()
         self.etag: str | None = None
 
-    def reset(self, fh: BinaryIO) -> None:
-        fh.seek(0)
-        fh.truncate()
+    def reset(self, fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         self.written, self.sha, self.head = 0, hashlib.sha256(), b""
 
 
@@ -165,33 +165,33 @@ async def download_asset(
 ) -> FileInfo:
     """Download `asset` to `dest` plus its extension, atomically and verified."""
     ext = extension(asset.mime_type)
-    final = dest.with_name(dest.name + ext)
-    part = final.with_name(final.name + ".part")
-    fh = files.create(part)
+    final = os.fspath(dest) + ext  # strings, not Paths: this runs for every file of a batch
+    part = final + ".part"
+    fd = files.create_fd(part)
     progress = _Progress(part)
     try:
         try:
-            async with asyncio.timeout(limits.deadline):
-                asset = await _fetch(client, asset, fh, progress, refresh, limits, policy)
-        except TimeoutError:
-            raise DownloadError(f"download took longer than {limits.deadline:.0f}s; given up") from None
-        try:
-            fh.flush()
-        except OSError as err:
-            raise DiskError(str(part), err) from None
-        fh.close()
+            try:
+                async with asyncio.timeout(limits.deadline):
+                    asset = await _fetch(client, asset, fd, progress, refresh, limits, policy)
+            except TimeoutError:
+                raise DownloadError(f"download took longer than {limits.deadline:.0f}s; given up") from None
+        finally:
+            files.close(fd, part)
         _verify(asset, part, ext, progress)
         files.replace(part, final)
     except BaseException:
-        fh.close()
         files.unlink_quietly(part)  # a failed download leaves nothing behind, not even a .part
         raise
-    return FileInfo(
-        str(final.relative_to(folder)), progress.written, progress.sha.hexdigest(), asset.mime_type, asset.id
-    )
+    return FileInfo(_relative(final, folder), progress.written, progress.sha.hexdigest(), asset.mime_type, asset.id)
 
 
-def _verify(asset: Asset, part: Path, ext: str, progress: _Progress) -> None:
+def _relative(path: str, folder: Path) -> str:
+    prefix = os.path.join(folder, "")
+    return path[len(prefix) :] if path.startswith(prefix) else str(Path(path).relative_to(folder))
+
+
+def _verify(asset: Asset, part: str, ext: str, progress: _Progress) -> None:
     if asset.size is not None and progress.written != asset.size:
         raise DownloadError(f"downloaded {progress.written} bytes, asset says {asset.size}")
     if asset.checksum and asset.checksum != progress.sha.hexdigest():
@@ -210,13 +210,13 @@ def _expired(exc: BaseException) -> bool:
 async def _fetch(
     client: ScenarioClient,
     asset: Asset,
-    fh: BinaryIO,
+    fd: int,
     progress: _Progress,
     refresh: Callable[[], Awaitable[Asset]],
     limits: Limits,
     policy: Backoff,
 ) -> Asset:
-    """Stream the asset into `fh`, resuming after cuts and refreshing expired URLs."""
+    """Stream the asset into `fd`, resuming after cuts and refreshing expired URLs."""
     cap = min(limits.max_bytes, asset.size) if asset.size else limits.max_bytes
     # A fresh URL that is expired again, over and over, means a clock or CDN problem.
     refreshes = dataclasses.replace(policy, limited=MAX_REFRESHES)
@@ -226,10 +226,10 @@ async def _fetch(
             if attempt.number > 1 and retrying.waits:
                 asset = await refresh()  # a fresh signed URL; the bytes so far stay valid
             try:
-                await _stream(client, asset, fh, progress, cap, limits)
+                await _stream(client, asset, fd, progress, cap, limits)
             except DownloadError as err:
                 if err.restart:
-                    progress.reset(fh)
+                    progress.reset(fd)
                 raise
             except (aiohttp.ClientError, TimeoutError) as err:
                 # Cut mid-body: the next attempt resumes from what we have, with Range.
@@ -237,12 +237,10 @@ async def _fetch(
     return asset
 
 
-async def _stream(
-    client: ScenarioClient, asset: Asset, fh: BinaryIO, progress: _Progress, cap: int, limits: Limits
-) -> None:
+async def _stream(client: ScenarioClient, asset: Asset, fd: int, progress: _Progress, cap: int, limits: Limits) -> None:
     async with client.download(asset.url, offset=progress.written, if_range=progress.etag) as resp:
         if progress.written and resp.status != 206:
-            progress.reset(fh)  # the server ignored Range (or the file changed)
+            progress.reset(fd)  # the server ignored Range (or the file changed)
         served = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if served and not served.startswith("audio/") and served != "application/octet-stream":
             raise DownloadError(f"download is {served[:40]!r}, not audio", retryable=False)
@@ -263,7 +261,7 @@ async def _stream(
             if len(progress.head) < HEAD:
                 progress.head += chunk[: HEAD - len(progress.head)]
             try:
-                fh.write(chunk)  # page-cache writes: cheaper in place than a thread hop per chunk
+                files.write_all(fd, chunk)  # page-cache writes: cheaper in place than a thread hop per chunk
             except OSError as err:
                 raise DiskError(str(progress.path), err) from None
             window_bytes += len(chunk)

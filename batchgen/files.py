@@ -37,7 +37,7 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
-def _clear_stale(path: Path) -> None:
+def _clear_stale(path: Path | str) -> None:
     """Remove what an earlier, interrupted write left under `path` (only a regular file)."""
     try:
         mode = os.lstat(path).st_mode
@@ -55,6 +55,12 @@ def _clear_stale(path: Path) -> None:
 
 def create(path: Path) -> BinaryIO:
     """A new file open for writing; a leftover regular file is replaced, a symlink refused."""
+    return os.fdopen(create_fd(path), "wb")
+
+
+def create_fd(path: Path | str) -> int:
+    """`create` as a bare descriptor: for whole chunks, written with `write_all`, a Python
+    buffer around it would only add the syscalls `open()` makes to set one up."""
     try:
         fd = os.open(path, _CREATE, 0o644)
     except FileExistsError:
@@ -65,7 +71,22 @@ def create(path: Path) -> BinaryIO:
             raise _refusal(path, err) from None
     except OSError as err:
         raise _refusal(path, err) from None
-    return os.fdopen(fd, "wb")
+    return fd
+
+
+def close(fd: int, path: Path | str) -> None:
+    """Close a descriptor from `create_fd`; an error (a network disk reports late ones here) names the file."""
+    try:
+        os.close(fd)
+    except OSError as err:
+        raise DiskError(str(path), err) from None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` (a short write is continued, as a buffered file would)."""
+    written = os.write(fd, data)
+    while written < len(data):
+        written += os.write(fd, memoryview(data)[written:])
 
 
 def open_append(path: Path) -> BinaryIO:
@@ -124,7 +145,7 @@ def read_regular(path: Path, limit: int | None = None, *, follow: bool = False) 
         return data
 
 
-def check_replaceable(final: Path) -> None:
+def check_replaceable(final: Path | str) -> None:
     """Refuse to replace `final` unless it is absent or a regular file."""
     try:
         mode = os.lstat(final).st_mode
@@ -136,7 +157,7 @@ def check_replaceable(final: Path) -> None:
         raise UnsafeFileError(str(final), "is a symlink or not a regular file; batchgen will not replace it")
 
 
-def replace(part: Path, final: Path) -> None:
+def replace(part: Path | str, final: Path | str) -> None:
     """Move a finished `part` into place under `final` (atomic on one filesystem)."""
     check_replaceable(final)
     try:
@@ -145,15 +166,17 @@ def replace(part: Path, final: Path) -> None:
         raise DiskError(str(final), err) from None
 
 
-def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+def write_atomic(path: Path | str, data: bytes, *, durable: bool = True) -> None:
     """Write `data` so readers see the old file or the new one, never half of one."""
-    part = path.with_name(path.name + ".part")
+    part = os.fspath(path) + ".part"
     try:
-        with create(part) as fh:
-            fh.write(data)
-            fh.flush()
+        fd = create_fd(part)
+        try:
+            write_all(fd, data)
             if durable:
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            close(fd, part)
         replace(part, path)
     except OSError as err:
         unlink_quietly(part)
@@ -168,7 +191,7 @@ def write_json_atomic(path: Path, data: dict[str, Any], *, durable: bool = True)
     write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), durable=durable)
 
 
-def unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path | str) -> None:
     """Remove a regular file batchgen made, ignoring one that is already gone."""
     try:
         if stat.S_ISREG(os.lstat(path).st_mode):
@@ -177,7 +200,7 @@ def unlink_quietly(path: Path) -> None:
         pass
 
 
-def _refusal(path: Path, err: OSError) -> DiskError:
+def _refusal(path: Path | str, err: OSError) -> DiskError:
     if err.errno == errno.ELOOP:
         return UnsafeFileError(str(path), "is a symlink; batchgen never writes through one")
     if err.errno == errno.EEXIST:

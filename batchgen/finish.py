@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -122,14 +123,14 @@ class Finisher:
         if chain is not None:
             sidecar["chain"] = chain
         data = (_SIDECAR.encode(sidecar) + "\n").encode()
-        path = self.folder / f"{task.name}.json"
-        files.write_atomic(path, data, durable=False)
+        name = f"{task.name}.json"
+        files.write_atomic(os.path.join(self.folder, name), data, durable=False)
         self._ledger.record(
             "done",
             task.name,
             digest=task.digest,
             files=[f.as_dict() for f in made],
-            sidecar={"path": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+            sidecar={"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
             cost=st.spent,
             job_id=st.hops[-1].job_id,
         )
