@@ -2,9 +2,16 @@
 
 Until the CLI installs its own handlers, a Ctrl-C or SIGTERM during startup exits 130
 quietly instead of printing a traceback from whatever module was being imported.
+
+Once a command has returned, everything it wrote is closed (the journal, the lock,
+files, the page): the process flushes its output and leaves without the interpreter's
+teardown of every module and object, which costs 40-60 ms of CPU and does nothing.
 """
 
+import os
 import signal
+import sys
+import threading
 
 
 def _leave(signum: int, frame: object) -> None:
@@ -16,7 +23,16 @@ def run() -> None:
     signal.signal(signal.SIGTERM, _leave)
     from .cli import entry
 
-    raise SystemExit(entry())
+    code = entry()
+    if threading.active_count() == 1:  # no thread of ours is left to finish its work
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe: the interpreter's own exit reports it as it always has
+        else:
+            os._exit(code)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":  # the guard keeps spawned worker processes from rerunning the CLI
