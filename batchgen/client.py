@@ -328,6 +328,7 @@ class ScenarioClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
+        self._auth = credentials.header  # base64 once, not on every request
         self.project = project
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
@@ -382,7 +383,7 @@ class ScenarioClient:
         if self.project:
             query["projectId"] = self.project
         self.calls[endpoint] += 1
-        headers = {"Authorization": self._credentials.header, "Accept": "application/json"}
+        headers = {"Authorization": self._auth, "Accept": "application/json"}
         sent = method != "GET"  # a request that may have been acted on if the answer is lost
         try:
             async with self.session.request(
