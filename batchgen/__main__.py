@@ -5,7 +5,8 @@ quietly instead of printing a traceback from whatever module was being imported.
 
 Once a command has returned, everything it wrote is closed (the journal, the lock,
 files, the page): the process flushes its output and leaves without the interpreter's
-teardown of every module and object, which costs 40-60 ms of CPU and does nothing.
+teardown of every module and object, which does nothing and costs about 25 ms of CPU
+(up to 60 ms) in every run.
 """
 
 import os

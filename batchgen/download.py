@@ -148,8 +148,11 @@ class _Progress:
         self.etag: str | None = None
 
     def reset(self, fd: int) -> None:
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+        except OSError as err:
+            raise DiskError(self.path, err) from None
         self.written, self.sha, self.head = 0, hashlib.sha256(), b""
 
 

@@ -86,7 +86,10 @@ def write_all(fd: int, data: bytes) -> None:
     """Write all of `data` to `fd` (a short write is continued, as a buffered file would)."""
     written = os.write(fd, data)
     while written < len(data):
-        written += os.write(fd, memoryview(data)[written:])
+        more = os.write(fd, memoryview(data)[written:])
+        if not more:  # a regular file takes something or raises; never spin on nothing
+            raise OSError(errno.EIO, "the disk took no bytes")
+        written += more
 
 
 def open_append(path: Path) -> BinaryIO:
