@@ -112,15 +112,12 @@ def _looks_like(ext: str, head: bytes) -> bool:
     return False
 
 
-def check_audio(path: Path | str, ext: str, head: bytes | None = None, size: int | None = None) -> None:
+def check_audio(path: str, ext: str, head: bytes, size: int) -> None:
     """Raise unless the file's first bytes are the audio format its extension says (a WAV must parse).
 
     `head` (the file's first bytes, kept while downloading) and `size` spare reading the
     file again when the header lies within them.
     """
-    if head is None or size is None:
-        with open(path, "rb") as fh:
-            head, size = fh.read(HEAD), os.fstat(fh.fileno()).st_size
     if not _looks_like(ext, head):
         raise DownloadError(f"downloaded file is not {ext[1:].upper()} audio (its first bytes say otherwise)")
     if ext == ".wav":
