@@ -213,7 +213,7 @@ class Runner:
                 self.reporter.event("adopted", task.name, job=sent.job_id)
             parts.budget.quote(task.name, hop, sent.cost)
             parts.finisher.mark(task.name, "submitted")
-            parts.watcher.submitted(task, hop, sent.job_id, sent.cost, created=time.time())
+            parts.watcher.submitted(task, hop, sent.job_id, sent.cost, created=sent.created)
 
     async def _job_ended(self, watch: Watch, outcome: JobEnd) -> None:
         """The watcher saw a job end (or gave up on it): free its slot and move the task on."""

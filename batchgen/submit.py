@@ -47,6 +47,7 @@ class Sent:
     adopted: bool = False
     discount: float | None = None
     details: Mapping[str, float] = field(default_factory=dict)
+    created: str | None = None  # the job's createdAt, as the server wrote it
 
 
 class Submitter:
@@ -116,7 +117,8 @@ class Submitter:
                         unsure += 1  # the next attempt looks for the job before POSTing again
                         odd += isinstance(err, MalformedAnswer)
                     raise
-                return Sent(answer.job.id, answer.cost, False, answer.discount, answer.cost_details)
+                job = answer.job
+                return Sent(job.id, answer.cost, False, answer.discount, answer.cost_details, job.created_at)
         raise AssertionError("unreachable: Retrying ends by returning or raising")
 
     async def _look(self, task: Task, body: Mapping[str, object], since: float) -> Sent | None:
@@ -126,4 +128,4 @@ class Submitter:
             if isinstance(err, CredentialsError):
                 raise
             raise Unresolved(f"could not check whether a submission went through ({err})") from None
-        return None if job is None else Sent(job.id, job.charge, adopted=True)
+        return None if job is None else Sent(job.id, job.charge, adopted=True, created=job.created_at)

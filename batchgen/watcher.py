@@ -29,6 +29,13 @@ from .task import Task
 IDLE = 1.0  # longest sleep between rounds with nothing due
 
 
+# A listing asks for jobs created after the oldest watched one, less a margin: a second
+# or two when `created` is our clock's (the server's may be behind), a little when it is
+# the server's own createdAt. A wider margin costs every listing the jobs it adds back.
+SKEW_MARGIN = 2.0
+SERVER_MARGIN = 0.25
+
+
 @dataclass(slots=True)
 class Watch:
     """A job that is submitted and not finished."""
@@ -39,7 +46,8 @@ class Watch:
     started: float  # monotonic time the job was submitted (estimated on resume)
     next_poll: float
     cost: float | None = None
-    created: float | None = None  # the server's createdAt, as epoch seconds
+    created: float | None = None  # createdAt as epoch seconds: the server's, or our clock's guess at it
+    margin: float = SKEW_MARGIN  # how far a listing reaches back before `created`
     polls: int = 0
     errors: int = 0
     misses: int = 0  # listings that did not show it at all: ask it directly next time
@@ -80,11 +88,16 @@ class Watcher:
             bisect.insort(self._created, watch.created)
         self._wake.set()
 
-    def submitted(self, task: Task, hop: int, job_id: str, cost: float | None, created: float) -> None:
-        """Watch a job submitted just now; its first poll is when jobs like it end."""
+    def submitted(self, task: Task, hop: int, job_id: str, cost: float | None, created: str | None) -> None:
+        """Watch a job submitted just now; its first poll is when jobs like it end.
+
+        `created` is the createdAt the API answered with; without one, our clock stands in.
+        """
         now = time.monotonic()
         first = next_poll(0.0, self.durations.value, self._first, self._longest)
-        self.add(Watch(task, hop, job_id, now, now + first, cost, created=created))
+        server = epoch(created)
+        when, margin = (server, SERVER_MARGIN) if server is not None else (time.time(), SKEW_MARGIN)
+        self.add(Watch(task, hop, job_id, now, now + first, cost, created=when, margin=margin))
 
     async def _end(self, watch: Watch, outcome: JobEnd, job: Job | None = None) -> None:
         del self.running[watch.job_id]
@@ -156,7 +169,7 @@ class Watcher:
         wanted = {a.job_id: a for a in self.running.values() if a.created is not None and a.misses < 2}
         wanted.update((a.job_id, a) for a in (*due, *likely))
         late: list[Watch] = []  # due jobs past --job-timeout: _poll settles them
-        since = iso(min(a.created or 0.0 for a in wanted.values()) - 2.0)  # margin for clock skew
+        since = iso(min((a.created or 0.0) - a.margin for a in wanted.values()))
         pages = self._pages_for(list(wanted.values()))
         token: str | None = None
         for _ in range(pages + 3):  # pages may be short (the SDK allows it): a few more requests at most
@@ -221,7 +234,7 @@ class Watcher:
         active.errors = 0
         now = time.monotonic()
         if (created := epoch(job.created_at)) is not None:
-            active.created = created
+            active.created, active.margin = created, SERVER_MARGIN
         if job.terminal:
             await self._end(active, ended(job), job)
         elif self._timed_out(active):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,12 @@ import pytest
 from batchgen import load
 from batchgen.client import Credentials, ScenarioClient
 from batchgen.limits import Cooldown
+from batchgen.manifest import expand
 from batchgen.polling import DurationEstimate, epoch, next_poll, poll_delay, prefer_list
 from batchgen.progress import Reporter
 from batchgen.retry import Backoff
 from batchgen.runner import RunConfig, Runner
+from batchgen.watcher import SERVER_MARGIN, SKEW_MARGIN, Watch, Watcher
 
 from .conftest import KEY, SECRET, Served
 
@@ -76,21 +79,63 @@ def test_backoff_full_jitter_and_hints() -> None:
     assert policy.exhausted(3) and not policy.exhausted(2)
 
 
-async def test_many_jobs_in_flight_are_polled_by_listing(served: Served, tmp_path: Path) -> None:
-    """With 40 jobs running at once, one listing settles many: far fewer poll requests than jobs."""
+async def _run_at_once(served: Served, tmp_path: Path, n: int) -> int:
+    """Run `n` tracks of 0.6 s jobs, all in flight together; the number done."""
     served.sim.job_time = 0.6
     path = tmp_path / "m.yaml"
     path.write_text(
         "batch: poll\nseed: 1\ndefaults: {duration: 1, modelVersion: melody-large}\ntracks:\n"
-        + "".join(f"  - {{name: t{i}, prompt: p{i}}}\n" for i in range(40))
+        + "".join(f"  - {{name: t{i}, prompt: p{i}}}\n" for i in range(n))
     )
-    config = RunConfig(out=tmp_path / "out", rate=200, max_in_flight=40, poll_interval=0.1, poll_max=0.5)
+    config = RunConfig(out=tmp_path / "out", rate=200, max_in_flight=n, poll_interval=0.1, poll_max=0.5)
     async with ScenarioClient(served.url, Credentials(KEY, SECRET)) as client:
-        result = await Runner(load(path), client, config, Reporter(quiet=True)).run()
-    assert result.done == 40
+        return (await Runner(load(path), client, config, Reporter(quiet=True)).run()).done
+
+
+async def test_many_jobs_in_flight_are_polled_by_listing(served: Served, tmp_path: Path) -> None:
+    """With 40 jobs running at once, one listing settles many: far fewer poll requests than jobs."""
+    assert await _run_at_once(served, tmp_path, 40) == 40
     seen = served.sim.requests
     polls = seen["GET /v1/jobs"] + seen["GET /v1/jobs/{job_id}"]
     assert seen["GET /v1/jobs"] > 0
     assert polls < 20, dict(seen)
     total = sum(seen.values())  # the one dry run included
     assert total / 40 < 3.5, dict(seen)
+
+
+async def test_listings_reach_back_from_the_servers_own_created_at(served: Served, tmp_path: Path) -> None:
+    """Listings ask for jobs created since the oldest running one, by the server's clock,
+    less a quarter second: not two seconds of finished jobs that every listing would add back."""
+    assert await _run_at_once(served, tmp_path, 30) == 30
+    created = sorted(job.created_wall for job in served.sim.jobs.values())
+    assert served.sim.listed_after, "no listing was made"
+    # createdAt is written in milliseconds: allow for the rounding on top of the margin.
+    assert min(served.sim.listed_after) >= created[0] - SERVER_MARGIN - 0.002, (created[0], served.sim.listed_after)
+
+
+def test_a_watch_without_the_servers_time_reaches_back_further(tmp_path: Path) -> None:
+    """A POST answer without createdAt leaves our clock as the estimate, with room for skew."""
+    watcher = Watcher(
+        None,  # type: ignore[arg-type]  # never called: nothing here makes a request
+        first=1.0,
+        longest=15.0,
+        concurrency=1,
+        job_timeout=60.0,
+        backoff=Backoff(),
+        on_end=_never,
+        on_error=lambda err: None,
+    )
+    path = tmp_path / "m.yaml"
+    path.write_text("batch: w\nseed: 1\ntracks:\n  - {name: a, prompt: p, duration: 1}\n")
+    task = expand(load(path))[0]
+    watcher.submitted(task, 0, "job_a", 1.0, created="2026-11-27T10:00:00.250Z")
+    before = time.time()
+    watcher.submitted(task, 0, "job_b", 1.0, created=None)
+    server, local = watcher.running["job_a"], watcher.running["job_b"]
+    assert (server.created, server.margin) == (epoch("2026-11-27T10:00:00.250Z"), SERVER_MARGIN)
+    assert local.created is not None and before <= local.created <= time.time()
+    assert local.margin == SKEW_MARGIN > SERVER_MARGIN
+
+
+async def _never(watch: Watch, outcome: object) -> None:
+    raise AssertionError("no job ends in this test")

@@ -158,6 +158,7 @@ class Simulator:
         # What tests read back through /__stats.
         self.requests: Counter[str] = Counter()
         self.submit_times: list[float] = []
+        self.listed_after: list[float] = []  # each listing's createdAfter, as epoch seconds
         self.max_active = 0
         self.dry_runs = 0
         self.dry_run_in_body = 0
@@ -406,6 +407,8 @@ class Simulator:
         if wanted is not None and q.get("createdAfter"):
             return _error(400, "createdAfter cannot be combined with status")
         after = _parse_iso(q["createdAfter"]) if q.get("createdAfter") else None
+        if after is not None:
+            self.listed_after.append(after)
         if self.faults.short_pages:  # as the SDK allows: fewer jobs than asked, even none
             size = self.faults.rng.choice((0, 1, max(1, size // 3), size))
         now = self.now()
