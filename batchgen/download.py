@@ -264,6 +264,8 @@ async def _stream(client: ScenarioClient, asset: Asset, fd: int, progress: _Prog
                 files.write_all(fd, chunk)  # page-cache writes: cheaper in place than a thread hop per chunk
             except OSError as err:
                 raise DiskError(str(progress.path), err) from None
+            if progress.written == total:
+                break  # all the announced bytes: no need to wait for the end of the body
             window_bytes += len(chunk)
             now = time.monotonic()
             if now - window_start >= limits.stall_seconds:
