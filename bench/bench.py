@@ -1,7 +1,7 @@
 """batchgen's benchmark: makespan against the lower bound and a naive baseline, API requests
 per task, CPU per task, 100k-task scale and download memory. Not a test: it measures.
 
-    python bench/bench.py            # everything, about 5 minutes on 2 cores
+    python bench/bench.py            # everything, about 9 minutes on 2 cores
     python bench/bench.py --quick    # smaller N, for a smoke run
 
 Every scenario gets a fresh simulator process (`batchgen simulate --fast-audio`), so its
@@ -86,9 +86,15 @@ def batchgen(env: dict[str, str], work: Path, n: int, rate: float, m: int, *extr
     return child([*cmd, "--max-in-flight", str(m), "--poll-interval", "0.25", "--no-report", *extra], env)
 
 
-def makespan(n: int, rate: float, m: int, job: float, work: Path, rows: list[str], pairs: int = 1) -> None:
+def makespan(
+    n: int, rate: float, m: int, job: float, work: Path, rows: list[str], pairs: int = 1, split: list[str] | None = None
+) -> None:
     """One row: batchgen and the naive client, run one after the other `pairs` times
-    (medians reported: CPU on a shared machine varies by a quarter from run to run)."""
+    (medians reported: CPU on a shared machine varies by a quarter from run to run).
+
+    With `split`, each pair also runs both clients on a one-task manifest, and a row is
+    added to `split`: what starting costs (interpreter, imports, manifest, one task) and
+    what each further task costs, for each client."""
     bound = max(n / rate, math.ceil(n / m) * job)
     # The bound above ignores that the first M submissions take ceil(M/R) - 1 one-second
     # windows to send (a window lets R through at once) and that the last job still runs
@@ -96,6 +102,7 @@ def makespan(n: int, rate: float, m: int, job: float, work: Path, rows: list[str
     windows = math.ceil(min(m, n) / rate) - 1
     ramp = max(math.ceil(n / rate) - 1 + job, (math.ceil(n / m) - 1) * job + windows + job)
     runs: list[tuple[float, float, float, float]] = []
+    starts: list[tuple[float, float]] = []
     for pair in range(pairs):
         # Each client goes first in every other pair: whatever the first run of a pair
         # pays (a cold cache, the disk still writing the last run's files) is shared.
@@ -108,7 +115,11 @@ def makespan(n: int, rate: float, m: int, job: float, work: Path, rows: list[str
             naive, naive_cpu, naive_code = _naive(work, n, m, job)
         assert code == 0 and naive_code == 0, (code, naive_code)
         runs.append((ours, ours_cpu, naive, naive_cpu))
+        if split is not None:
+            starts.append(_one_task(work, rate, m, job, first_ours))
     ours, ours_cpu, naive, naive_cpu = (statistics.median(run[i] for run in runs) for i in range(4))
+    if split is not None:
+        split.append(_split_row(n, runs, starts))
     each = ", ".join(f"{o / n * 1000:.2f}/{v / n * 1000:.2f}" for _, o, _, v in runs)
     rows.append(
         f"| N={n}, R={rate:g}/s, M={m}, J={job:g} s | {bound:.1f} s | {ramp:.1f} s | {ours:.1f} s "
@@ -117,6 +128,33 @@ def makespan(n: int, rate: float, m: int, job: float, work: Path, rows: list[str
         + (f" medians of {pairs} pairs (ms, batchgen/naive: {each})" if pairs > 1 else "")
     )
     print(rows[-1], flush=True)
+
+
+def _one_task(work: Path, rate: float, m: int, job: float, first_ours: bool) -> tuple[float, float]:
+    """CPU seconds of a one-task run of batchgen and of the naive client, in the pair's order."""
+    cpu: dict[str, float] = {}
+    for who in ("ours", "naive") if first_ours else ("naive", "ours"):
+        if who == "naive":
+            _, cpu[who], code = _naive(work, 1, m, job)
+        else:
+            with simulator(job) as (_, env):
+                _, cpu[who], code = batchgen(env, work, 1, rate, m)
+        assert code == 0, f"{who} exited {code} on one task"
+    return cpu["ours"], cpu["naive"]
+
+
+def _split_row(n: int, runs: list[tuple[float, float, float, float]], starts: list[tuple[float, float]]) -> str:
+    """Startup (a one-task run) and the CPU of each further task, per client, medians over pairs."""
+    ours_1, naive_1 = (statistics.median(s[i] for s in starts) for i in range(2))
+    ours_each = statistics.median((r[1] - s[0]) / (n - 1) for r, s in zip(runs, starts, strict=True))
+    naive_each = statistics.median((r[3] - s[1]) / (n - 1) for r, s in zip(runs, starts, strict=True))
+    return (
+        f"| CPU split of the first row: a one-task run, then each further task "
+        f"| batchgen {ours_1 * 1000:.0f} ms + {ours_each * 1000:.2f} ms a task, "
+        f"naive {naive_1 * 1000:.0f} ms + {naive_each * 1000:.2f} ms a task "
+        f"| startup {ours_1 / naive_1:.2f}x, each further task {ours_each / naive_each:.2f}x; "
+        f"medians of {len(starts)} pairs"
+    )
 
 
 def _naive(work: Path, n: int, m: int, job: float) -> tuple[float, float, int]:
@@ -334,14 +372,17 @@ def main() -> None:
         )
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         rows: list[str] = []
+        split: list[str] = []
         small = 60 if args.quick else 300
-        makespan(small, 20, 32, 2.0, work, rows, pairs=1 if args.quick else 5)
+        makespan(small, 20, 32, 2.0, work, rows, pairs=1 if args.quick else 5, split=split)
         makespan(small, 20, 32, 1.0, work, rows)
         if not args.quick:
             makespan(2000, 50, 200, 5.0, work, rows)
         print()
         print("| measure | figure | notes |")
         print("| --- | --- | --- |")
+        for row in split:
+            print(row, flush=True)
         print(requests_per_task(50 if args.quick else 200, 20.0, work), flush=True)
         print(cpu_per_task(200 if args.quick else 1000, work), flush=True)
         for row in scale(work, 10_000 if args.quick else 100_000):
