@@ -107,16 +107,10 @@ def makespan(
         # Each client goes first in every other pair: whatever the first run of a pair
         # pays (a cold cache, the disk still writing the last run's files) is shared.
         first_ours = pair % 2 == 0
-        if not first_ours:
-            naive, naive_cpu, naive_code = _naive(work, n, m, job)
-        with simulator(job) as (_, env):
-            ours, ours_cpu, code = batchgen(env, work, n, rate, m)
-        if first_ours:
-            naive, naive_cpu, naive_code = _naive(work, n, m, job)
-        assert code == 0 and naive_code == 0, (code, naive_code)
-        runs.append((ours, ours_cpu, naive, naive_cpu))
+        runs.append(_pair(work, n, rate, m, job, first_ours))
         if split is not None:
-            starts.append(_one_task(work, rate, m, job, first_ours))
+            _, ours_1, _, naive_1 = _pair(work, 1, rate, m, job, first_ours)
+            starts.append((ours_1, naive_1))
     ours, ours_cpu, naive, naive_cpu = (statistics.median(run[i] for run in runs) for i in range(4))
     if split is not None:
         split.append(_split_row(n, runs, starts))
@@ -130,17 +124,18 @@ def makespan(
     print(rows[-1], flush=True)
 
 
-def _one_task(work: Path, rate: float, m: int, job: float, first_ours: bool) -> tuple[float, float]:
-    """CPU seconds of a one-task run of batchgen and of the naive client, in the pair's order."""
-    cpu: dict[str, float] = {}
+def _pair(work: Path, n: int, rate: float, m: int, job: float, first_ours: bool) -> tuple[float, float, float, float]:
+    """Wall and CPU seconds of batchgen, then of the naive client, each run once on `n` tasks."""
+    result: dict[str, tuple[float, float, int]] = {}
     for who in ("ours", "naive") if first_ours else ("naive", "ours"):
         if who == "naive":
-            _, cpu[who], code = _naive(work, 1, m, job)
+            result[who] = _naive(work, n, m, job)
         else:
             with simulator(job) as (_, env):
-                _, cpu[who], code = batchgen(env, work, 1, rate, m)
-        assert code == 0, f"{who} exited {code} on one task"
-    return cpu["ours"], cpu["naive"]
+                result[who] = batchgen(env, work, n, rate, m)
+    (ours, ours_cpu, code), (naive, naive_cpu, naive_code) = result["ours"], result["naive"]
+    assert code == 0 and naive_code == 0, (n, code, naive_code)
+    return ours, ours_cpu, naive, naive_cpu
 
 
 def _split_row(n: int, runs: list[tuple[float, float, float, float]], starts: list[tuple[float, float]]) -> str:
