@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from . import __version__
 from .errors import BatchgenError, UsageError
-from .gcpause import paused_gc
+from .gcpause import paused_gc, settle
 from .ledger import TO_PAY, Ledger
 from .manifest import Manifest, expand_as_recorded, load
 from .task import Task
@@ -269,6 +269,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         # `status` on 100,000 tasks) and find nothing. Reference counting still frees.
         with paused_gc():
             return commands[args.command](args)
+    if args.command != "run":  # a run settles once it has loaded what it runs with
+        settle()
     return commands[args.command](args)
 
 
@@ -291,16 +293,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     reporter = Reporter(args.log_format, args.quiet)
     confirm = _confirmer(args.confirm_above, args.yes)
 
+    from .runner import Runner
+
     runner: Any = None
 
     async def go(client: Any) -> Any:
-        from .runner import Runner
-
         nonlocal runner
         runner = Runner(manifest, client, config, reporter, confirm)
         return await runner.run()
 
     connections = config.max_in_flight + config.downloaders + config.poll_concurrency
+    settle()
     try:
         result = _run_async(
             lambda: _with_client(go, simulate=args.simulate, connections=connections, project=manifest.project)
