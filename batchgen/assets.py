@@ -1,9 +1,15 @@
 """Asset lookups, coalesced: many download workers, few `POST /assets/get-bulk` calls.
 
-A worker asks for one asset and awaits it; the batcher gathers the ids asked for within
-a short window (up to 200, the endpoint's limit) and fetches them in one call. This
-turns a burst of finished jobs, or a burst of expired URLs after a laptop wakes up,
-into one request instead of one per file.
+A worker asks for one asset and awaits it; the batcher gathers the ids asked for (up to
+200, the endpoint's limit) and fetches them in one call. This turns a burst of finished
+jobs, or a burst of expired URLs after a laptop wakes up, into one request instead of
+one per file.
+
+A burst is over when the event loop has gone round once without a new id: the jobs one
+listing settles reach their download workers within a pass or two of the loop, so the
+batcher asks at once instead of sleeping a fixed window (a wake-up of its own for every
+wave of finished jobs, and that much later a download). `window` bounds how long a
+steady trickle of new ids can keep it gathering.
 """
 
 from __future__ import annotations
@@ -45,12 +51,21 @@ class AssetBatcher:
     async def run(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self.window)  # let the rest of a burst arrive
+            await self._gather()
             self._wake.clear()
             while self._waiting:
                 ids = list(self._waiting)[:BULK_LIMIT]
                 waiters = {i: self._waiting.pop(i) for i in ids}
                 await self._fetch(ids, waiters)
+
+    async def _gather(self) -> None:
+        """Yield to the loop until a pass brings no new id, or `window` has passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.window
+        asked = -1
+        while len(self._waiting) != asked and loop.time() < deadline:
+            asked = len(self._waiting)
+            await asyncio.sleep(0)
 
     async def _fetch(self, ids: list[str], waiters: dict[str, list[asyncio.Future[Asset]]]) -> None:
         try:

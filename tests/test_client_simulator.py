@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from batchgen.assets import AssetBatcher
 from batchgen.client import Credentials, Job, ScenarioClient, retry_hint
 from batchgen.download import Limits
 from batchgen.errors import ApiError, CredentialsError, DownloadError, ErrorKind, UsageError
@@ -336,3 +337,23 @@ async def test_download_verifies_checksum_and_leaves_nothing_on_mismatch(
     with pytest.raises(DownloadError, match="sha256"):
         await save(dataclasses.replace(asset, checksum="0" * 64), "bad")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.wav"]
+
+
+async def test_a_burst_of_asset_lookups_is_one_bulk_call_made_at_once(client: ScenarioClient, served: Served) -> None:
+    """Lookups asked for in one moment are fetched in one call as soon as the burst is over, not after a window."""
+    served.sim.job_time = 0
+    ids = []
+    for i in range(12):
+        sub = await client.generate(MODEL_ID, {"prompt": "p", "duration": 1, "seed": i})
+        ids.extend(served.sim.jobs[sub.job.id].asset_ids)
+    batcher = AssetBatcher(client, policy=Backoff(), window=30.0)
+    runner = asyncio.create_task(batcher.run())
+    try:
+        started = time.monotonic()
+        assets = await asyncio.wait_for(asyncio.gather(*(batcher.get(i) for i in ids)), 10)
+        took = time.monotonic() - started
+    finally:
+        runner.cancel()
+    assert [a.id for a in assets] == ids
+    assert client.calls["assets-bulk"] == 1
+    assert took < 5.0  # far below the window
