@@ -9,10 +9,11 @@ fsyncs instead of 64.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,37 +44,73 @@ class Syncer:
     """fsync for many descriptors in rounds: every descriptor asked for by the time a
     round starts is covered by it.
 
-    The first writer schedules a round `LINGER` seconds later, so every writer of that
-    moment joins it (answers to a burst of POSTs arrive one by one over a few
-    milliseconds: without the wait each would pay its own fsync), and all of them wake
-    together when it is done. A round runs on the event loop itself while
-    fsyncs are quick (a local disk takes 0.1-0.2 ms, far less CPU than a hop to a thread
-    and back), and in a worker thread for a while once an fsync has taken longer than
-    `SLOW`: a slow disk never stalls the loop, a fast one never pays for threads.
+    A round starts once the writers of the moment have all asked: when the event loop
+    has gone round once with no new writer and none is expected (`expecting`: a POST
+    whose answer will be journaled), or `LINGER` seconds after the first writer asked,
+    whichever comes first. Answers to a burst of POSTs arrive one by one over a few
+    milliseconds; each writer paying its own fsync would cost a fsync per POST, and a
+    fixed wait would cost the process a sleep and a wake-up of its own for every round.
+    All writers of a round wake together when it is done. A round runs on the event
+    loop itself while fsyncs are quick (a local disk takes 0.1-0.2 ms, far less CPU than
+    a hop to a thread and back), and in a worker thread for a while once an fsync has
+    taken longer than `SLOW`: a slow disk never stalls the loop, a fast one never pays
+    for threads.
     """
 
-    LINGER = 0.01  # seconds a round waits for more writers (a POST waits for it: keep it small)
+    LINGER = 0.01  # seconds a round waits at most for more writers (a POST waits for it: keep it small)
     SLOW = 0.004  # seconds; an fsync slower than this sends rounds to a thread for a while
     BACK_OFF = 30.0  # seconds spent in thread mode after a slow fsync
 
     def __init__(self) -> None:
         self._waiting: dict[int, list[asyncio.Future[None]]] = {}
+        self._asked = 0  # writers waiting for the next round
         self._busy = False  # a round is scheduled or running
+        self._scheduled: asyncio.Handle | None = None  # the next round's start, at the latest
+        self._checking = False  # a look at whether the writers of the moment are all in
+        self._expected = 0  # writers on their way: POSTs sent, their answers not yet journaled
         self._threaded_until = 0.0
         self.rounds = 0
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Tell rounds that a writer is on its way (a POST is out); they wait for it, up to `LINGER`."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
 
     async def sync(self, fd: int) -> None:
         """Return once everything written to `fd` before this call is on disk."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._waiting.setdefault(fd, []).append(future)
+        self._asked += 1
         if not self._busy:
             self._busy = True
-            loop.call_later(self.LINGER, self._start)
+            self._scheduled = loop.call_later(self.LINGER, self._start)
+        if self._scheduled is not None and not self._checking:
+            self._checking = True
+            loop.call_soon(self._check, self._asked)
         await future  # cancelled, it is simply left out of the round
 
+    def _check(self, asked: int) -> None:
+        """Start the round now if a whole pass of the loop brought no writer and none is expected."""
+        self._checking = False
+        if self._scheduled is None:
+            return  # the round started already
+        if self._asked != asked:
+            self._checking = True  # writers came during that pass: give the loop another one
+            asyncio.get_running_loop().call_soon(self._check, self._asked)
+        elif not self._expected:
+            self._start()
+        # else: the next writer to come looks again; `LINGER` bounds the wait
+
     def _start(self) -> None:
-        batch, self._waiting = self._waiting, {}
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        batch, self._waiting, self._asked = self._waiting, {}, 0
         self.rounds += 1
         if time.monotonic() < self._threaded_until:
             try:
@@ -99,7 +136,7 @@ class Syncer:
                 else:
                     waiter.set_result(None)
         if self._waiting:  # writers who came while a threaded round ran
-            asyncio.get_running_loop().call_soon(self._start)
+            self._scheduled = asyncio.get_running_loop().call_soon(self._start)
         else:
             self._busy = False
 
@@ -150,6 +187,10 @@ class Journal:
                 os.fsync(self._fh.fileno())
         except OSError as err:
             raise DiskError(str(self.path), err) from None
+
+    def expecting(self) -> contextlib.AbstractContextManager[None]:
+        """A line is on its way (a POST is out): the next fsync round waits for it, briefly."""
+        return self._syncer.expecting()
 
     async def sync(self) -> None:
         """Return once every line written so far is on disk (grouped with other fsyncs)."""

@@ -8,6 +8,7 @@ counts, spending and what is left are computed from the states, never kept along
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -117,6 +118,10 @@ class Ledger:
         self.record(kind, task, **fields)
         assert self._journal is not None
         await self._journal.sync()
+
+    def expecting(self) -> contextlib.AbstractContextManager[None]:
+        """An event is on its way (a POST is out): `commit`s meanwhile wait for it to share their fsync."""
+        return contextlib.nullcontext() if self._journal is None else self._journal.expecting()
 
     def start(self, batch: str, base_seed: int | None) -> None:
         """Write the batch header when the journal has none, or a base seed it does not know."""

@@ -107,7 +107,8 @@ class Submitter:
                         raise Stopped("stopping before the POST")
                     raise Unresolved("stopping while a submission's fate is unknown")
                 try:
-                    answer = await self._client.generate(task.model, body)
+                    with self._ledger.expecting():  # its answer's fsync round waits for it
+                        answer = await self._client.generate(task.model, body)
                     if answer.job.id in self._ledger.owners:  # the new job's id is not this one
                         raise MalformedAnswer(
                             f"the API answered with job {answer.job.id}, given before", ambiguous=True

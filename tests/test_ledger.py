@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -241,4 +242,54 @@ async def test_a_cancelled_writer_leaves_the_round_to_the_others(tmp_path: Path)
         gone.cancel()
         await asyncio.wait_for(kept, 10)
     assert gone.cancelled()
+    assert syncer.rounds == 1
+
+
+async def test_a_round_starts_when_the_loop_is_quiet_not_after_the_linger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers of one moment share one fsync round that starts as soon as a loop pass adds none."""
+    monkeypatch.setattr(Syncer, "LINGER", 30.0)
+    syncer = Syncer()
+    with (tmp_path / "f").open("wb") as fh:
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*(syncer.sync(fh.fileno()) for _ in range(20))), 10)
+    assert time.monotonic() - started < 5.0  # far below the (patched) linger: no sleep for company
+    assert syncer.rounds == 1
+    assert not syncer._busy
+
+
+async def test_a_round_waits_for_a_writer_it_expects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a POST is out, the round waits for its answer's line and both share one fsync."""
+    monkeypatch.setattr(Syncer, "LINGER", 30.0)
+    syncer = Syncer()
+    with (tmp_path / "f").open("wb") as fh:
+
+        async def answered_later() -> None:
+            with syncer.expecting():
+                for _ in range(20):  # many quiet passes of the loop while the POST is out
+                    await asyncio.sleep(0)
+                await asyncio.sleep(0.05)
+            await syncer.sync(fh.fileno())
+
+        late = asyncio.create_task(answered_later())
+        await asyncio.sleep(0)
+        first = asyncio.create_task(syncer.sync(fh.fileno()))
+        await asyncio.sleep(0.02)
+        assert not first.done()  # the expected writer has not come yet
+        await asyncio.wait_for(asyncio.gather(first, late), 10)
+    assert syncer.rounds == 1
+
+
+async def test_an_expected_writer_that_never_comes_delays_a_round_by_the_linger_at_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A POST that fails (no line follows) holds the round back no longer than LINGER."""
+    monkeypatch.setattr(Syncer, "LINGER", 0.2)
+    syncer = Syncer()
+    with (tmp_path / "f").open("wb") as fh, syncer.expecting():
+        started = time.monotonic()
+        await asyncio.wait_for(syncer.sync(fh.fileno()), 10)
+        waited = time.monotonic() - started
+    assert 0.15 <= waited < 5.0
     assert syncer.rounds == 1
