@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -41,14 +42,23 @@ class RateLimit(Throttler):
     """At most `rate` requests in any window of one second, on asyncio-throttle's window.
 
     Fractional rates become one slot per 1/rate seconds. asyncio-throttle's own
-    `acquire` looks again every 10 ms; this one sleeps until the oldest slot in the
-    window frees, and can be given up at once (`abort`), so waiting submitters cost
-    nothing while they wait and leave as soon as the run stops.
+    `acquire` looks again every 10 ms; this one sleeps until the slots it needs free,
+    and can be given up at once (`abort`), so waiting submitters cost nothing while
+    they wait and leave as soon as the run stops.
+
+    Submitters that ask in the same moment (a wave of finished jobs frees their slots
+    together) are decided together: when they do not all fit in the window now but
+    would within `GROUP` of the window, they all wait and go out at once. Letting the one
+    or two that fit go first splits the wave in two, and every wave costs the run a
+    listing, an asset lookup, two fsync rounds and their wake-ups of its own.
     """
+
+    GROUP = 0.5  # share of the window a submission may wait to go out with the rest of its wave
 
     def __init__(self, rate: float) -> None:
         slots = max(1, math.floor(rate))
         super().__init__(rate_limit=slots, period=slots / rate * WINDOW_SLACK)
+        self._asking = 0  # submitters inside `acquire`
 
     def try_take(self) -> bool:
         """Take a slot if one is free now."""
@@ -58,14 +68,35 @@ class RateLimit(Throttler):
         self._task_logs.append(time.monotonic())
         return True
 
+    def wait(self, wanted: int) -> float:
+        """Seconds until a slot should be taken, with `wanted` submitters asking; 0 for now."""
+        self.flush()  # type: ignore[no-untyped-call]
+        stamps: deque[float] = self._task_logs
+        period: float = self.period
+        free = self.rate_limit - len(stamps)
+        if wanted <= free:
+            return 0.0
+        now = time.monotonic()
+        if wanted <= self.rate_limit:  # all of them fit once enough of the oldest slots free
+            together = stamps[wanted - free - 1] + period - now
+            if together <= self.GROUP * period:
+                return max(0.0, together)
+        return 0.0 if free > 0 else max(0.0, stamps[0] + period - now)
+
     async def acquire(self, abort: asyncio.Event | None = None) -> bool:
         """Wait for a slot and take it; False (nothing taken) if `abort` is set first."""
-        while not self.try_take():
-            if abort is not None and abort.is_set():
-                return False
-            wait = self._task_logs[0] + self.period - time.monotonic() if self._task_logs else 0.0
-            await pause(max(0.001, wait), abort)
-        return True
+        self._asking += 1
+        try:
+            await asyncio.sleep(0)  # the rest of this moment's submitters ask too: decided together
+            while True:
+                if abort is not None and abort.is_set():
+                    return False
+                wait = self.wait(self._asking)
+                if wait <= 0 and self.try_take():
+                    return True
+                await pause(max(0.001, wait), abort)
+        finally:
+            self._asking -= 1
 
 
 class Cooldown:

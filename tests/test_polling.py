@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from batchgen import load
 from batchgen.client import Credentials, ScenarioClient
-from batchgen.limits import Cooldown
+from batchgen.limits import Cooldown, RateLimit
 from batchgen.manifest import expand
 from batchgen.polling import DurationEstimate, epoch, next_poll, poll_delay, prefer_list
 from batchgen.progress import Reporter
@@ -66,6 +67,48 @@ def test_cooldown_with_an_injected_clock() -> None:
     assert cooldown.remaining == 1
     now[0] = 106.0
     assert cooldown.remaining == 0 and cooldown.trips == 2
+
+
+def _window_with(rate: RateLimit, ages: list[float]) -> None:
+    """Fill the rate window with slots taken `ages` seconds ago."""
+    now = time.monotonic()
+    rate._task_logs.extend(sorted(now - age for age in ages))
+
+
+def test_a_wave_that_fits_within_half_a_window_waits_and_goes_together() -> None:
+    """13 asking, 1 slot free, the other 12 free in 0.2 s: nobody goes now, all go then."""
+    rate = RateLimit(20)
+    _window_with(rate, [0.8] * 19)  # 19 slots taken 0.8 s ago: free again in about 0.22 s
+    wait = rate.wait(13)
+    assert 0.15 < wait < 0.3
+    assert rate.wait(1) == 0.0  # one asking alone takes the free slot at once
+
+
+def test_a_wave_that_would_wait_long_lets_the_free_slots_go_now() -> None:
+    """When the rest of a wave would wait more than half the window, the slots free now are used now."""
+    rate = RateLimit(20)
+    _window_with(rate, [0.1] * 19)  # free again in about 0.92 s: too long to hold the one free slot
+    assert rate.wait(13) == 0.0
+    rate.try_take()
+    assert 0.85 < rate.wait(12) < 1.0  # the window is full: the rest wait for its oldest slot
+    more = RateLimit(20)
+    _window_with(more, [0.8] * 19)
+    assert more.wait(25) == 0.0  # more asking than the window ever holds: no waiting for all of them
+
+
+async def test_submitters_of_one_moment_are_admitted_in_one_go() -> None:
+    """Through acquire: a wave whose slots free shortly is admitted together, not one now and the rest later."""
+    rate = RateLimit(20)
+    _window_with(rate, [0.9] * 19)  # one free now, the rest in about 0.12 s
+    stamps: list[float] = []
+
+    async def one() -> None:
+        assert await rate.acquire()
+        stamps.append(time.monotonic())
+
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(10))), 10)
+    assert max(stamps) - min(stamps) < 0.05  # all in the same moment
+    assert len(rate._task_logs) <= 20
 
 
 def test_backoff_full_jitter_and_hints() -> None:
