@@ -16,16 +16,19 @@ LAG = 0.02  # ask a moment after the expected end, not a moment before it
 MIN_STEP = 0.05
 DUE_STEP = 0.05  # once a job is due, look again after this share of a typical job
 LIST_STEP = 0.08  # least time between two listings, as a share of a typical job
+AGE_STEP = 0.1  # with no job time known yet, look again after this share of the job's age
 PAGE = 100  # the list endpoint's largest page
 
 
 def poll_delay(age: float, first: float, longest: float) -> float:
     """Seconds until the next poll of a job of `age` seconds when nothing is known yet.
 
-    Short at first, then a quarter of the job's age, so a job that runs for minutes
-    costs tens of polls, not hundreds.
+    Short at first, then a tenth of the job's age, so a job that runs for minutes costs
+    tens of polls, not hundreds, and the first jobs of a run are seen at most a tenth of
+    their time after they end (a quarter held the first wave's slots for half a second
+    at J=2 s). A listing answers for every running job at once, so these polls are cheap.
     """
-    return max(first, min(longest, age * 0.25))
+    return max(first, min(longest, age * AGE_STEP))
 
 
 def next_poll(age: float, estimate: float | None, first: float, longest: float) -> float:

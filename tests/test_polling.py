@@ -25,7 +25,7 @@ from .conftest import KEY, SECRET, Served
     ("age", "estimate", "expected"),
     [
         (0.0, None, 1.0),  # nothing known: the first poll after --poll-interval
-        (40.0, None, 10.0),  # then a quarter of the job's age
+        (40.0, None, 4.0),  # then a tenth of the job's age
         (400.0, None, 15.0),  # never more than poll_max
         (0.0, 20.0, 20.02),  # known: wait for the expected end
         (19.0, 20.0, 1.02),
