@@ -26,7 +26,10 @@ from .polling import LIST_STEP, MIN_STEP, PAGE, DurationEstimate, epoch, next_po
 from .retry import Backoff
 from .task import Task
 
-IDLE = 1.0  # longest sleep between rounds with nothing due
+# Longest sleep between rounds. A job added or submitted wakes the watcher at once, so
+# this is only a safety net; at 1 s it woke the process once more in every wave of jobs
+# that run longer than a second, for nothing.
+IDLE = 30.0
 
 
 # A listing asks for jobs created after the oldest watched one, less a margin: a second
@@ -122,6 +125,7 @@ class Watcher:
                         await self._wake.wait()
                 continue
             listable = [a for a in due if a.misses < 2 and a.created is not None]
+            unlisted = [a for a in due if not (a.misses < 2 and a.created is not None)]
             # One list call also settles jobs that are not due yet but have probably ended.
             estimate = self.durations.value
             likely = [
@@ -140,7 +144,7 @@ class Watcher:
                 for active in due:
                     active.next_poll = float("inf")  # not due again until this round decides
                 self._list_not_before = now + self._list_gap(estimate)
-                due = await self._poll_listed(listable, likely) + [a for a in due if a not in listable]
+                due = await self._poll_listed(listable, likely) + unlisted
             for active in due:
                 active.next_poll = float("inf")
             async with asyncio.TaskGroup() as tg:
