@@ -46,8 +46,8 @@ OFFSETS = [0.5 + 0.25 * i for i in range(24)]  # seconds after start: 0.5 .. 6.2
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorThread]:
-    faults = Faults(seed=5, dry_run_delay=0.25, submit_delay=0.6, bandwidth=60_000)
-    with SimulatorThread(Simulator(key=KEY, secret=SECRET, job_time=0.8, faults=faults)) as thread:
+    faults = Faults(seed=5, dry_run_delay=0.25, submit_delay=0.6, bandwidth=30_000)
+    with SimulatorThread(Simulator(key=KEY, secret=SECRET, job_time=1.0, faults=faults)) as thread:
         thread.sim.upload_time = 0.4
         yield thread
 
