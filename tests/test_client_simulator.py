@@ -201,13 +201,19 @@ async def test_list_jobs_filters_and_pages(client: ScenarioClient, served: Serve
     assert later == []
 
 
-async def test_bulk_assets_in_chunks_of_200(client: ScenarioClient, served: Served) -> None:
-    """201 asset ids take two bulk calls and return every asset."""
+async def _asset_ids(client: ScenarioClient, served: Served, count: int) -> list[str]:
+    """The asset ids of `count` finished jobs (jobs finish at once)."""
     served.sim.job_time = 0
     ids = []
-    for i in range(201):
+    for i in range(count):
         sub = await client.generate(MODEL_ID, {"prompt": "p", "duration": 1, "seed": i})
         ids.extend(served.sim.jobs[sub.job.id].asset_ids)
+    return ids
+
+
+async def test_bulk_assets_in_chunks_of_200(client: ScenarioClient, served: Served) -> None:
+    """201 asset ids take two bulk calls and return every asset."""
+    ids = await _asset_ids(client, served, 201)
     assets = await client.get_assets(ids)
     assert sorted(a.id for a in assets) == sorted(ids)
     assert client.calls["assets-bulk"] == 2
@@ -341,11 +347,7 @@ async def test_download_verifies_checksum_and_leaves_nothing_on_mismatch(
 
 async def test_a_burst_of_asset_lookups_is_one_bulk_call_made_at_once(client: ScenarioClient, served: Served) -> None:
     """Lookups asked for in one moment are fetched in one call as soon as the burst is over, not after a window."""
-    served.sim.job_time = 0
-    ids = []
-    for i in range(12):
-        sub = await client.generate(MODEL_ID, {"prompt": "p", "duration": 1, "seed": i})
-        ids.extend(served.sim.jobs[sub.job.id].asset_ids)
+    ids = await _asset_ids(client, served, 12)
     batcher = AssetBatcher(client, policy=Backoff(), window=30.0)
     runner = asyncio.create_task(batcher.run())
     try:
