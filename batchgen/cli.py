@@ -218,10 +218,20 @@ def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
     def new_loop() -> asyncio.AbstractEventLoop:
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        loop: asyncio.AbstractEventLoop | None = None
         try:
-            return asyncio.new_event_loop()
+            loop = asyncio.new_event_loop()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held back is delivered here
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held back is delivered here
+            except BaseException:
+                # ... and raises right here: the loop never reaches the Runner, so close it
+                # now rather than leave it to a finaliser (which, inside a garbage cycle,
+                # may find its sockets already gone and print a traceback).
+                if loop is not None:
+                    loop.close()
+                raise
+        return loop
 
     coro = None
     try:
