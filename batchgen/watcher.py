@@ -5,9 +5,10 @@ It decides *when* with the pure policy of `polling` and *how* by cost: one unfil
 a `GET /jobs/{id}` each. It tells the runner how each job ended through `on_end`, as a
 typed outcome, and about errors through `on_error` (a 429 pauses submissions too).
 
-It never sits in a long wait: between rounds it sleeps inside `asyncio.timeout()`
-(Python 3.11's `asyncio.wait_for` can swallow a cancellation that arrives as the
-awaited event fires, and a loop around it then never ends).
+Between rounds it sleeps until the next job is due (a job added or submitted wakes it
+at once) inside `asyncio.timeout()`: Python 3.11's `wait_for` can swallow a
+cancellation that arrives as the awaited event fires, and a loop around it then never
+ends.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class Watch:
     polls: int = 0
     errors: int = 0
     misses: int = 0  # listings that did not show it at all: ask it directly next time
+
+    @property
+    def listable(self) -> bool:
+        """A listing can settle it: its createdAt is known and listings have not missed it twice."""
+        return self.misses < 2 and self.created is not None
 
 
 class Watcher:
@@ -124,17 +130,14 @@ class Watcher:
                     async with asyncio.timeout(min(IDLE, max(0.005, wait))):
                         await self._wake.wait()
                 continue
-            listable = [a for a in due if a.misses < 2 and a.created is not None]
-            unlisted = [a for a in due if not (a.misses < 2 and a.created is not None)]
+            listable = [a for a in due if a.listable]
+            unlisted = [a for a in due if not a.listable]
             # One list call also settles jobs that are not due yet but have probably ended.
             estimate = self.durations.value
             likely = [
                 a
                 for a in self.running.values()
-                if a.misses < 2
-                and a.created is not None
-                and a.next_poll > now
-                and (estimate is None or now - a.started >= 0.8 * estimate)
+                if a.listable and a.next_poll > now and (estimate is None or now - a.started >= 0.8 * estimate)
             ]
             if prefer_list(len(listable) + len(likely), self._pages_for(listable + likely)):
                 if now < self._list_not_before:
@@ -170,7 +173,7 @@ class Watcher:
         """One pass over the list of finished jobs; returns the due jobs it did not settle."""
         # Everything running is in the same listing: settle or reschedule all of it, in
         # step, so the next round is again one call for every job instead of a trickle.
-        wanted = {a.job_id: a for a in self.running.values() if a.created is not None and a.misses < 2}
+        wanted = {a.job_id: a for a in self.running.values() if a.listable}
         wanted.update((a.job_id, a) for a in (*due, *likely))
         late: list[Watch] = []  # due jobs past --job-timeout: _poll settles them
         since = iso(min((a.created or 0.0) - a.margin for a in wanted.values()))

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -245,51 +246,56 @@ async def test_a_cancelled_writer_leaves_the_round_to_the_others(tmp_path: Path)
     assert syncer.rounds == 1
 
 
+@pytest.fixture
+def synced_fd(tmp_path: Path) -> Iterator[int]:
+    """A descriptor of a regular file, for Syncer rounds."""
+    with (tmp_path / "f").open("wb") as fh:
+        yield fh.fileno()
+
+
 async def test_a_round_starts_when_the_loop_is_quiet_not_after_the_linger(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synced_fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Writers of one moment share one fsync round that starts as soon as a loop pass adds none."""
     monkeypatch.setattr(Syncer, "LINGER", 30.0)
     syncer = Syncer()
-    with (tmp_path / "f").open("wb") as fh:
-        started = time.monotonic()
-        await asyncio.wait_for(asyncio.gather(*(syncer.sync(fh.fileno()) for _ in range(20))), 10)
+    started = time.monotonic()
+    await asyncio.wait_for(asyncio.gather(*(syncer.sync(synced_fd) for _ in range(20))), 10)
     assert time.monotonic() - started < 5.0  # far below the (patched) linger: no sleep for company
     assert syncer.rounds == 1
     assert not syncer._busy
 
 
-async def test_a_round_waits_for_a_writer_it_expects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_round_waits_for_a_writer_it_expects(synced_fd: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """While a POST is out, the round waits for its answer's line and both share one fsync."""
     monkeypatch.setattr(Syncer, "LINGER", 30.0)
     syncer = Syncer()
-    with (tmp_path / "f").open("wb") as fh:
 
-        async def answered_later() -> None:
-            with syncer.expecting():
-                for _ in range(20):  # many quiet passes of the loop while the POST is out
-                    await asyncio.sleep(0)
-                await asyncio.sleep(0.05)
-            await syncer.sync(fh.fileno())
+    async def answered_later() -> None:
+        with syncer.expecting():
+            for _ in range(20):  # many quiet passes of the loop while the POST is out
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.05)
+        await syncer.sync(synced_fd)
 
-        late = asyncio.create_task(answered_later())
-        await asyncio.sleep(0)
-        first = asyncio.create_task(syncer.sync(fh.fileno()))
-        await asyncio.sleep(0.02)
-        assert not first.done()  # the expected writer has not come yet
-        await asyncio.wait_for(asyncio.gather(first, late), 10)
+    late = asyncio.create_task(answered_later())
+    await asyncio.sleep(0)
+    first = asyncio.create_task(syncer.sync(synced_fd))
+    await asyncio.sleep(0.02)
+    assert not first.done()  # the expected writer has not come yet
+    await asyncio.wait_for(asyncio.gather(first, late), 10)
     assert syncer.rounds == 1
 
 
 async def test_an_expected_writer_that_never_comes_delays_a_round_by_the_linger_at_most(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synced_fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A POST that fails (no line follows) holds the round back no longer than LINGER."""
     monkeypatch.setattr(Syncer, "LINGER", 0.2)
     syncer = Syncer()
-    with (tmp_path / "f").open("wb") as fh, syncer.expecting():
+    with syncer.expecting():
         started = time.monotonic()
-        await asyncio.wait_for(syncer.sync(fh.fileno()), 10)
+        await asyncio.wait_for(syncer.sync(synced_fd), 10)
         waited = time.monotonic() - started
     assert 0.15 <= waited < 5.0
     assert syncer.rounds == 1
