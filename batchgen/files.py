@@ -92,9 +92,12 @@ def write_all(fd: int, data: bytes) -> None:
         written += more
 
 
-def open_append(path: Path) -> BinaryIO:
-    """An append-only handle on a regular file (the journal), never through a symlink."""
-    return os.fdopen(_open_checked(path, _APPEND), "ab")
+def open_append(path: Path) -> int:
+    """An append-only descriptor on a regular file (the journal), never through a symlink.
+
+    Bare, like `create_fd`: each line goes out whole in one `write_all`, and a Python
+    buffer would only copy it once more before the same syscall."""
+    return _open_checked(path, _APPEND)
 
 
 def open_lock(path: Path) -> int:

@@ -1,9 +1,9 @@
 """The journal file: append-only JSON Lines, written synchronously, synced in groups.
 
-`Journal.write` writes and flushes one line before it returns, so from that moment the
-event survives the process being killed. Surviving a power cut needs an fsync, which
-`Syncer` runs in rounds for many files at once: 64 submissions at once cost a few
-fsyncs instead of 64.
+`Journal.write` writes one line to the file itself (no buffer) before it returns, so
+from that moment the event survives the process being killed. Surviving a power cut
+needs an fsync, which `Syncer` runs in rounds for many files at once: 64 submissions at
+once cost a few fsyncs instead of 64.
 """
 
 from __future__ import annotations
@@ -166,26 +166,32 @@ class Journal:
     def __init__(self, batch_dir: Path, syncer: Syncer | None = None) -> None:
         self.path = journal_path(batch_dir)
         files.ensure_dir(self.path.parent)
-        self._fh = files.open_append(self.path)
+        self._fd = files.open_append(self.path)
         self._syncer = syncer or Syncer()
-        self._heal_torn_tail()
+        self._torn = True  # a crash mid-write may have left a last line without its newline
 
     def _heal_torn_tail(self) -> None:
-        # A crash mid-write can leave a last line without its newline; start ours on a
-        # fresh line so the next event is not glued onto the torn one.
-        fd = self._fh.fileno()
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            self.write(b"\n")
+        """Start our lines on a fresh one, so none is glued onto a torn line (replay skips that)."""
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            files.write_all(self._fd, b"\n")
+        self._torn = False
 
     def write(self, line: bytes, *, durable: bool = False) -> None:
-        """Append one line; with `durable`, it is on disk (fsynced) before this returns."""
+        """Append one line; with `durable`, it is on disk (fsynced) before this returns.
+
+        Written straight to the descriptor: a line the disk refuses is not kept in a
+        buffer to reach the file later, behind lines written after it. Part of it may be
+        there; the next line starts on a fresh one.
+        """
         try:
-            self._fh.write(line)
-            self._fh.flush()
+            if self._torn:
+                self._heal_torn_tail()
+            files.write_all(self._fd, line)
             if durable:
-                os.fsync(self._fh.fileno())
+                os.fsync(self._fd)
         except OSError as err:
+            self._torn = True
             raise DiskError(str(self.path), err) from None
 
     def expecting(self) -> contextlib.AbstractContextManager[None]:
@@ -195,14 +201,15 @@ class Journal:
     async def sync(self) -> None:
         """Return once every line written so far is on disk (grouped with other fsyncs)."""
         try:
-            await self._syncer.sync(self._fh.fileno())
+            await self._syncer.sync(self._fd)
         except OSError as err:
             raise DiskError(str(self.path), err) from None
 
     def close(self) -> None:
-        try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        except (OSError, ValueError):
-            pass
-        self._fh.close()
+        if self._fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.fsync(self._fd)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd = -1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import random
@@ -21,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from batchgen.errors import DiskError
 from batchgen.journal import Syncer, journal_path
 from batchgen.ledger import Ledger
 from batchgen.state import Book, Status, apply, replay
@@ -121,6 +123,36 @@ def test_a_crash_at_any_byte_then_a_resume_tells_one_story(
     _drive(resumed, rng, more)
     resumed.close()
     _same(resumed.book, Ledger.read(folder, "b").book)
+
+
+def test_a_line_the_disk_refuses_never_reaches_the_file_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails part-way (a full disk) leaves at most a fragment, on a line of its
+    own: the event is not in memory, is never written later, and the next line replays."""
+    ledger = Ledger.open(tmp_path, "b")
+    ledger.record("intent", "a", hop=1, hops=1, digest="d1", attempt=1)
+    real_write = os.write
+    tries: list[int] = []
+
+    def full(fd: int, data: bytes) -> int:
+        tries.append(fd)
+        if len(tries) == 1:
+            return real_write(fd, bytes(data[:9]))  # part of the line gets to the file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(DiskError):
+        ledger.record("submitted", "a", hop=1, job_id="job_lost", cost=1.0)
+    monkeypatch.undo()
+    st_ = ledger.state("a")
+    assert st_ is not None and st_.hops[0].status is Status.SUBMITTING  # memory is as the journal has it
+    ledger.record("submitted", "a", hop=1, job_id="job_kept", cost=2.0)
+    ledger.close()
+    lines = journal_path(tmp_path).read_bytes().splitlines()
+    assert len(lines) == 3 and not lines[1].endswith(b"}")  # the fragment, alone on its line
+    again = Ledger.read(tmp_path, "b")
+    assert len(again.warnings) == 1 and "job_lost" not in journal_path(tmp_path).read_text()
+    _same(ledger.book, again.book)
+    assert again.tasks["a"].hops[0].job_id == "job_kept"
 
 
 @SETTINGS
