@@ -34,9 +34,12 @@ def read_lines(batch_dir: Path) -> list[bytes] | None:
     return None if data is None else data.splitlines()
 
 
-def encode(kind: str, fields: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-    """The event as stored (with its time) and its line."""
-    ev = {"ev": kind, "t": round(time.time(), 3), **fields}
+def encode(kind: str, task: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The event as stored (with its time and, when it is about one, its task) and its line."""
+    if task is None:
+        ev = {"ev": kind, "t": round(time.time(), 3), **fields}
+    else:
+        ev = {"ev": kind, "t": round(time.time(), 3), "task": task, **fields}
     return ev, _ENCODER.encode(ev).encode() + b"\n"
 
 

@@ -108,7 +108,7 @@ class Ledger:
         book = self._book
         book.lines += 1
         fields["n"] = book.lines  # no two events are ever the same line: an exact copy is a duplicate
-        ev, line = encode(kind, {"task": task, **fields} if task is not None else fields)
+        ev, line = encode(kind, task, fields)
         self._journal.write(line, durable=durable)
         apply(self._book, ev)
         self.recorded[kind] += 1
