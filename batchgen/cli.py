@@ -72,6 +72,7 @@ _seconds = _number(float, 0, most=7 * 86400)
 _port = _number(int, 0, most=65535)
 _money = _number(float, 0, strictly=True, most=1e12)
 _limit = _number(int, 1, most=1_000_000)
+_jitter = _number(float, 0, most=1000)
 _lufs = _number(float, -70, most=0)
 _dbtp = _number(float, -20, most=0)
 _rate_hz = _number(int, 8000, most=384_000)
@@ -152,7 +153,10 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--key", help="API key to accept (default $SCENARIO_API_KEY)")
     sim.add_argument("--secret", help="API secret to accept (default $SCENARIO_API_SECRET)")
     sim.add_argument("--job-time", type=_seconds, default=3.0, metavar="S", help="seconds a job takes (default 3)")
-    sim.add_argument("--rate-limit", type=_limit, metavar="N", help="answer 429 past N submissions a second")
+    sim.add_argument(
+        "--rate-limit", type=_limit, metavar="N", help="answer 429 past N submits and dry runs in any 1 s window"
+    )
+    sim.add_argument("--jitter", type=_jitter, default=0.0, metavar="MS", help="delay each arrival up to MS ms")
     sim.add_argument("--action-limit", type=_limit, metavar="N", help="answer 429 past N jobs at once")
     sim.add_argument("--error-rate", type=_share, default=0.0, metavar="P", help="share of 500/503 answers")
     sim.add_argument("--drop-rate", type=_share, default=0.0, metavar="P", help="share of dropped connections")
@@ -503,6 +507,11 @@ def _print_summary(manifest: Manifest, result: Any, max_cost: float | None, simu
             f"  {result.left_for_budget} task(s) left for lack of budget (--max-cost {max_cost:g}); "
             "rerun with a higher --max-cost to finish"
         )
+    if result.left_for_wait:
+        print(
+            f"  {result.left_for_wait} task(s) not submitted: {result.held_off}; "
+            "they stay new and the next run submits them"
+        )
     for name, reason in sorted(result.failed.items()):
         print(f"  failed {name}: {reason}")
     if result.interrupted:
@@ -572,8 +581,8 @@ def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger,
             body = pricing_body(task, hop, ledger.uploads.get(task.audio_sha256 or "") if hop == 0 else None)
 
             async def once() -> float:
-                async with gate:
-                    cost: float = await client.estimate(task.model, body)
+                async with gate.slot() as slot:
+                    cost: float = await client.estimate(task.model, body, departed=slot.departed)
                     return cost
 
             return await retry_call(policy, once, observe=gate.saw)
@@ -663,6 +672,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("SCENARIO_API_SECRET") or "sim-secret"
     faults = Faults(
         rate_limit=args.rate_limit,
+        jitter=args.jitter / 1000,
         action_limit=args.action_limit,
         error_rate=args.error_rate,
         drop_rate=args.drop_rate,

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -333,6 +334,7 @@ class ScenarioClient:
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._counted: aiohttp.ClientSession | None = None
         self.calls: Counter[str] = Counter()  # requests made, by endpoint, for reports and benchmarks
 
     def __repr__(self) -> str:
@@ -355,9 +357,24 @@ class ScenarioClient:
     async def __aenter__(self) -> ScenarioClient:
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, raise_for_status=False)
+        # Rate-counted requests (submits, dry runs) go through a second session on the same
+        # pool whose trace hook says when each one's headers are written: the moment the
+        # rate window counts from. Only this session pays for tracing (about 30 µs a request).
+        departures = aiohttp.TraceConfig()
+        departures.on_request_headers_sent.append(_departed)
+        self._counted = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=False,
+            timeout=self._timeout,
+            raise_for_status=False,
+            trace_configs=[departures],
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._counted is not None:
+            await self._counted.close()
+            self._counted = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -376,8 +393,11 @@ class ScenarioClient:
         endpoint: str,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
+        departed: Callable[[], None] | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """One API call; the answer's status and JSON object, or an `ApiError`."""
+        """One API call; the answer's status and JSON object, or an `ApiError`.
+
+        `departed`, for a rate-counted request, is called when its headers are written."""
         url = f"{self.base_url}{path}"
         query = dict(params or {})
         if self.project:
@@ -386,8 +406,15 @@ class ScenarioClient:
         headers = {"Authorization": self._auth, "Accept": "application/json"}
         sent = method != "GET"  # a request that may have been acted on if the answer is lost
         try:
-            async with self.session.request(
-                method, url, json=json_body, params=query or None, headers=headers, allow_redirects=False
+            session = self.session if departed is None else self._counted or self.session
+            async with session.request(
+                method,
+                url,
+                json=json_body,
+                params=query or None,
+                headers=headers,
+                allow_redirects=False,
+                trace_request_ctx=departed,
             ) as resp:
                 raw = await _read_capped(resp, MAX_BODY)
                 body = _json(raw)
@@ -441,10 +468,16 @@ class ScenarioClient:
             ambiguous=method != "GET" and status >= 500,
         )
 
-    async def generate(self, model: str, params: Mapping[str, Any]) -> Submission:
+    async def generate(
+        self, model: str, params: Mapping[str, Any], *, departed: Callable[[], None] | None = None
+    ) -> Submission:
         """Submit one generation. The job is created (and billed) when this returns."""
         _, body = await self._request(
-            "POST", f"/generate/custom/{_path_id(model)}", endpoint="generate", json_body=dict(params)
+            "POST",
+            f"/generate/custom/{_path_id(model)}",
+            endpoint="generate",
+            json_body=dict(params),
+            departed=departed,
         )
         try:
             job = Job.parse(body, self.redact)
@@ -458,7 +491,9 @@ class ScenarioClient:
             _numbers(body.get("costDetails")),
         )
 
-    async def estimate(self, model: str, params: Mapping[str, Any]) -> float:
+    async def estimate(
+        self, model: str, params: Mapping[str, Any], *, departed: Callable[[], None] | None = None
+    ) -> float:
         """The creative-unit cost of a generation, without running it.
 
         `dryRun` goes in the query string: in the body it is ignored and a paid job runs.
@@ -469,6 +504,7 @@ class ScenarioClient:
             endpoint="dry-run",
             json_body=dict(params),
             params={"dryRun": "true"},
+            departed=departed,
         )
         cost = _number(body.get("creativeUnitsCost"))
         if status != 269 and "job" in body:
@@ -632,6 +668,12 @@ class ScenarioClient:
             raise DownloadError(f"download redirected badly: {type(err).__name__}", retryable=False) from None
         except aiohttp.ClientResponseError as err:
             raise DownloadError(f"download failed: {err.status} {err.message[:80]}") from None
+
+
+async def _departed(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+    """The trace hook of the rate-counted session: tell the request's slot it has left."""
+    if callable(departed := context.trace_request_ctx):
+        departed()
 
 
 def _base_url_problem(base: str) -> str | None:

@@ -141,6 +141,25 @@ class MalformedAnswer(ApiError):
         super().__init__(status, reason, ErrorKind.TRANSIENT, method=method, url=url, ambiguous=ambiguous)
 
 
+class HeldOff(BatchgenError):
+    """The API asked us to come back later than `--max-wait`: not in this run.
+
+    Nothing was created (a 429 creates no job); what is not submitted stays for the next
+    run, as a task left by `--max-cost` does."""
+
+    def __init__(self, seconds: float, max_wait: float) -> None:
+        self.seconds, self.max_wait = seconds, max_wait
+        super().__init__(f"the API asked to come back in {_duration(seconds)}, longer than --max-wait {max_wait:g} s")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{seconds:.0f} s"
+
+
 class DownloadError(BatchgenError):
     """An asset could not be fetched or failed verification."""
 

@@ -14,17 +14,17 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from types import TracebackType
 
 from asyncio_throttle.throttler import Throttler
 
 from .errors import ApiError
 from .retry import MAX_WAIT, Backoff
 
-# asyncio-throttle stamps a slot when it is granted, the server when the request
-# arrives; a little slack keeps request jitter from putting N+1 in a server's window.
+# A safety margin on our own window: the network delays each request by a few
+# milliseconds, differently each time, so two requests that leave exactly one window apart
+# may arrive a little less than that apart. 2% of a one-second window is 20 ms.
 WINDOW_SLACK = 1.02
 
 
@@ -38,65 +38,86 @@ async def pause(seconds: float, abort: asyncio.Event | None = None) -> None:
             await abort.wait()
 
 
-class RateLimit(Throttler):
-    """At most `rate` requests in any window of one second, on asyncio-throttle's window.
+class Slot:
+    """One rate-counted request's place in the window, counted from when the request left.
 
-    Fractional rates become one slot per 1/rate seconds. asyncio-throttle's own
-    `acquire` looks again every 10 ms; this one sleeps until the slots it needs free,
-    and can be given up at once (`abort`), so waiting submitters cost nothing while
-    they wait and leave as soon as the run stops.
-
-    Submitters that ask in the same moment (a wave of finished jobs frees their slots
-    together) are decided together: when they do not all fit in the window now but
-    would within `GROUP` of the window, they all wait and go out at once. Letting the one
-    or two that fit go first splits the wave in two, and every wave costs the run a
-    listing, an asset lookup, two fsync rounds and their wake-ups of its own.
+    `departed()` is called when its headers are written (the client's trace hook); leaving
+    the `with` block calls it too, so a request that failed before it left, or one never
+    sent, still counts from the latest moment it could have left. Idempotent.
     """
 
-    GROUP = 0.5  # share of the window a submission may wait to go out with the rest of its wave
+    __slots__ = ("_done", "_rate")
 
-    def __init__(self, rate: float) -> None:
-        slots = max(1, math.floor(rate))
-        super().__init__(rate_limit=slots, period=slots / rate * WINDOW_SLACK)
-        self._asking = 0  # submitters inside `acquire`
+    def __init__(self, rate: RateLimit) -> None:
+        self._rate = rate
+        self._done = False
 
-    def try_take(self) -> bool:
-        """Take a slot if one is free now."""
-        self.flush()  # type: ignore[no-untyped-call]
-        if len(self._task_logs) >= self.rate_limit:
-            return False
-        self._task_logs.append(time.monotonic())
-        return True
+    def departed(self) -> None:
+        if not self._done:
+            self._done = True
+            self._rate._left()
 
-    def wait(self, wanted: int) -> float:
-        """Seconds until a slot should be taken, with `wanted` submitters asking; 0 for now."""
-        self.flush()  # type: ignore[no-untyped-call]
-        stamps: deque[float] = self._task_logs
-        period: float = self.period
-        free = self.rate_limit - len(stamps)
-        if wanted <= free:
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.departed()
+
+
+class RateLimit:
+    """At most `rate` requests in any window of one second, as a strict server counts them.
+
+    asyncio-throttle's `Throttler` (through its public `async with`) spaces the grants. It
+    stamps a slot when it grants it, but a server counts a request when it arrives, and
+    between the two lie the caller's own work and the connection pool: a wave of
+    submitters granted together leaves spread over tens of milliseconds, and the next
+    wave, granted exactly one window later, lands inside the same server window. So this
+    wrapper also holds every slot until its request has left (`Slot.departed`) and counts
+    the window from then, with `WINDOW_SLACK` for the network's jitter. Our own condition
+    is the stricter of the two, so the throttler never has to poll.
+
+    Fractional rates become one slot per 1/rate seconds. Waiting submitters queue on a
+    lock (FIFO) and only the first sleeps, until exactly when a slot frees; a stop
+    (`abort`) releases them all at once.
+    """
+
+    def __init__(self, rate: float, window: float = 1.0) -> None:
+        self.slots = max(1, math.floor(rate))
+        self.period = window * self.slots / rate * WINDOW_SLACK
+        self._throttler = Throttler(rate_limit=self.slots, period=self.period, retry_interval=0.002)
+        self._departures: deque[float] = deque(maxlen=self.slots)  # when the latest requests left
+        self._out = 0  # slots granted whose request has not left yet
+        self._turn = asyncio.Lock()
+
+    def wait(self) -> float | None:
+        """Seconds until the next slot may be granted: 0 for now, None until a request leaves."""
+        free = self.slots - self._out  # departures the window may hold, plus this one
+        if free <= 0:
+            return None
+        departures = self._departures
+        if len(departures) < free:
             return 0.0
-        now = time.monotonic()
-        if wanted <= self.rate_limit:  # all of them fit once enough of the oldest slots free
-            together = stamps[wanted - free - 1] + period - now
-            if together <= self.GROUP * period:
-                return max(0.0, together)
-        return 0.0 if free > 0 else max(0.0, stamps[0] + period - now)
+        # The free-th latest departure must have left the window for one more to fit.
+        return max(0.0, departures[-free] + self.period - time.monotonic())
 
-    async def acquire(self, abort: asyncio.Event | None = None) -> bool:
-        """Wait for a slot and take it; False (nothing taken) if `abort` is set first."""
-        self._asking += 1
-        try:
-            await asyncio.sleep(0)  # the rest of this moment's submitters ask too: decided together
+    async def acquire(self, abort: asyncio.Event | None = None) -> Slot | None:
+        """Wait for a slot and take it; None (nothing taken) if `abort` is set first."""
+        async with self._turn:
             while True:
                 if abort is not None and abort.is_set():
-                    return False
-                wait = self.wait(self._asking)
-                if wait <= 0 and self.try_take():
-                    return True
-                await pause(max(0.001, wait), abort)
-        finally:
-            self._asking -= 1
+                    return None
+                wait = self.wait()
+                if wait == 0.0:
+                    break
+                # None: every slot is on its way out; a request leaves within milliseconds.
+                await pause(0.002 if wait is None else wait, abort)
+            async with self._throttler:
+                self._out += 1
+            return Slot(self)
+
+    def _left(self) -> None:
+        self._out -= 1
+        self._departures.append(time.monotonic())
 
 
 class Cooldown:
@@ -165,7 +186,7 @@ class Pause:
 
 
 class Admission:
-    """The gate (`async with admission:`) and the in-flight cap (`admission.jobs`)."""
+    """The gate (`admit`, or `async with admission.slot()`) and the in-flight cap (`admission.jobs`)."""
 
     def __init__(self, rate: float, max_in_flight: int, backoff: Backoff, clock: Callable[[], float] = time.monotonic):
         self.cooldown = Cooldown(clock, backoff.max_wait)
@@ -173,26 +194,31 @@ class Admission:
         self._rate = RateLimit(rate)
         self._backoff = backoff
 
-    async def __aenter__(self) -> None:
-        await self.admit()
+    async def admit(self, abort: asyncio.Event | None = None) -> Slot | None:
+        """Pass the gate, or give up as soon as `abort` is set (a stop); the slot when admitted.
 
-    async def admit(self, abort: asyncio.Event | None = None) -> bool:
-        """Pass the gate, or give up as soon as `abort` is set (a stop); True when admitted."""
+        Use the slot as `with slot:` around the request, handing `slot.departed` to the
+        client, so the window counts the request from when it left."""
         while True:
             if abort is not None and abort.is_set():
-                return False
+                return None
             if self.cooldown.remaining > 0:
                 await self.cooldown.wait(abort)
                 continue
-            if not await self._rate.acquire(abort):
-                return False
+            slot = await self._rate.acquire(abort)
+            if slot is None:
+                return None
             if self.cooldown.remaining <= 0:  # a 429 may have come in while we waited for the slot
-                return True
+                return slot
+            slot.departed()  # not used: it counts as if sent now, which can only be early
 
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[Slot]:
+        """`async with admission.slot() as slot:` for a request that waits as long as it takes."""
+        slot = await self.admit()
+        assert slot is not None  # with no abort, admit waits until it is admitted
+        with slot:
+            yield slot
 
     def saw(self, err: BaseException) -> Pause | None:
         """Any 429, from any request: every submitter pauses until the server's hint."""
@@ -202,3 +228,30 @@ class Admission:
         wait = err.retry_after if err.retry_after is not None else self._backoff.delay(self.cooldown.trips + 1)
         self.cooldown.trip(wait)
         return Pause(min(wait, self._backoff.max_wait), lowered)
+
+
+def earliest_finish(
+    n: int, rate: float, max_in_flight: int, job_time: float, *, before: int = 0, window: float = 1.0
+) -> float:
+    """The lower bound on a run's makespan: when the last of `n` jobs could end at best.
+
+    Each job starts as soon as both limits allow it: no more than `rate` starts in any
+    window, no more than `max_in_flight` jobs running, each for `job_time` (start_i =
+    max(start_i-1, start_i-R + window, start_i-M + J); the bound is start_n + J). `before`
+    counts rate-counted requests sent first that hold no job (the dry runs that price a
+    batch). Bench and tests hold a run's makespan against it.
+    """
+    slots = max(1, math.floor(rate))
+    period = window * slots / rate
+    sent: list[float] = []  # every rate-counted request, dry runs first
+    starts: list[float] = []  # the jobs among them
+    for i in range(before + n):
+        at = sent[-1] if sent else 0.0
+        if i >= slots:
+            at = max(at, sent[i - slots] + period)
+        if i >= before and len(starts) >= max_in_flight:
+            at = max(at, starts[-max_in_flight] + job_time)
+        sent.append(at)
+        if i >= before:
+            starts.append(at)
+    return (starts[-1] + job_time) if starts else 0.0

@@ -104,10 +104,10 @@ class Parts:
         body = pricing_body(task, hop, self.ledger.uploads.get(task.audio_sha256 or "") if hop == 0 else None)
 
         async def ask() -> float:
-            async with self.admission:
-                return await self.client.estimate(task.model, body)
+            async with self.admission.slot() as slot:
+                return await self.client.estimate(task.model, body, departed=slot.departed)
 
-        return await retry_call(self.config.backoff, ask, observe=self.saw)
+        return await retry_call(self.config.backoff, ask, observe=self.saw, hold_off=True)
 
     async def reserve(self, task: Task, hop: int) -> bool:
         """Hold what the task's remaining hops cost against --max-cost; False if they won't fit."""

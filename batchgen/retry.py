@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
 
-from .errors import ApiError, ErrorKind
+from .errors import ApiError, ErrorKind, HeldOff
 
 T = TypeVar("T")
 MAX_WAIT = 900.0  # the longest pause a server's hint may impose (15 minutes)
@@ -94,6 +94,9 @@ class Retrying:
     back later" (a 429, an expired URL): they count against `policy.limited`, not
     `policy.attempts`. `observe` sees every error that will be retried (a 429 pauses
     every submitter through it). `hint` reads the server's own wait from an error.
+    With `hold_off`, a "come back later" whose hint is longer than `policy.max_wait`
+    raises `HeldOff` at once instead of waiting the capped time again and again: for
+    requests a run can leave to the next one (submits, dry runs).
     """
 
     def __init__(
@@ -105,8 +108,10 @@ class Retrying:
         hint: Callable[[BaseException], float | None] = server_hint,
         observe: Callable[[BaseException], object] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        hold_off: bool = False,
     ) -> None:
         self.policy = policy
+        self._hold_off = hold_off
         self._on, self._patient, self._hint, self._observe, self._sleep = on, patient, hint, observe, sleep
         self.failures = 0  # errors counted against policy.attempts
         self.waits = 0  # "come back later" answers in a row
@@ -133,8 +138,11 @@ class Retrying:
         if exc is None or not isinstance(exc, Exception) or not self._on(exc):
             return False
         if self._patient(exc):
+            hint = self._hint(exc)
+            if self._hold_off and hint is not None and hint > self.policy.max_wait:
+                raise HeldOff(hint, self.policy.max_wait) from None
             self.waits += 1
-            delay = self.policy.delay(self.waits, self._hint(exc))
+            delay = self.policy.delay(self.waits, hint)
             self.waited += delay
             if self.waits >= self.policy.limited or self.waited > self.policy.patience:
                 return False
@@ -157,9 +165,10 @@ async def retry_call(
     *,
     on: Callable[[BaseException], bool] = transient,
     observe: Callable[[BaseException], object] | None = None,
+    hold_off: bool = False,
 ) -> T:
     """`await call()` under `Retrying`: the common case in one line."""
-    async for attempt in Retrying(policy, on=on, observe=observe):
+    async for attempt in Retrying(policy, on=on, observe=observe, hold_off=hold_off):
         with attempt:
             return await call()
     raise AssertionError("unreachable: Retrying ends by returning or raising")

@@ -20,7 +20,7 @@ from typing import Any
 from .client import ScenarioClient
 from .config import RunConfig
 from .cost import save_prices
-from .errors import ApiError, CredentialsError, DiskError, DownloadError, ErrorKind
+from .errors import ApiError, CredentialsError, DiskError, DownloadError, ErrorKind, HeldOff
 from .journal import journal_path
 from .ledger import Ledger
 from .lock import BatchLock
@@ -55,13 +55,15 @@ class RunResult:
     calls: dict[str, int] = field(default_factory=dict)
     estimate: float | None = None  # creative units the remaining tasks were priced at
     left_for_budget: int = 0  # tasks not submitted because --max-cost would be passed
+    held_off: str | None = None  # why submitting stopped early: the API asked to come back after --max-wait
+    left_for_wait: int = 0  # tasks not submitted because of that, left for the next run
     batch_spent: float = 0.0  # the batch's total, earlier runs included
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 1 if self.failed or self.left_for_budget else 0
+        return 1 if self.failed or self.left_for_budget or self.left_for_wait else 0
 
 
 class Runner:
@@ -89,6 +91,8 @@ class Runner:
         self._halt = False  # no new submissions: a signal, or a disk error
         self._halted = asyncio.Event()  # the same, for waits that should end at once
         self._disk_error: DiskError | None = None
+        self._held_off: HeldOff | None = None  # the API asked to come back after --max-wait: submit no more
+        self._left_for_wait: set[str] = set()  # tasks left unsubmitted because of that
         self._submitting = self._downloading = 0
         self._missing: set[str] = set()  # done tasks whose files are fetched again
         self._kept0 = 0.0  # what jobs failed without a refund had kept before this run
@@ -131,7 +135,10 @@ class Runner:
         try:
             with stop.signals():
                 if self._open:
-                    await stop.run(prepare(plan, lambda name: name in self._open))
+                    try:
+                        await stop.run(prepare(plan, lambda name: name in self._open))
+                    except HeldOff as err:  # a dry run was told to come back later: submit nothing
+                        self._hold_off(err)
                     await stop.run(self._pool(plan), graceful=True)
             interrupted = stop.requested
         except Interrupted:
@@ -143,6 +150,8 @@ class Runner:
             raise self._disk_error
         result = self._result(ledger, plan, spent0, time.monotonic() - t0, interrupted)
         result.estimate, result.left_for_budget = prepare.estimate, len(parts.budget.left_out)
+        result.left_for_wait = len(self._left_for_wait)
+        result.held_off = str(self._held_off) if self._held_off is not None else None
         return result
 
     async def _pool(self, plan: Plan) -> None:
@@ -188,20 +197,34 @@ class Runner:
             task, hop = await parts.submit_q.get()
             if self._halt:
                 continue  # left unsubmitted: the next run submits it
+            if self._held_off is not None:
+                self._leave(task.name)
+                continue
             await parts.admission.jobs.acquire()
-            if not await parts.reserve(task, hop):
+            try:
+                fits = await parts.reserve(task, hop)
+            except HeldOff as err:  # its dry run was told to come back later
+                await parts.admission.jobs.release()
+                self._hold_off(err)
+                self._leave(task.name)
+                continue
+            if not fits:
                 await parts.admission.jobs.release()
                 self._settle(task.name)
                 continue
             self._submitting += 1
             try:
                 sent = await parts.submitter.submit(task, hop, parts.body(task, hop))
-            except (ApiError, Stopped, Unresolved) as err:
+            except (ApiError, Stopped, Unresolved, HeldOff) as err:
                 await parts.admission.jobs.release()  # no job is running for this hop
                 parts.budget.release(task.name)
                 if isinstance(err, CredentialsError):
                     raise
-                if isinstance(err, ApiError):
+                if isinstance(err, HeldOff):
+                    self._hold_off(err)
+                if isinstance(err, HeldOff | Stopped) and self._held_off is not None:
+                    self._leave(task.name)
+                elif isinstance(err, ApiError):
                     self._fail(task.name, f"submit failed: {err}", permanent=err.kind is ErrorKind.PERMANENT)
                 elif isinstance(err, Unresolved):
                     self._defer(task.name, f"{err}; rerun to look for its job before anything is sent again")
@@ -303,6 +326,22 @@ class Runner:
         """Leave a task as the journal has it, for the next run; it counts as not done."""
         self._deferred[name] = reason
         self.reporter.event("deferred", name, reason=reason, error=True)
+        self._settle(name)
+
+    def _hold_off(self, err: HeldOff) -> None:
+        """The API asked us to come back after --max-wait: submit nothing more in this run.
+
+        Jobs already running are still followed and downloaded; the tasks not submitted
+        stay as they are (not failed) and the next run submits them."""
+        if self._held_off is None:
+            self._held_off = err
+            self._halted.set()  # submitters waiting at the gate give up now
+            self.reporter.event(
+                "held-off", message=f"{err}: no new submissions in this run; running jobs are finished", error=True
+            )
+
+    def _leave(self, name: str) -> None:
+        self._left_for_wait.add(name)
         self._settle(name)
 
     def _settle(self, name: str) -> None:

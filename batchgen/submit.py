@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .client import ScenarioClient
-from .errors import ApiError, BatchgenError, CredentialsError, MalformedAnswer
+from .errors import ApiError, BatchgenError, CredentialsError, HeldOff, MalformedAnswer
 from .ledger import Ledger
 from .limits import Admission
 from .reconcile import Finder, Unsure
@@ -94,32 +94,40 @@ class Submitter:
     async def _post(self, task: Task, hop: int, body: Mapping[str, object], since: float) -> Sent:
         unsure = odd = 0
         # The patient budget covers 429s; everything else transient counts as an attempt.
-        async for attempt in Retrying(self._policy, on=transient, patient=rate_limited, observe=self._observe):
-            with attempt:
-                if unsure:
-                    if (found := await self._look(task, body, since)) is not None:
-                        return found
-                    if unsure >= MAX_UNSURE or odd >= MAX_ODD_ANSWERS:
-                        raise Unresolved(f"{unsure} submissions went unanswered and no job was found for them")
-                if not await self._admission.admit(self._halt):
-                    if not unsure:
-                        self._ledger.record("withdrawn", task.name, hop=hop + 1)  # nothing was sent
-                        raise Stopped("stopping before the POST")
-                    raise Unresolved("stopping while a submission's fate is unknown")
-                try:
-                    with self._ledger.expecting():  # its answer's fsync round waits for it
-                        answer = await self._client.generate(task.model, body)
-                    if answer.job.id in self._ledger.owners:  # the new job's id is not this one
-                        raise MalformedAnswer(
-                            f"the API answered with job {answer.job.id}, given before", ambiguous=True
-                        )
-                except ApiError as err:
-                    if err.ambiguous:
-                        unsure += 1  # the next attempt looks for the job before POSTing again
-                        odd += isinstance(err, MalformedAnswer)
-                    raise
-                job = answer.job
-                return Sent(job.id, answer.cost, False, answer.discount, answer.cost_details, job.created_at)
+        retrying = Retrying(self._policy, on=transient, patient=rate_limited, observe=self._observe, hold_off=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if unsure:
+                        if (found := await self._look(task, body, since)) is not None:
+                            return found
+                        if unsure >= MAX_UNSURE or odd >= MAX_ODD_ANSWERS:
+                            raise Unresolved(f"{unsure} submissions went unanswered and no job was found for them")
+                    slot = await self._admission.admit(self._halt)
+                    if slot is None:
+                        if not unsure:
+                            self._ledger.record("withdrawn", task.name, hop=hop + 1)  # nothing was sent
+                            raise Stopped("stopping before the POST")
+                        raise Unresolved("stopping while a submission's fate is unknown")
+                    try:
+                        with slot, self._ledger.expecting():  # its answer's fsync round waits for it
+                            answer = await self._client.generate(task.model, body, departed=slot.departed)
+                        if answer.job.id in self._ledger.owners:  # the new job's id is not this one
+                            raise MalformedAnswer(
+                                f"the API answered with job {answer.job.id}, given before", ambiguous=True
+                            )
+                    except ApiError as err:
+                        if err.ambiguous:
+                            unsure += 1  # the next attempt looks for the job before POSTing again
+                            odd += isinstance(err, MalformedAnswer)
+                        raise
+                    job = answer.job
+                    return Sent(job.id, answer.cost, False, answer.discount, answer.cost_details, job.created_at)
+        except HeldOff:
+            if unsure:  # an earlier POST may have made a job: the next run looks for it first
+                raise Unresolved("the API asked to come back later while a submission's fate is unknown") from None
+            self._ledger.record("withdrawn", task.name, hop=hop + 1)  # a 429 creates nothing
+            raise
         raise AssertionError("unreachable: Retrying ends by returning or raising")
 
     async def _look(self, task: Task, body: Mapping[str, object], since: float) -> Sent | None:

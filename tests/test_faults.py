@@ -264,3 +264,28 @@ async def test_unsure_submissions_wait_for_the_next_run(served: Served, tmp_path
     again = await run_batch(served, tmp_path)
     assert not again.failed
     audit(served.sim, tmp_path / "out" / "matrix", again)
+
+
+def test_a_wait_past_max_wait_leaves_the_rest_for_the_next_run(thread: SimulatorThread, tmp_path: Path) -> None:
+    """Told to come back in a day (longer than --max-wait), the run stops submitting at once,
+    finishes the jobs already running, leaves the rest new (not failed), says why and exits 1;
+    the next run submits them, paying nothing twice."""
+    thread.sim.faults.quota = 2  # two submissions, then every submit: 429, Retry-After: 86400
+    thread.sim.job_time = 0.5
+    (tmp_path / "m.yaml").write_text(CRASH_MANIFEST)
+    base = ["--out", str(tmp_path / "out")]
+    args = ["run", str(tmp_path / "m.yaml"), *base, "--rate", "50", "--poll-interval", "0.05", "--max-wait", "5"]
+    held = run_cli(args, env_for(thread))
+    assert held.returncode == 1, held.stdout + held.stderr
+    assert (
+        "4 task(s) not submitted: the API asked to come back in 24 hours, longer than --max-wait 5 s" in held.stdout
+    ), held.stdout
+    assert "Traceback" not in held.stderr and "failed" not in held.stdout.split("\n", 1)[1]
+    assert held.stdout.startswith("batch crash: 2/6 done (2 new")  # the two running jobs were followed to the end
+    assert float(held.stdout.split("\n")[0].rsplit(", ", 1)[1].rstrip("s")) < 5, held.stdout  # no waiting it out
+    status = json.loads(run_cli(["status", str(tmp_path / "m.yaml"), *base, "--json"], env_for(None)).stdout)
+    assert status["counts"] == {"done": 2, "new": 4}, status
+    thread.sim.faults.quota = None
+    resumed = run_cli(args, env_for(thread))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    check_invariants(thread.sim, tmp_path / "out" / "crash", 6)

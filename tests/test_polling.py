@@ -69,46 +69,51 @@ def test_cooldown_with_an_injected_clock() -> None:
     assert cooldown.remaining == 0 and cooldown.trips == 2
 
 
-def _window_with(rate: RateLimit, ages: list[float]) -> None:
-    """Fill the rate window with slots taken `ages` seconds ago."""
-    now = time.monotonic()
-    rate._task_logs.extend(sorted(now - age for age in ages))
+async def test_a_slot_counts_from_when_its_request_left() -> None:
+    """The window runs from a request's departure, not its grant: a slow request holds its slot longer."""
+    rate = RateLimit(2, window=0.2)  # two in any 0.2 s (0.204 s with the slack)
+    quick, slow = await rate.acquire(), await rate.acquire()
+    assert quick is not None and slow is not None
+    quick.departed()
+    await asyncio.sleep(0.12)  # the slow one is still on its way out, 0.12 s after its grant
+    slow.departed()
+    slow_left = time.monotonic()
+    third = await asyncio.wait_for(rate.acquire(), 5)  # the quick one's place frees first
+    assert third is not None
+    third.departed()
+    assert time.monotonic() - slow_left < rate.period
+    fourth = await asyncio.wait_for(rate.acquire(), 5)  # grant + period passed long ago; departure + period not
+    assert fourth is not None
+    assert time.monotonic() - slow_left >= rate.period
 
 
-def test_a_wave_that_fits_within_half_a_window_waits_and_goes_together() -> None:
-    """13 asking, 1 slot free, the other 12 free in 0.2 s: nobody goes now, all go then."""
-    rate = RateLimit(20)
-    _window_with(rate, [0.8] * 19)  # 19 slots taken 0.8 s ago: free again in about 0.22 s
-    wait = rate.wait(13)
-    assert 0.15 < wait < 0.3
-    assert rate.wait(1) == 0.0  # one asking alone takes the free slot at once
+async def test_every_slot_on_its_way_out_holds_the_next_request() -> None:
+    """With every slot granted and none departed, the next waits for a departure, then a window."""
+    rate = RateLimit(1, window=0.1)
+    slot = await rate.acquire()
+    assert slot is not None
+    waiting = asyncio.create_task(rate.acquire())
+    await asyncio.sleep(0.15)
+    assert not waiting.done()  # a window has passed since the grant, but the request never left
+    with slot:  # leaving the block counts as the departure
+        pass
+    left = time.monotonic()
+    assert await asyncio.wait_for(waiting, 5) is not None
+    assert time.monotonic() - left >= rate.period
 
 
-def test_a_wave_that_would_wait_long_lets_the_free_slots_go_now() -> None:
-    """When the rest of a wave would wait more than half the window, the slots free now are used now."""
-    rate = RateLimit(20)
-    _window_with(rate, [0.1] * 19)  # free again in about 0.92 s: too long to hold the one free slot
-    assert rate.wait(13) == 0.0
-    rate.try_take()
-    assert 0.85 < rate.wait(12) < 1.0  # the window is full: the rest wait for its oldest slot
-    more = RateLimit(20)
-    _window_with(more, [0.8] * 19)
-    assert more.wait(25) == 0.0  # more asking than the window ever holds: no waiting for all of them
-
-
-async def test_submitters_of_one_moment_are_admitted_in_one_go() -> None:
-    """Through acquire: a wave whose slots free shortly is admitted together, not one now and the rest later."""
-    rate = RateLimit(20)
-    _window_with(rate, [0.9] * 19)  # one free now, the rest in about 0.12 s
-    stamps: list[float] = []
-
-    async def one() -> None:
-        assert await rate.acquire()
-        stamps.append(time.monotonic())
-
-    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(10))), 10)
-    assert max(stamps) - min(stamps) < 0.05  # all in the same moment
-    assert len(rate._task_logs) <= 20
+async def test_a_stop_releases_every_waiting_submitter_without_a_slot() -> None:
+    """Submitters queued for the window give up at once when the run stops; none takes a slot."""
+    rate = RateLimit(1, window=10)
+    first = await rate.acquire()
+    assert first is not None
+    first.departed()
+    abort = asyncio.Event()
+    waiting = [asyncio.create_task(rate.acquire(abort)) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    abort.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiting), 2) == [None] * 5
+    assert rate.wait() == pytest.approx(rate.period, abs=0.2)  # the window still holds only the first
 
 
 def test_backoff_full_jitter_and_hints() -> None:

@@ -23,7 +23,7 @@ import secrets
 import time
 import wave
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -153,11 +153,12 @@ class Simulator:
         self.upload_time = min(0.3, job_time)  # seconds an upload stays `validating`
         self._ids = itertools.count(1)
         self._active: list[SimJob] = []
-        self._submits: list[float] = []  # accepted submission times (loop clock), for the rate limit
+        self._arrivals: deque[float] = deque()  # rate-counted arrivals inside the window (loop clock)
         self._style = itertools.cycle(("seconds", "date", "ms", "body"))
         # What tests read back through /__stats.
         self.requests: Counter[str] = Counter()
         self.submit_times: list[float] = []
+        self.rate_arrivals: list[float] = []  # every rate-counted arrival (loop clock), refused ones too
         self.listed_after: list[float] = []  # each listing's createdAfter, as epoch seconds
         self.max_active = 0
         self.dry_runs = 0
@@ -204,6 +205,11 @@ class Simulator:
         if not check_basic(request.headers.get("Authorization", ""), self.key, self.secret):
             return _error(401, "Unauthorized: invalid API key or secret")
         faults = self.faults
+        if faults.jitter > 0:
+            await asyncio.sleep(faults.rng.uniform(0.0, faults.jitter))  # the network's share of the trip
+        counted = request.method == "POST" and route == "/v1/generate/custom/{model}"
+        if counted and (refusal := self._over_rate()) is not None:
+            return refusal
         if faults.roll("drop", faults.drop_rate):
             # Half of the drops on a submit happen after the job exists: the answer is lost
             # but the job runs (and is billed). That is the window batchgen must reconcile.
@@ -223,15 +229,28 @@ class Simulator:
         self._active = [j for j in self._active if j.status(now)[0] not in ("success", "failure", "canceled")]
         return len(self._active)
 
+    def _over_rate(self) -> web.Response | None:
+        """Count this arrival; 429 when the window ending now holds more than the limit.
+
+        Every arrival counts, the refused ones too, and the window is closed at both ends:
+        an API may count as strictly as that, so the simulator does (a lenient one would
+        hide a client that bunches its requests)."""
+        now = self.now()
+        self.rate_arrivals.append(now)
+        faults, arrivals = self.faults, self._arrivals
+        if faults.rate_limit is None:
+            return None
+        window = faults.rate_window
+        arrivals.append(now)
+        while arrivals and now - arrivals[0] > window:
+            arrivals.popleft()
+        if len(arrivals) <= faults.rate_limit:
+            return None
+        faults.injected["rate-limit"] += 1
+        return self._rate_limited(window - (now - arrivals[-faults.rate_limit]))  # when R back drops out
+
     def _too_many(self) -> web.Response | None:
-        faults, now = self.faults, self.now()
-        if faults.rate_limit is not None:
-            window = faults.rate_window
-            self._submits = [t for t in self._submits if now - t < window]
-            if len(self._submits) >= faults.rate_limit:
-                wait = window - (now - self._submits[0])
-                faults.injected["rate-limit"] += 1
-                return self._rate_limited(wait)
+        faults = self.faults
         if faults.action_limit is not None and self._active_count() >= faults.action_limit:
             faults.injected["action-limit"] += 1
             return _error(
@@ -282,6 +301,9 @@ class Simulator:
             return web.json_response(answer, status=269)
         if (refusal := self._too_many()) is not None:
             return refusal
+        if self.faults.quota is not None and len(self.submit_times) >= self.faults.quota:
+            self.faults.injected["quota"] += 1
+            return _error(429, "Daily quota exhausted", {"Retry-After": "86400"})
         job = self._create_job(body, cost, request.query.get("projectId"), discount)
         if self.faults.submit_delay:
             await asyncio.sleep(self.faults.submit_delay)  # widens the POST-to-journal window
@@ -301,7 +323,6 @@ class Simulator:
     def _create_job(self, body: dict[str, Any], cost: float, project: str | None, discount: float) -> SimJob:
         """A job (billed) and the asset it will make."""
         now = self.now()
-        self._submits.append(now)
         self.submit_times.append(now)
         job = SimJob(
             id=self._id("job"),
@@ -652,9 +673,12 @@ class Simulator:
         step = 65536
         pause = step / self.faults.bandwidth if self.faults.bandwidth else 0.0
         for offset in range(0, cut, step):
-            await resp.write(body[offset : min(cut, offset + step)])
+            # The wait comes before each chunk: a pause after the last one would hold the
+            # connection after the client has every byte, and the client's next request on
+            # it (kept alive, back in its pool) would sit unread until the pause ends.
             if pause:
                 await asyncio.sleep(pause)
+            await resp.write(body[offset : min(cut, offset + step)])
         self.bytes_served += cut
         if truncate:
             _drop(request)
@@ -684,6 +708,7 @@ class Simulator:
         return {
             "requests": dict(self.requests),
             "submit_times": self.submit_times,
+            "rate_arrivals": self.rate_arrivals,
             "max_active": self.max_active,
             "jobs": jobs,
             "dry_runs": self.dry_runs,

@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 class Faults:
     """Fault settings; all off by default."""
 
-    rate_limit: int | None = None  # accepted submissions per `rate_window` seconds, then 429
+    # Rate-counted requests (submits and dry runs, answered or refused alike) arriving in
+    # any `rate_window` seconds, past which the arrival is answered 429: as strict as an
+    # API may count, so a client's own burst shows up as a 429 here too.
+    rate_limit: int | None = None
     rate_window: float = 1.0
+    jitter: float = 0.0  # each API request arrives up to this many seconds late, as over a network
     action_limit: int | None = None  # jobs running at once, then 429 + details.actionLimit
     error_rate: float = 0.0  # share of API requests answered 500/503
     drop_rate: float = 0.0  # share of API requests whose connection is dropped
@@ -36,6 +40,7 @@ class Faults:
     upload_job: bool = False  # `complete` answers with a jobId that imports the file (an older flow)
     continuation_new_only: bool = False  # continuations answer the new audio only, not the prompt first
     fail_continuations: bool = False  # every continuation job ends in `failure` (a chain's later hops)
+    quota: int | None = None  # accepted submissions, then every submit is told to come back in a day (429)
     submit_delay: float = 0.0  # seconds between creating a job and answering its POST
     dry_run_delay: float = 0.0  # seconds before a dry run answers
     bandwidth: int | None = None  # CDN bytes per second per download (None: as fast as it goes)
