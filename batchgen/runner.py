@@ -14,7 +14,6 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .client import ScenarioClient
@@ -29,7 +28,8 @@ from .outcomes import Canceled, Failed, Gone, JobEnd, Succeeded, TimedOut
 from .parts import Parts
 from .prepare import Declined, Prepare
 from .progress import Counts, Reporter
-from .state import STATE_DIR, Status
+from .result import RunResult
+from .state import STATE_DIR
 from .stopping import Interrupted, Stop
 from .submit import Stopped, Unresolved
 from .task import Task
@@ -37,33 +37,6 @@ from .triage import Plan, triage
 from .watcher import Watch
 
 STITCH = -1  # a download-queue entry that stitches a chain whose hops are all on disk
-
-
-@dataclass(slots=True)
-class RunResult:
-    """How a run ended, computed from the task states when it did."""
-
-    total: int = 0
-    done: int = 0
-    skipped: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-    spent: float = 0.0
-    paid_failures: float = 0.0  # creative units kept by jobs that failed without a refund
-    discount: float = 0.0
-    elapsed: float = 0.0
-    interrupted: bool = False
-    calls: dict[str, int] = field(default_factory=dict)
-    estimate: float | None = None  # creative units the remaining tasks were priced at
-    left_for_budget: int = 0  # tasks not submitted because --max-cost would be passed
-    held_off: str | None = None  # why submitting stopped early: the API asked to come back after --max-wait
-    left_for_wait: int = 0  # tasks not submitted because of that, left for the next run
-    batch_spent: float = 0.0  # the batch's total, earlier runs included
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        return 1 if self.failed or self.left_for_budget or self.left_for_wait else 0
 
 
 class Runner:
@@ -148,7 +121,12 @@ class Runner:
                 save_prices(self.folder, parts.pricer.prices)
         if self._disk_error is not None and not interrupted:
             raise self._disk_error
-        result = self._result(ledger, plan, spent0, time.monotonic() - t0, interrupted)
+        result = RunResult(total=len(self.tasks), elapsed=time.monotonic() - t0, interrupted=interrupted)
+        result.count(ledger, self.tasks, plan.skipped, plan.failed)
+        result.failed.update(self._deferred)
+        result.paid_failures = ledger.book.kept - self._kept0  # this run's, like `spent`
+        result.batch_spent = ledger.book.spent
+        result.spent, result.calls = result.batch_spent - spent0, dict(self.client.calls)
         result.estimate, result.left_for_budget = prepare.estimate, len(parts.budget.left_out)
         result.left_for_wait = len(self._left_for_wait)
         result.held_off = str(self._held_off) if self._held_off is not None else None
@@ -403,28 +381,6 @@ class Runner:
         counts.committed = parts.budget.committed
         counts.hops, counts.hops_made = parts.ledger.hops_made(self.tasks)
         self.reporter.tick(counts, force=force)
-
-    def _result(self, ledger: Ledger, plan: Plan, spent0: float, elapsed: float, interrupted: bool) -> RunResult:
-        """The run's outcome, from the states of its tasks (and what it deferred)."""
-        result = RunResult(total=len(self.tasks), skipped=len(plan.skipped), elapsed=elapsed, interrupted=interrupted)
-        result.failed = dict(plan.failed)
-        worked = {task.name for task in self.tasks} - {t.name for t in plan.skipped} - set(plan.failed)
-        for name in worked:
-            st = ledger.state(name)
-            if st is None:
-                continue
-            if st.status is Status.DONE:
-                result.done += 1
-            elif st.status is Status.FAILED:
-                result.failed[name] = st.reason or "failed"
-            for hop in st.hops:
-                result.discount += float((hop.detail or {}).get("discount", 0.0))
-        result.failed.update(self._deferred)
-        result.paid_failures = ledger.book.kept - self._kept0  # this run's, like `spent`
-        result.batch_spent = ledger.book.spent
-        result.spent = result.batch_spent - spent0
-        result.calls = dict(self.client.calls)
-        return result
 
 
 def _hop_named(hops: int, hop: int, reason: str) -> str:
