@@ -33,6 +33,15 @@ PROBE_RATE = 4000  # the prompt comparison runs on a mono copy at about this rat
 MAX_LAG = 0.01  # seconds either way the comparison looks for the prompt
 PROBE_SECONDS = 3.0  # of the prompt region compared with the hop's start
 BLOCK = 65536  # frames copied at a time
+# How far a hop's length may be from what was asked and still be kept as it is. MusicGen
+# makes audio in 20 ms frames and codecs pad their first and last blocks: a quarter of a
+# second is far more than either, and far less than any hop a user would accept.
+HOP_TOLERANCE = 0.25
+
+
+class Unusable(ValueError):
+    """A hop that landed but cannot be stitched: it does not decode, is in another format
+    than hop 1 that cannot be converted, or is shorter than asked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +341,61 @@ def wrap_smoothness(path: Path, loop: Loop, window: float = 0.02) -> dict[str, f
     }
 
 
+def check_hop(path: Path, asked: float, context: float, first: Path | None) -> Path:
+    """Check a hop as it lands, before anything is paid for the next one; the WAV to keep.
+
+    It must decode (MP3, FLAC and Ogg through libsndfile, into a WAV beside it) and be
+    in hop 1's rate and channel count (`first`, None for hop 1 itself), or be converted
+    to hop 1's sample width. Its length must be what was asked, within `HOP_TOLERANCE`: a
+    continuation may also answer only its new audio (`asked - context`). A longer hop
+    is cut to what was asked, so the next hop, which continues from the asked end,
+    joins it without a jump. Raises `Unusable` with the reason otherwise.
+    """
+    try:
+        wav = _as_wav(path)
+        info = wavfile.read_info(wav)
+    except wavfile.WavError as err:
+        raise Unusable(f"does not decode: {err}") from None
+    if first is not None:
+        want = wavfile.read_info(first)
+        if (info.rate, info.channels) != (want.rate, want.channels):
+            raise Unusable(
+                f"{info.rate} Hz, {info.channels} channel(s); hop 1 is {want.rate} Hz, {want.channels} channel(s)"
+            )
+        if (info.bits, info.is_float) != (want.bits, want.is_float):
+            info = _convert(wav, info, want)
+    seconds = info.frames / info.rate
+    if any(abs(seconds - length) <= HOP_TOLERANCE for length in {asked, asked - context} if length > 0):
+        return wav
+    if seconds > asked:
+        _cut(wav, info, round(asked * info.rate))
+        return wav
+    raise Unusable(f"{seconds:.2f} s long, {asked:g} s asked")
+
+
+def _cut(path: Path, info: WavInfo, frames: int) -> None:
+    """Keep the first `frames` of a WAV, atomically."""
+    part = path.with_name(path.name + ".part")
+    with files.create(part) as fh:
+        writer = _Out(fh, info, frames)
+        writer.copy(path, info, 0, frames)
+        fh.flush()
+    files.replace(part, path)
+
+
+def _convert(path: Path, info: WavInfo, want: WavInfo) -> WavInfo:
+    """Rewrite a WAV in another sample width (`want`'s), atomically; the new layout."""
+    layout = wavfile.layout(info.channels, info.rate, want.bits, is_float=want.is_float)
+    part = path.with_name(path.name + ".part")
+    with files.create(part) as fh:
+        writer = _Out(fh, layout, info.frames)
+        for block in wavfile.frames(path, info):
+            writer.raw(wavfile.encode(block, layout))
+        fh.flush()
+    files.replace(part, path)
+    return wavfile.read_info(path)
+
+
 def make_track(task: Any, st: Any, folder: Path) -> dict[str, Any]:
     """The finished file of a long track or loop from its hop files (a `finish.Finisher` hook).
 
@@ -352,7 +416,7 @@ def make_track(task: Any, st: Any, folder: Path) -> dict[str, Any]:
         report["loop"]["wrap"] = {k: round(v, 5) for k, v in wrap_smoothness(final, task.loop).items()}
     else:
         report = stitch(hop_files, final, float(task.length), settings.crossfade)
-    size, digest = _size_and_sha256(final)
+    size, digest = size_and_sha256(final)
     hops = []
     for i, hop in enumerate(st.hops):
         seam = report["seams"][i - 1] if i else None
@@ -376,7 +440,7 @@ def make_track(task: Any, st: Any, folder: Path) -> dict[str, Any]:
     return {"path": final.name, "bytes": size, "sha256": digest, "chain": chain}
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str]:
+def size_and_sha256(path: Path) -> tuple[int, str]:
     sha, size = hashlib.sha256(), 0
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -136,6 +136,7 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
     run.add_argument("--simulate", action="store_true", help="run against the built-in simulator (no credentials)")
     run.add_argument("--job-retries", type=_retries, metavar="N", help="resubmissions after a job failure (default 1)")
+    run.add_argument("--hop-redos", type=_retries, metavar="N", help="remakes of an unusable chain hop (default 1)")
     run.add_argument("--job-timeout", type=_timeout, metavar="S", help="fail a job running after S seconds (1800)")
     run.add_argument("--max-download-bytes", type=_bytes, metavar="N", help="refuse larger files (2 GiB)")
     run.add_argument("--download-timeout", type=_timeout, metavar="S", help="give up a file after S seconds (1800)")
@@ -178,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(ValueError):  # startup's quiet handler: Ctrl-C is KeyboardInterrupt now
             signal.signal(signal.SIGINT, signal.default_int_handler)
     previous = _terminate_like_interrupt()
+    for stream in (sys.stdout, sys.stderr):  # a path or name with broken Unicode is shown, never a crash
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
@@ -348,6 +352,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         "workers": args.workers,
         "poll_interval": args.poll_interval,
         "job_retries": args.job_retries,
+        "hop_redos": args.hop_redos,
         "job_timeout": args.job_timeout,
         "max_cost": args.max_cost,
     }
@@ -507,6 +512,8 @@ def _print_summary(manifest: Manifest, result: Any, max_cost: float | None, simu
             f"  {result.left_for_budget} task(s) left for lack of budget (--max-cost {max_cost:g}); "
             "rerun with a higher --max-cost to finish"
         )
+    if result.paid_twice:
+        print(f"  paid twice: {', '.join(result.paid_twice)} (landed unusable and made again)")
     if result.left_for_wait:
         print(
             f"  {result.left_for_wait} task(s) not submitted: {result.held_off}; "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
 import math
 import os
 import re
@@ -29,6 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from . import text
 from .errors import ApiError, CredentialsError, DownloadError, ErrorKind, MalformedAnswer, UsageError
 from .task import is_safe_id
 
@@ -714,7 +714,7 @@ def _json(raw: bytes) -> Any:
     if not raw:
         return {}
     try:
-        return json.loads(raw)
+        return text.loads(raw)
     except (ValueError, RecursionError):
         return None
 

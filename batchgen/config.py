@@ -23,6 +23,7 @@ class RunConfig:
     poll_concurrency: int = 16
     retry_failed: bool = False
     job_retries: int = 1
+    hop_redos: int = 1  # times a chain hop that landed unusable is made again (each one paid)
     job_timeout: float = 1800.0
     limits: Limits = field(default_factory=Limits)
     grace: float = 5.0

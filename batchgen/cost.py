@@ -11,13 +11,12 @@ submissions in progress may still cost, so the cap covers spent + held + the nex
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import files
+from . import files, text
 from .state import STATE_DIR
 from .task import Task, canonical
 
@@ -52,7 +51,7 @@ def shape(task: Task, hop: int = 0) -> str:
 def load_prices(batch_dir: Path) -> dict[str, float]:
     """The cached prices; a damaged or hostile cache is simply not used."""
     try:
-        data = json.loads(files.read_regular(batch_dir / STATE_DIR / PRICES, MAX_PRICES_BYTES) or b"{}")
+        data = text.loads(files.read_regular(batch_dir / STATE_DIR / PRICES, MAX_PRICES_BYTES) or b"{}")
     except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, files
+from . import __version__, files, text
 from .errors import BatchgenError, DiskError, UnsafeFileError, UsageError
 from .ledger import Ledger
+from .lock import BatchLock
 from .manifest import Manifest, expand_as_recorded
 from .picks import Made, Picks, reconcile
 from .picks import load as load_picks
@@ -41,6 +42,7 @@ from .wavfile import WavError
 PROCESS = 1  # bump when the processing changes, so a rerun makes every file again
 DEFAULT_CEILING = -1.0  # dBTP
 RECORD = "delivery.json"
+LOCK = ".batchgen-delivery.lock"  # held while a deliver writes into the folder
 LISTING = "delivery.csv"
 CSV_COLUMNS = (
     "file",
@@ -135,19 +137,37 @@ def deliver(manifest: Manifest, out: Path, options: Options, say: Callable[[str]
             f"{manifest.batch}: nothing to deliver: pick takes in `batchgen serve`, or use --fill or --all"
         )
     target = files.ensure_dir(options.to)
-    old = _read_record(target, options.force)
-    names = _names(chosen)
-    records: dict[str, dict[str, Any]] = {}
-    for take in chosen:
-        try:
-            record = _deliver_one(take, names[take.task.name], target, options, old, outcome, say)
-        except (BatchgenError, WavError) as err:  # WavError: a take this module cannot read
-            outcome.problems.append(f"{take.task.name}: {err}")
-            continue
-        records[record["file"]] = record
-    _remove_stale(target, old, set(records), outcome, say)
-    _write_record(target, manifest.batch, options, records)
+    with BatchLock(target / LOCK, "delivery folder", target):
+        old = _read_record(target, options.force)
+        names = _names(chosen)
+        book = Book(target, manifest.batch, options, dict(old))
+        records: dict[str, dict[str, Any]] = {}
+        for take in chosen:
+            try:
+                record = _deliver_one(take, names[take.task.name], target, options, old, book, outcome, say)
+            except (BatchgenError, WavError) as err:  # WavError: a take this module cannot read
+                outcome.problems.append(f"{take.task.name}: {err}")
+                continue
+            records[record["file"]] = record
+        _remove_stale(target, old, set(records), outcome, say)
+        _write_record(target, manifest.batch, options, records, listing=True)
     return outcome
+
+
+@dataclass(slots=True)
+class Book:
+    """delivery.json as a delivery goes: every file's record is on disk before the file lands."""
+
+    target: Path
+    batch: str
+    options: Options
+    records: dict[str, dict[str, Any]]  # the earlier delivery's, then each file's as it is written
+
+    def about_to_land(self, record: dict[str, Any], replaces: str | None) -> None:
+        """Record a file before it is renamed into place, with the hash of what it replaces: a kill
+        between the two leaves a record that recognises whichever of the two is there."""
+        self.records[record["file"]] = {**record, "replaces": replaces} if replaces else record
+        _write_record(self.target, self.batch, self.options, self.records)
 
 
 def select(tasks: Sequence[Task], ledger: Ledger, picks: Picks, mode: str, outcome: Outcome) -> list[Take]:
@@ -189,7 +209,7 @@ def _sidecar(folder: Path, sidecar: dict[str, Any] | None, outcome: Outcome) -> 
     if sidecar is None:
         return {}
     try:
-        data = json.loads(files.read_regular(folder / sidecar["path"], 8 * 1024 * 1024) or b"{}")
+        data = text.loads(files.read_regular(folder / sidecar["path"], 8 * 1024 * 1024) or b"{}")
     except (BatchgenError, ValueError, KeyError, RecursionError):
         outcome.warnings.append(f"{sidecar.get('path')}: unreadable sidecar; tags come from the manifest")
         return {}
@@ -226,6 +246,7 @@ def _deliver_one(
     target: Path,
     options: Options,
     old: dict[str, Any],
+    book: Book,
     outcome: Outcome,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
@@ -239,8 +260,9 @@ def _deliver_one(
     current = _sha256_of(path)
     if before is not None and before.get("key") == key and current == before.get("sha256"):
         outcome.unchanged.append(name)
-        return dict(before)
-    if current is not None and not options.force and (before is None or current != before.get("sha256")):
+        return {k: v for k, v in before.items() if k != "replaces"}
+    ours = (before.get("sha256"), before.get("replaces")) if before is not None else ()
+    if current is not None and not options.force and current not in ours:
         raise DeliverError(f"{path} exists and batchgen did not write it (or it changed since); --force replaces it")
     if _sha256_of(take.source) != take.sha256:
         raise DeliverError(f"{take.source.name} is not the file the run made (sha256 differs); run the batch again")
@@ -248,8 +270,9 @@ def _deliver_one(
 
     settings = Settings(options.loudness, options.ceiling, options.sample_rate, ext)
     data, measured, seconds = master(take.source, settings, _tags(take), int(take.sha256[:16] or "0", 16))
-    files.write_atomic(path, data, durable=True)
     record = _record(take, name, key, hashlib.sha256(data).hexdigest(), measured, seconds)
+    book.about_to_land(record, current)
+    files.write_atomic(path, data, durable=True)
     outcome.written.append(name)
     say(_line(name, measured))
     return record
@@ -323,7 +346,7 @@ def _read_record(target: Path, force: bool) -> dict[str, Any]:
     if data is None:
         return {}
     try:
-        doc = json.loads(data)
+        doc = text.loads(data)
         entries = doc["files"] if doc.get("writer") == "batchgen" else None
         if not isinstance(entries, list):
             raise ValueError("not a batchgen delivery")
@@ -354,8 +377,10 @@ def _remove_stale(
             outcome.warnings.append(f"{name}: no longer selected, but changed since it was delivered: left alone")
 
 
-def _write_record(target: Path, batch: str, options: Options, records: dict[str, dict[str, Any]]) -> None:
-    """delivery.json (everything, for tools and the next rerun) and delivery.csv (for people)."""
+def _write_record(
+    target: Path, batch: str, options: Options, records: dict[str, dict[str, Any]], *, listing: bool = False
+) -> None:
+    """delivery.json (everything, for tools and the next rerun) and, at the end, delivery.csv (for people)."""
     listed = sorted(records.values(), key=lambda r: str(r["file"]))
     doc = {
         "writer": "batchgen",
@@ -372,6 +397,8 @@ def _write_record(target: Path, batch: str, options: Options, records: dict[str,
         "files": listed,
     }
     files.write_atomic(target / RECORD, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
+    if not listing:
+        return
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)

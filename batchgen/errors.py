@@ -68,11 +68,11 @@ class LockedError(BatchgenError):
 
     exit_code = 3
 
-    def __init__(self, path: str, pid: int | None) -> None:
+    def __init__(self, path: str, pid: int | None, what: str = "batch") -> None:
         self.path = path
         self.pid = pid
         holder = f"pid {pid}" if pid else "another process"
-        super().__init__(f"{path}: batch is locked by {holder}; wait for it or stop it")
+        super().__init__(f"{path}: {what} is locked by {holder}; wait for it or stop it")
 
 
 class JournalError(BatchgenError):

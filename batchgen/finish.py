@@ -15,14 +15,16 @@ import json
 import os
 import time
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from . import __version__, files
 from .assets import AssetBatcher
+from .chain import Unusable, check_hop, size_and_sha256
 from .client import Asset, ScenarioClient, iso
 from .download import FileInfo, Limits, download_asset
-from .errors import DownloadError
+from .errors import BatchgenError, DownloadError
 from .ledger import Ledger
 from .retry import Backoff
 from .state import STATE_DIR, TaskState
@@ -30,6 +32,20 @@ from .task import Task
 from .wavfile import WavError
 
 HOPS = "hops"  # under .batchgen/: the hop files of chained tracks
+
+
+class StitchFailed(BatchgenError):
+    """Every hop is on disk and checked, and still they do not make the track."""
+
+
+class Fetched(Enum):
+    """What downloading one job's output came to."""
+
+    DONE = "done"  # the task is finished: files, sidecar, `done` recorded
+    HOP = "hop"  # a chain hop landed and checked out: the next hop may be submitted
+    UNUSABLE = "unusable"  # a chain hop landed unusable (`hop_unusable` recorded): make it again
+
+
 # One line of JSON: the C encoder (indent= would take the slow pure-Python one, a tenth of
 # a run's CPU on small tasks); `python -m json.tool` shows a sidecar indented.
 _SIDECAR = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
@@ -57,12 +73,13 @@ class Finisher:
         self._policy = policy
         self._stitch = stitch
         self.marks: dict[str, dict[str, float]] = {}  # wall-clock milestones per task, for sidecars
+        self.unusable: dict[str, str] = {}  # why a task's latest hop was unusable, for the log
 
     def mark(self, task: str, moment: str) -> None:
         self.marks.setdefault(task, {})[moment] = time.time()
 
-    async def fetch(self, task: Task, hop: int) -> bool:
-        """Download hop `hop`'s assets; True once the whole task is done."""
+    async def fetch(self, task: Task, hop: int) -> Fetched:
+        """Download hop `hop`'s assets: the task is done, a chain hop landed (checked), or it is unusable."""
         st = self._ledger.state(task.name)
         assert st is not None
         asset_ids = st.hops[hop].asset_ids
@@ -74,11 +91,27 @@ class Finisher:
                 for i, asset_id in enumerate(asset_ids)
             ]
             self._done(task, made)
-            return True
+            return Fetched.DONE
         hops = files.ensure_dir(self.folder / STATE_DIR / HOPS)
-        made = [await self._download(asset_ids[0], hops / f"{task.name}.h{hop + 1}")]
-        self._ledger.record("hop_done", task.name, hop=hop + 1, file=made[0].as_dict())
-        return await self.stitch(task)
+        landed = await self._download(asset_ids[0], hops / f"{task.name}.h{hop + 1}")
+        first = self.folder / st.hops[0].file["path"] if hop and st.hops[0].file else None
+        plan = task.hops[hop]
+        try:
+            wav = await asyncio.to_thread(
+                check_hop, self.folder / landed.path, plan.duration, plan.context or 0.0, first
+            )
+        except Unusable as err:
+            self.unusable[task.name] = str(err)
+            self._ledger.record("hop_unusable", task.name, hop=hop + 1, job_id=st.hops[hop].job_id, reason=str(err))
+            return Fetched.UNUSABLE
+        if wav != self.folder / landed.path:  # decoded (MP3, FLAC, Ogg): the WAV is what is kept
+            files.unlink_quietly(self.folder / landed.path)
+        size, digest = await asyncio.to_thread(size_and_sha256, wav)
+        kept = FileInfo(str(wav.relative_to(self.folder)), size, digest, "audio/wav", landed.asset_id)
+        self._ledger.record("hop_done", task.name, hop=hop + 1, file=kept.as_dict())
+        if hop + 1 < task.hop_count and not all(h.file is not None for h in st.hops):
+            return Fetched.HOP
+        return Fetched.DONE if await self.stitch(task) else Fetched.HOP
 
     async def stitch(self, task: Task) -> bool:
         """Stitch a chained track whose hops are all on disk; True when it is done."""
@@ -89,7 +122,7 @@ class Finisher:
         try:
             record = await asyncio.to_thread(self._stitch, task, st, self.folder)
         except WavError as err:
-            raise DownloadError(f"could not stitch the hops: {err}", retryable=False) from None
+            raise StitchFailed(f"could not stitch the hops: {err}") from None
         info = FileInfo(record["path"], record["bytes"], record["sha256"], "audio/wav", st.hops[-1].asset_ids[0])
         self._done(task, [info], chain=record.get("chain"))
         return True

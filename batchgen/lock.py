@@ -15,8 +15,13 @@ from .errors import LockedError
 
 
 class BatchLock:
-    def __init__(self, path: Path) -> None:
+    """An exclusive flock on `path` (in `.batchgen/` of a batch, or a delivery folder), held
+    until released; `LockedError` names `what` is locked when another process holds it."""
+
+    def __init__(self, path: Path, what: str = "batch", folder: Path | None = None) -> None:
         self.path = path
+        self._what = what
+        self._folder = folder or path.parent.parent  # the folder named in the message
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -28,7 +33,7 @@ class BatchLock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip()
             os.close(fd)
-            raise LockedError(str(self.path.parent.parent), int(holder) if holder.isdigit() else None) from None
+            raise LockedError(str(self._folder), int(holder) if holder.isdigit() else None, self._what) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

@@ -38,6 +38,7 @@ from .task import (
     params_digest,
     point_suffix,
 )
+from .text import loads as load_json
 from .yamldoc import LineDict, LineList, YamlError
 from .yamldoc import load as load_yaml
 
@@ -66,6 +67,10 @@ LOOP_KEYS = ("bpm", "bars", "beats_per_bar")
 MAX_TAKES = 1000
 MAX_TASKS = 1_000_000
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a manifest or tracks_file larger than this is refused
+# Text the expansion may produce in all (every task's prompt and other text parameters):
+# takes, sweeps and aliases multiply a manifest's text, and every task's text is written
+# again into its sidecar and the listening page.
+MAX_EXPANDED_TEXT = 256 * 1024 * 1024
 _ASSET_ID = re.compile(r"asset_[A-Za-z0-9_-]+")
 Axes = tuple[tuple[str, tuple[object, ...]], ...]  # sweep or zip: (parameter, values) pairs
 
@@ -451,7 +456,7 @@ class _Reader:
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw)
+                obj = load_json(raw)
             except json.JSONDecodeError as err:
                 raise self.fail(row_line, None, f"invalid JSON: {err.msg}", source=source) from None
             except RecursionError:
@@ -670,13 +675,17 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
     suffixes = [point_suffix(p) for p in points]
     tasks: list[Task] = []
     owners: dict[str, Task] = {}
-    jobs = 0
+    jobs = text = 0
     for track in manifest.tracks:
         merged = {**manifest.defaults, **track.params}
         variants = []
         for point, point_text, suffix in zip(points, point_texts, suffixes, strict=True):
             params, audio, shape = _variant(manifest, track, merged, point)
             variants.append((point, point_text, suffix, params, audio, shape))
+            text += track.takes * sum(len(v) for v in params.values() if isinstance(v, str))
+        if text > MAX_EXPANDED_TEXT:
+            message = f"expands to more than {MAX_EXPANDED_TEXT // 1024**2} MB of prompt text (track {track.name})"
+            raise ManifestError(manifest.path, track.line, None, message)
         for take in range(1, track.takes + 1):
             for point, point_text, suffix, params, audio, shape in variants:
                 seed = _seed_for(track, take, point, point_text, base)

@@ -17,6 +17,9 @@ STEREO_MODELS = frozenset({"stereo-melody-large", "stereo-large"})
 MELODY_MODELS = frozenset({"stereo-melody-large", "melody-large"})
 
 
+MAX_TEXT = 64 * 1024  # characters in any one text value: generous (speech models take long texts), bounded
+
+
 @dataclass(frozen=True, slots=True)
 class Param:
     """One API parameter: its JSON type, default and allowed values."""
@@ -37,6 +40,8 @@ class Param:
         if self.type is str:
             if not isinstance(value, str):
                 return f"must be a string, not {_show(value)}"
+            if len(value) > MAX_TEXT:
+                return f"is {len(value):,} characters long; at most {MAX_TEXT:,} (64 KB) in one value"
             if self.choices and value not in self.choices:
                 hint = _nearest(value, self.choices)
                 return f"unknown value {quote(value)}; allowed: {', '.join(self.choices)}{hint}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,8 +28,10 @@ from .retry import retry_call
 from .state import STATE_DIR
 from .submit import Submitter
 from .task import Task
-from .triage import Step
+from .triage import Plan, Step
 from .watcher import Watch, Watcher
+
+STITCH = -1  # a download-queue entry that stitches a chain whose hops are all on disk
 
 
 class Parts:
@@ -69,6 +72,24 @@ class Parts:
             on_end=on_end,
             on_error=self.saw,
         )
+
+    def enqueue(self, plan: Plan) -> None:
+        """Put a run's plan on the queues; jobs already running count against the cap and are watched."""
+        for step in plan.submit:
+            self.submit_q.put_nowait(step)
+        now = time.monotonic()
+        for task, hop in plan.poll:
+            st = self.ledger.state(task.name)
+            assert st is not None
+            job_id, cost = st.hops[hop].job_id or "", st.hops[hop].cost
+            age = max(0.0, time.time() - (st.updated or time.time()))
+            self.budget.held[(task.name, hop)] = cost or 0.0
+            self.admission.jobs.take_now()  # already running on the server: counts against the cap
+            self.watcher.add(Watch(task, hop, job_id, now - age, now, cost, created=st.updated))
+        for step in plan.download:
+            self.download_q.put_nowait(step)
+        for task in plan.stitch:
+            self.download_q.put_nowait((task, STITCH))
 
     def hop_files(self) -> dict[str, int]:
         """The hop files on disk (chained tracks) and their sizes."""

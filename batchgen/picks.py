@@ -2,20 +2,26 @@
 
 `batchgen serve` changes them; the static page shows them; `deliver` takes the picked
 takes. They live in `output/<batch>/picks.json`, written whole and atomically after
-every change, never through a symlink. A mark remembers the take's digest and file
+every change, never through a symlink. Two `serve` processes may share a batch: every
+change is made under an exclusive lock on `.batchgen/picks.lock`, to the file as read
+again under that lock (`update`), so an acknowledged mark is never lost to the other's
+next write. A mark remembers the take's digest and file
 sha256: when a rerun makes the take again, the pick or reject no longer describes
 what is on disk, so it is dropped and the note says why.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Mapping
+import os
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from . import files
+from . import files, text
 from .errors import BatchgenError, quote
 
 FILE = "picks.json"
@@ -25,6 +31,9 @@ MAX_BYTES = 16 * 1024 * 1024  # picks.json larger than this is not ours
 STATES = ("picked", "rejected")
 ACTIONS = ("pick", "reject", "clear", "note")
 DROPPED = "pick dropped: the take was made again since"
+STATE_DIR, LOCK = ".batchgen", "picks.lock"
+LOCK_WAIT = 5.0  # seconds to wait for the other process's write before giving up
+T = TypeVar("T")
 
 
 class PicksError(BatchgenError):
@@ -137,7 +146,7 @@ def load(folder: Path, batch: str) -> Picks:
     if data is None:
         return picks
     try:
-        doc = json.loads(data)
+        doc = text.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         why = "nested too deeply" if isinstance(err, RecursionError) else str(err)[:80]
         raise PicksError(f"{path}: not JSON ({why}); move it away to start afresh") from None
@@ -168,6 +177,31 @@ def _mark(entry: object) -> Mark | None:
     return Mark(track, state, clean_note(note), digest, sha, float(at))
 
 
+def update(folder: Path, batch: str, apply: Callable[[Picks], T]) -> tuple[Picks, T]:
+    """Re-read picks.json under the batch's picks lock, `apply` a change, save it if anything
+    changed, and return the picks as saved with what `apply` answered."""
+    path = files.ensure_dir(folder / STATE_DIR) / LOCK
+    fd = files.open_lock(path)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise PicksError(f"{path}: held by another process for over {LOCK_WAIT:g} s") from None
+                time.sleep(0.005)  # the holder writes one small file: milliseconds
+        picks = load(folder, batch)
+        before = picks.as_json()
+        answer = apply(picks)
+        if picks.as_json() != before:
+            save(folder, picks)
+        return picks, answer
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
 def save(folder: Path, picks: Picks) -> None:
     """Write picks.json whole and atomically (a crash leaves the old one or the new one)."""
     data = json.dumps(picks.as_json(), indent=1, ensure_ascii=False).encode() + b"\n"
@@ -175,4 +209,4 @@ def save(folder: Path, picks: Picks) -> None:
     files.write_atomic(folder / FILE, data, durable=True)  # DiskError names the path
 
 
-__all__ = ["ACTIONS", "FILE", "Made", "Mark", "Picks", "PicksError", "change", "load", "reconcile", "save"]
+__all__ = ["ACTIONS", "FILE", "Made", "Mark", "Picks", "PicksError", "change", "load", "reconcile", "save", "update"]

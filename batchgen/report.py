@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import files, wavfile
+from . import files, text, wavfile
 from .errors import BatchgenError
 from .ledger import Ledger
 from .manifest import Manifest, expand_as_recorded
@@ -198,7 +198,7 @@ def _seams(folder: Path, st: TaskState, seconds: float) -> tuple[float, ...]:
         return ()
     try:
         data = files.read_regular(folder / st.sidecar["path"], 8 * 1024 * 1024)
-        hops = json.loads(data or b"{}").get("chain", {}).get("hops", [])
+        hops = text.loads(data or b"{}").get("chain", {}).get("hops", [])
         seams = [h.get("seamAt") for h in hops if isinstance(h, dict)]
     except (BatchgenError, OSError, ValueError, AttributeError, TypeError, RecursionError):
         return ()

@@ -28,6 +28,7 @@ class RunResult:
     left_for_budget: int = 0  # tasks not submitted because --max-cost would be passed
     held_off: str | None = None  # why submitting stopped early: the API asked to come back after --max-wait
     left_for_wait: int = 0  # tasks not submitted because of that, left for the next run
+    paid_twice: list[str] = field(default_factory=list)  # chain hops made again after landing unusable
     batch_spent: float = 0.0  # the batch's total, earlier runs included
 
     @property

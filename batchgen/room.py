@@ -10,7 +10,7 @@ the event loop only.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from .errors import BatchgenError
 from .journal import journal_path
 from .ledger import Ledger
 from .manifest import Manifest, expand_as_recorded
-from .picks import ACTIONS, MAX_NOTE, Made, Picks, change, reconcile, save
+from .picks import ACTIONS, MAX_NOTE, Made, Picks, change, reconcile, update
 from .picks import load as load_picks
 from .report import Entry, Live, Waves, collect, problems, render, summary, take_html
 
@@ -93,10 +93,8 @@ class Room:
         self._snapshot = snapshot
         self._by_name = {x.task.name: x for x in snapshot.entries}
         self.warnings = [*self.picks.warnings, *snapshot.warnings]
-        dropped = reconcile(self.picks, {x.task.name: x.made for x in snapshot.entries if x.made is not None})
-        if dropped:
-            save(self.folder, self.picks)
-            self._bump_marks(dropped)
+        made = {x.task.name: x.made for x in snapshot.entries if x.made is not None}
+        self._update(lambda picks: reconcile(picks, made))
 
     def page(self, token: str) -> str:
         """The whole page, live: it carries the token its write actions need and its revision."""
@@ -105,10 +103,14 @@ class Room:
     def state(self, since: int) -> dict[str, Any]:
         """What changed after revision `since`: take fragments, marks, the summary and the problems."""
         snap = self._snapshot
+        takes = {name: snap.fragments[name] for name, rev in self._take_revs.items() if rev > since}
+        # A fragment carries no marks: a take whose fragment is swapped in gets its marks too,
+        # or a note made while it was pending would show empty (and typing would replace it).
+        marked = {name for name, rev in self._mark_revs.items() if rev > since} | takes.keys()
         out: dict[str, Any] = {
             "rev": self.rev,
-            "takes": {name: snap.fragments[name] for name, rev in self._take_revs.items() if rev > since},
-            "marks": {name: _mark_json(self.picks, name) for name, rev in self._mark_revs.items() if rev > since},
+            "takes": takes,
+            "marks": {name: _mark_json(self.picks, name) for name in sorted(marked)},
         }
         if self._header_rev > since:
             out["summary"], out["problems"] = snap.summary, snap.problems
@@ -127,11 +129,17 @@ class Room:
         if action in ("pick", "reject") and entry.made is None:
             raise MarkRefused(409, f"{take} is not done yet: it can be picked or rejected once it is")
         made = entry.made or Made(entry.task.track, "", "")
-        changed = change(self.picks, take, made, str(action), note, multi=self.multi, now=now)
-        if changed:
-            save(self.folder, self.picks)
-            self._bump_marks(changed)
+        changed = self._update(lambda picks: change(picks, take, made, str(action), note, multi=self.multi, now=now))
         return {"rev": self.rev, "marks": {name: _mark_json(self.picks, name) for name in [take, *changed]}}
+
+    def _update(self, apply: Callable[[Picks], list[str]]) -> list[str]:
+        """Change picks.json as it is on disk now (another `serve` may have marked takes since we
+        read it) and show every mark that differs from what the page had, ours and theirs."""
+        old = self.picks.marks
+        self.picks, changed = update(self.folder, self.manifest.batch, apply)
+        differ = {n for n in old.keys() | self.picks.marks.keys() if old.get(n) != self.picks.marks.get(n)}
+        self._bump_marks(sorted(differ))
+        return changed
 
     def files(self) -> set[str]:
         """The file names the page may play: the done takes' files."""

@@ -20,12 +20,13 @@ from .client import ScenarioClient
 from .config import RunConfig
 from .cost import save_prices
 from .errors import ApiError, CredentialsError, DiskError, DownloadError, ErrorKind, HeldOff
+from .finish import Fetched, StitchFailed
 from .journal import journal_path
 from .ledger import Ledger
 from .lock import BatchLock
 from .manifest import Manifest, expand
 from .outcomes import Canceled, Failed, Gone, JobEnd, Succeeded, TimedOut
-from .parts import Parts
+from .parts import STITCH, Parts
 from .prepare import Declined, Prepare
 from .progress import Counts, Reporter
 from .result import RunResult
@@ -35,8 +36,6 @@ from .submit import Stopped, Unresolved
 from .task import Task
 from .triage import Plan, triage
 from .watcher import Watch
-
-STITCH = -1  # a download-queue entry that stitches a chain whose hops are all on disk
 
 
 class Runner:
@@ -66,6 +65,7 @@ class Runner:
         self._disk_error: DiskError | None = None
         self._held_off: HeldOff | None = None  # the API asked to come back after --max-wait: submit no more
         self._left_for_wait: set[str] = set()  # tasks left unsubmitted because of that
+        self._paid_twice: list[str] = []  # chain hops made again after landing unusable
         self._submitting = self._downloading = 0
         self._missing: set[str] = set()  # done tasks whose files are fetched again
         self._kept0 = 0.0  # what jobs failed without a refund had kept before this run
@@ -128,14 +128,14 @@ class Runner:
         result.batch_spent = ledger.book.spent
         result.spent, result.calls = result.batch_spent - spent0, dict(self.client.calls)
         result.estimate, result.left_for_budget = prepare.estimate, len(parts.budget.left_out)
-        result.left_for_wait = len(self._left_for_wait)
+        result.left_for_wait, result.paid_twice = len(self._left_for_wait), self._paid_twice
         result.held_off = str(self._held_off) if self._held_off is not None else None
         return result
 
     async def _pool(self, plan: Plan) -> None:
         """Submit, watch and download until every task of this run is settled."""
         parts = self._parts
-        self._queue(plan)
+        self._parts.enqueue(plan)
         self._tick()
         if not self._open:
             return
@@ -150,24 +150,6 @@ class Runner:
                 worker.cancel()
             parts.assets.close()
         self._tick(force=True)
-
-    def _queue(self, plan: Plan) -> None:
-        parts = self._parts
-        for step in plan.submit:
-            parts.submit_q.put_nowait(step)
-        now = time.monotonic()
-        for task, hop in plan.poll:
-            st = parts.ledger.state(task.name)
-            assert st is not None
-            job_id, cost = st.hops[hop].job_id or "", st.hops[hop].cost
-            age = max(0.0, time.time() - (st.updated or time.time()))
-            parts.budget.held[(task.name, hop)] = cost or 0.0
-            parts.admission.jobs.take_now()  # already running on the server: counts against the cap
-            parts.watcher.add(Watch(task, hop, job_id, now - age, now, cost, created=st.updated))
-        for step in plan.download:
-            parts.download_q.put_nowait(step)
-        for task in plan.stitch:
-            parts.download_q.put_nowait((task, STITCH))
 
     async def _submit_worker(self) -> None:
         parts = self._parts
@@ -230,9 +212,7 @@ class Runner:
                     "succeeded", name, hop=hop + 1, job_id=job.id, asset_ids=list(job.asset_ids), cost=cost, **details
                 )
                 parts.finisher.mark(name, "succeeded")
-                if hop + 1 < task.hop_count and not self._halt:
-                    parts.submit_q.put_nowait((task, hop + 1))  # the chain goes on while this hop downloads
-                parts.download_q.put_nowait((task, hop))
+                parts.download_q.put_nowait((task, hop))  # a chain goes on once this hop has landed, checked
             case Failed(reason, refunded, charge):
                 parts.ledger.record(
                     "job_failed", name, hop=hop + 1, job_id=watch.job_id, reason=reason, refunded=refunded, cost=charge
@@ -265,11 +245,13 @@ class Runner:
                 continue  # the journal says "succeeded": the next run downloads it
             self._downloading += 1
             try:
-                done = await (parts.finisher.stitch(task) if hop == STITCH else parts.finisher.fetch(task, hop))
-                if done:
-                    st = parts.ledger.state(task.name)
-                    self.reporter.event("done", task.name, file=st.files[0]["path"] if st and st.files else None)
-                    self._settle(task.name)
+                if hop == STITCH:
+                    fetched = Fetched.DONE if await parts.finisher.stitch(task) else Fetched.HOP
+                else:
+                    fetched = await parts.finisher.fetch(task, hop)
+                self._landed(task, hop, fetched)
+            except StitchFailed as err:
+                self._fail(task.name, str(err), permanent=False)
             except DiskError as err:
                 self._on_disk_error(err)
             # The job is paid for: a task whose files could not be fetched is not marked
@@ -289,6 +271,26 @@ class Runner:
             finally:
                 self._downloading -= 1
                 self._maybe_idle()
+
+    def _landed(self, task: Task, hop: int, fetched: Fetched) -> None:
+        """A job's output is on disk: the task is done, its chain goes on, or a hop is made again."""
+        parts, name = self._parts, task.name
+        if fetched is Fetched.DONE:
+            st = parts.ledger.state(name)
+            self.reporter.event("done", name, file=st.files[0]["path"] if st and st.files else None)
+            self._settle(name)
+        elif fetched is Fetched.HOP and hop + 1 < task.hop_count:
+            parts.submit_q.put_nowait((task, hop + 1))  # only now: the next hop continues this one's end
+        elif fetched is Fetched.UNUSABLE:
+            st = parts.ledger.state(name)
+            redos, why = (st.hops[hop].redos if st else 1), parts.finisher.unusable.pop(name, "unusable")
+            what = _hop_named(task.hop_count, hop, f"unusable ({why})")
+            if redos > self.config.hop_redos:
+                self._fail(name, f"{what}; made {redos} time(s), each paid", permanent=False)
+                return
+            self._paid_twice.append(f"{name} hop {hop + 1}")
+            self.reporter.event("redo", name, message=f"{what}: making it again, paid twice", error=True)
+            parts.submit_q.put_nowait((task, hop))
 
     def _fail(self, name: str, reason: str, *, permanent: bool) -> None:
         assert self.ledger is not None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import secrets
 import signal
 import stat
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from . import text
 from .errors import BatchgenError, UsageError
 from .room import MarkRefused, Room
 
@@ -94,7 +94,7 @@ class _Routes:
         if request.content_type != "application/json":
             return _error(415, "expected application/json")
         try:
-            body = json.loads(await request.read())
+            body = text.loads(await request.read())
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"a mark is at most {MAX_BODY:,} bytes")
         except (ValueError, RecursionError):  # RecursionError: nested deeper than json can follow

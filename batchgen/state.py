@@ -13,7 +13,6 @@ gives the same state (a job-level event only moves the job it names).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from . import text
 from .errors import JournalError
 from .gcpause import paused_gc
 from .task import MAX_HOPS, is_safe_id, is_safe_name
@@ -55,6 +55,7 @@ class HopState:
     job_id: str | None = None
     asset_ids: tuple[str, ...] = ()
     failures: int = 0  # job failures of this hop since the task (or its retry) started afresh
+    redos: int = 0  # times this hop's output landed unusable and was made again (each one paid)
     cost: float | None = None  # creative units quoted or charged for its current job
     detail: dict[str, Any] | None = None  # the API's discount and cost breakdown, when it gave them
     file: dict[str, Any] | None = None  # a chain hop's downloaded output
@@ -240,7 +241,7 @@ def _decode(lines: Iterable[bytes | str]) -> Iterator[tuple[int, bytes | str, An
     if all(raw):
         try:
             joined = b",".join(x if isinstance(x, bytes) else x.encode() for x in raw)
-            values = json.loads(b"[" + joined + b"]")
+            values = text.loads(b"[" + joined + b"]")
             if len(values) == len(raw):
                 yield from ((n, line, ev) for n, (line, ev) in enumerate(zip(raw, values, strict=True), start=1))
                 return
@@ -254,7 +255,7 @@ def _one(line: bytes | str) -> Any:
     if not line:
         return _BLANK
     try:
-        return json.loads(line)
+        return text.loads(line)
     except (ValueError, RecursionError):
         return None
 
@@ -503,6 +504,20 @@ def _on_hop_done(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
         _touch(st, ev)
 
 
+def _on_hop_unusable(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    """A chain hop landed and cannot be used: paid for, and to be made again (or the task fails)."""
+    assert st is not None
+    job_id = _ident(ev, "job_id")
+    reason = _text(ev, "reason")
+    _, hop = _hop(st, ev)
+    if hop.job_id != job_id or hop.status is not Status.DOWNLOADING:
+        return  # about another job, or already applied
+    hop.status, hop.job_id, hop.asset_ids, hop.cost, hop.detail, hop.file = Status.NEW, None, (), None, None, None
+    hop.redos += 1
+    st.reason = reason
+    _touch(st, ev)
+
+
 def _on_done(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
     assert st is not None
     digest = _text(ev, "digest")
@@ -551,6 +566,7 @@ _HANDLERS: dict[str, Callable[[Book, TaskState | None, dict[str, Any]], None]] =
     "succeeded": _on_succeeded,
     "job_failed": _on_job_failed,
     "hop_done": _on_hop_done,
+    "hop_unusable": _on_hop_unusable,
     "done": _on_done,
     "failed": _on_failed,
     "status": _on_status,

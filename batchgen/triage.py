@@ -88,7 +88,7 @@ def _resume(plan: Plan, task: Task, st: TaskState, hop_files: Mapping[str, int])
         plan.reconcile.append((task, index))
     elif current.status is Status.IN_FLIGHT:
         plan.poll.append((task, index))
-    elif current.status is Status.NEW:
-        plan.submit.append((task, index))
+    elif current.status is Status.NEW and (index == 0 or _on_disk(st.hops[index - 1], hop_files)):
+        plan.submit.append((task, index))  # a later hop only once the one it continues has landed, checked
     elif chained and st.succeeded and all(_on_disk(h, hop_files) for h in st.hops):
         plan.stitch.append(task)

@@ -14,8 +14,13 @@ from typing import Any
 
 import yaml
 
+from .text import clean
+
 MAX_DEPTH = 64  # nested mappings and sequences
 MAX_NODES = 2_000_000  # values in the document, every alias expanded
+# Characters that aliases may add: a handful of aliases of one long text must not make a
+# page of gigabytes. What the file holds itself is bounded by its size.
+MAX_ALIAS_TEXT = 32 * 1024 * 1024
 
 _Parser: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE = "tag:yaml.org,2002:merge"
@@ -50,11 +55,12 @@ class LineList(list[Any]):
 class _Frame:
     """A mapping or sequence being built: its value, its size so far, a key awaiting its value."""
 
-    __slots__ = ("anchor", "key", "key_line", "merged", "size", "value")
+    __slots__ = ("anchor", "key", "key_line", "merged", "size", "text", "value")
 
     def __init__(self, value: LineDict | LineList) -> None:
         self.value = value
         self.size = 1
+        self.text = 0  # characters of text inside, every alias expanded
         self.key: Any = _NONE
         self.key_line = 0
         self.merged: set[str] = set()  # keys that came from a merge (`<<`), which explicit keys may override
@@ -73,7 +79,8 @@ class _Builder:
     def __init__(self) -> None:
         self._resolver = yaml.resolver.Resolver()
         self._constructor = yaml.constructor.SafeConstructor()
-        self._anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, expanded size)
+        self._anchors: dict[str, tuple[Any, int, int]] = {}  # anchor -> (value, expanded size, text)
+        self._alias_text = 0  # characters added by expanding aliases
         self._stack: list[_Frame] = []
         self._total = 0
         self._documents = 0
@@ -93,17 +100,23 @@ class _Builder:
 
     def _event(self, event: Any) -> None:
         if isinstance(event, yaml.ScalarEvent):
-            self._add(self._scalar(event), 1, event)
+            value = self._scalar(event)
+            self._add(value, 1, event, text=len(value) if isinstance(value, str) else 0)
         elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
             self._open(event)
         elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
             frame = self._stack.pop()
-            self._add(frame.value, frame.size, event, anchor=frame.anchor)
+            self._add(frame.value, frame.size, event, anchor=frame.anchor, text=frame.text)
         elif isinstance(event, yaml.AliasEvent):
             if event.anchor not in self._anchors:
                 raise YamlError(f"unknown alias *{str(event.anchor)[:40]}", _line(event.start_mark))
-            value, size = self._anchors[event.anchor]
-            self._add(value, size, event, alias=True)
+            value, size, text = self._anchors[event.anchor]
+            self._alias_text += text
+            if self._alias_text > MAX_ALIAS_TEXT:
+                raise YamlError(
+                    f"aliases expand to more than {MAX_ALIAS_TEXT // 1024**2} MB of text", _line(event.start_mark)
+                )
+            self._add(value, size, event, alias=True, text=text)
         elif isinstance(event, yaml.DocumentStartEvent):
             self._documents += 1
             if self._documents > 1:
@@ -132,10 +145,11 @@ class _Builder:
             tag = self._resolver.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
         if tag == _MERGE:
             return _MERGE_KEY
-        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        value = clean(event.value)  # a "\ud800" escape would otherwise crash the first write of it
+        node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
         construct = self._constructor.yaml_constructors.get(tag)
         if construct is None:  # a tag the safe loader has no type for (`=` resolves to `value`): keep the text
-            return event.value
+            return value
         try:
             return construct(self._constructor, node)
         except (ValueError, OverflowError, yaml.YAMLError) as err:
@@ -145,19 +159,22 @@ class _Builder:
         if tag is not None and tag not in ("!", "?") and tag not in _SAFE_TAGS:
             raise YamlError(f"YAML tag {tag[:60]!r} is not allowed", _line(event.start_mark))
 
-    def _add(self, value: Any, size: int, event: Any, *, alias: bool = False, anchor: str | None = None) -> None:
+    def _add(
+        self, value: Any, size: int, event: Any, *, alias: bool = False, anchor: str | None = None, text: int = 0
+    ) -> None:
         """Put a finished value into its parent (or make it the document)."""
         self._total += size if alias else 1
         if self._total > MAX_NODES:
             raise YamlError(f"more than {MAX_NODES:,} values once aliases are expanded", _line(event.start_mark))
         anchor = anchor if anchor is not None else getattr(event, "anchor", None) if not alias else None
         if anchor is not None:
-            self._anchors[anchor] = (value, size)
+            self._anchors[anchor] = (value, size, text)
         if not self._stack:
             self._root = value
             return
         parent = self._stack[-1]
         parent.size += size
+        parent.text += text
         if parent.size > MAX_NODES:
             raise YamlError(f"more than {MAX_NODES:,} values once aliases are expanded", _line(event.start_mark))
         line = _line(event.start_mark) or 0

@@ -46,6 +46,9 @@ MODES = {
     # time and secrets
     "retry-forever": "every submit answers 429 with Retry-After: 100000000",
     "echo-secret": "job failures echo the Authorization header in metadata.error",
+    # broken Unicode
+    "surrogate-reason": "job failures give a reason holding a lone surrogate (\\ud800)",
+    "surrogate-details": "a job's cost breakdown has a key holding a lone surrogate (\\udc00)",
 }
 
 
@@ -56,7 +59,7 @@ class HostileSimulator(Simulator):
         self.mode = mode
         super().__init__(**kwargs)
         self.app.middlewares.insert(0, self._hostile)
-        if mode == "echo-secret":
+        if mode in ("echo-secret", "surrogate-reason"):
             self.faults.failure_rate = 1.0
 
     @web.middleware
@@ -130,6 +133,10 @@ class HostileSimulator(Simulator):
             job["billing"] = {**job.get("billing", {}), "cuCost": -5, "cuCostDetails": {"extra": -3}}
         elif mode == "many-details":
             job["billing"] = {**job.get("billing", {}), "cuCostDetails": {f"item{i}": 0.001 for i in range(1000)}}
+        elif mode == "surrogate-reason" and job.get("status") == "failure":
+            job["metadata"]["error"] = "model said \ud800 no"
+        elif mode == "surrogate-details":
+            job["billing"] = {**job.get("billing", {}), "cuCostDetails": {"gpu\udc00": 0.5}}
         elif mode == "echo-secret" and job.get("status") == "failure":
             job["metadata"]["error"] = f"worker said: Authorization: {self.auth_header}"
 

@@ -15,6 +15,7 @@ import pytest
 
 from batchgen import expand, load, report
 from batchgen.chain import ChainSettings, HopFile, Loop, close_loop, hop_seed, plan, stitch, wrap_smoothness
+from batchgen.runner import RunResult
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 from batchgen.simulator.audio import render
 from batchgen.wavfile import frames, read_info
@@ -338,3 +339,68 @@ def test_a_kill_during_hop_2_then_a_rerun_pays_for_no_hop_twice(thread: Simulato
     )
     assert len(bodies) == 4 and set(bodies.values()) == {1}, bodies
     assert count(folder, "submitted") == 4
+
+
+CHAIN = (
+    "batch: hops\nseed: 3\ndefaults: {duration: 30}\nchain: {context: 5}\n"
+    "tracks:\n  - {name: theme, prompt: p, length: 75}\n"
+)
+
+
+async def _chain_with_a_bad_hop(served: Served, tmp_path: Path, **settings: object) -> RunResult:
+    """The 75 s chain of CHAIN, its hop 2 answered wrongly as `settings` say (Faults' bad_hop fields)."""
+    served.sim.job_time = 0.05
+    served.sim.faults = Faults(bad_hop=2, **settings)  # type: ignore[arg-type]
+    path = tmp_path / "m.yaml"
+    path.write_text(CHAIN)
+    return await run(served, path, fast(tmp_path / "out", hop_redos=1))
+
+
+def _hop_jobs(sim: Simulator) -> list[int]:
+    """The hop of each job made, in order (1: not a continuation, then one more per link)."""
+    return [sim.assets[j.asset_ids[0]].depth for j in sim.jobs.values() if j.kind == "generate"]
+
+
+@pytest.mark.parametrize("kind", ["rate", "channels", "short"])
+async def test_an_unusable_hop_is_made_again_before_the_next_hop_is_paid(
+    served: Served, tmp_path: Path, kind: str
+) -> None:
+    """A hop answered in another rate or channel count, or shorter than asked, is found as it lands:
+    it is made again (paid twice, said so), and the next hop continues the good one."""
+    result = await _chain_with_a_bad_hop(served, tmp_path, bad_hop_kind=kind)
+    assert result.done == 1 and not result.failed, result.failed
+    assert result.paid_twice == ["theme hop 2"]  # type: ignore[attr-defined]
+    assert _hop_jobs(served.sim) == [1, 2, 2, 3]
+    assert result.spent == sum(j.cost for j in served.sim.jobs.values())  # the unusable hop is paid too
+    good = [j for j in served.sim.jobs.values() if served.sim.assets[j.asset_ids[0]].depth == 2][1]
+    last = next(j for j in served.sim.jobs.values() if served.sim.assets[j.asset_ids[0]].depth == 3)
+    assert last.params["inputAudio"] == good.asset_ids[0]  # hop 3 continues the hop made again
+    assert read_info(tmp_path / "out" / "hops" / "theme.wav").frames == 75 * 16000
+    assert count(tmp_path / "out" / "hops", "hop_unusable") == 1
+
+
+async def test_a_hop_unusable_past_its_redo_fails_the_task_naming_the_hop(served: Served, tmp_path: Path) -> None:
+    """Past --hop-redos the task fails naming the hop; nothing after it is paid, nothing stays in flight."""
+    result = await _chain_with_a_bad_hop(served, tmp_path, bad_hop_kind="rate", bad_hop_times=5)
+    path = tmp_path / "m.yaml"
+    assert result.done == 0 and result.failed["theme"].startswith("hop 2/3: unusable (22050 Hz"), result.failed
+    assert _hop_jobs(served.sim) == [1, 2, 2]  # hop 3 never sent
+    status = run_cli(["status", str(path), "--out", str(tmp_path / "out"), "--json"], env_for(None))
+    assert json.loads(status.stdout)["counts"] == {"failed": 1}
+
+
+@pytest.mark.parametrize("kind", ["width", "mp3", "long"])
+async def test_a_hop_in_another_width_or_codec_is_converted_and_a_long_one_cut(
+    served: Served, tmp_path: Path, kind: str
+) -> None:
+    """A 32-bit float or MP3 hop after 16-bit WAV ones is converted, a hop longer than asked is cut to
+    what was asked: nothing paid twice, the track exact, and every seam joins the prompt it continued."""
+    result = await _chain_with_a_bad_hop(served, tmp_path, bad_hop_kind=kind)
+    assert result.done == 1 and not result.failed, result.failed
+    assert _hop_jobs(served.sim) == [1, 2, 3] and not result.paid_twice  # type: ignore[attr-defined]
+    folder = tmp_path / "out" / "hops"
+    hop2 = read_info(folder / ".batchgen" / "hops" / "theme.h2.wav")
+    assert (hop2.bits, hop2.is_float, hop2.frames) == (16, False, 30 * 16000)
+    assert read_info(folder / "theme.wav").frames == 75 * 16000
+    hops = json.loads((folder / "theme.json").read_text())["chain"]["hops"]
+    assert all(h["promptRepeated"] for h in hops[1:]), hops  # no jump where hop 3 continues hop 2

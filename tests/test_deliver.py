@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import json
 import math
+import os
+import re
 import shutil
 import struct
 import subprocess
@@ -19,7 +22,7 @@ import soundfile as sf
 from batchgen import load
 from batchgen.deliver import DeliverError, Options, deliver
 from batchgen.loudness import integrated_loudness, measure, true_peak
-from batchgen.mastering import Settings, master
+from batchgen.mastering import MasteringError, Settings, master
 from batchgen.picks import Made, change, save
 from batchgen.picks import load as load_picks
 from batchgen.tags import Tags
@@ -107,6 +110,69 @@ def test_mastering_lands_on_the_target_under_the_ceiling(
     assert check.integrated == pytest.approx(target, abs=0.5), (kind, check)
     assert check.true_peak <= ceiling, (kind, check)
     assert measured["integratedLufs"] == pytest.approx(check.integrated, abs=0.01)
+
+
+TAGS = Tags("t", "p", "batchgen test", "2026-11-27", "10:00:00")
+
+
+@pytest.mark.parametrize(
+    ("audio", "subtype", "refusal"),
+    [
+        (np.zeros((0, 2)), "PCM_16", "holds no audio (0 frames)"),
+        (np.full((48000, 2), np.nan), "FLOAT", "not numbers (NaN or infinite)"),
+        (np.vstack([sine(-20, 1), np.full((24000, 2), np.inf), sine(-20, 1)]), "FLOAT", "NaN or infinite"),
+        (sine(-20, 0.15), "PCM_16", "less than one 400 ms loudness block"),
+        (np.zeros((96000, 2)), "PCM_16", "is silent"),
+    ],
+    ids=["zero frames", "NaN", "inf", "150 ms", "silence"],
+)
+def test_takes_that_cannot_be_levelled_are_refused_in_one_line(
+    tmp_path: Path, audio: np.ndarray, subtype: str, refusal: str
+) -> None:
+    """A take with no audio, with samples that are not numbers, too short to be gated or silent is
+    refused with a one-line reason naming it, never a traceback or a silently missed target."""
+    source = tmp_path / "take.wav"
+    sf.write(source, audio, 48000, subtype=subtype)
+    with pytest.raises(MasteringError, match=re.escape(refusal)) as refused:
+        master(source, Settings(-16.0, -1.0, None, "wav"), TAGS, seed=1)
+    assert "take.wav" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_dc_offset_does_not_keep_a_take_from_its_target(tmp_path: Path) -> None:
+    """A take riding on a large DC offset is delivered at its target by our meter and ffmpeg's."""
+    source = tmp_path / "dc.wav"
+    sf.write(source, sine(-26, 10) + 0.4, 48000, subtype="FLOAT")
+    data, measured, _ = master(source, Settings(-16.0, -1.0, None, "wav"), TAGS, seed=1)
+    assert measured["integratedLufs"] == pytest.approx(-16.0, abs=0.5)
+    out = tmp_path / "out.wav"
+    out.write_bytes(data)
+    audio, rate = sf.read(out, always_2d=True)
+    assert measure(audio, rate).integrated == pytest.approx(measured["integratedLufs"], abs=0.05)
+    if FFMPEG or os.environ.get("BATCHGEN_REQUIRE_TOOLS"):
+        assert ffmpeg_integrated(out) == pytest.approx(-16.0, abs=0.5)
+
+
+def test_a_sample_rate_that_would_need_gigabytes_is_refused_before_decoding(tmp_path: Path) -> None:
+    """What a take becomes counts against the memory bound, not only its length: 10 minutes at
+    --sample-rate 384000 is refused at once, naming the take; at 48 kHz it would be allowed."""
+    source = tmp_path / "long.wav"
+    with sf.SoundFile(source, "w", 8000, 2, subtype="PCM_16") as fh:
+        fh.write(np.zeros((600 * 8000, 2), dtype=np.int16))
+    with pytest.raises(MasteringError, match=r"long\.wav at 384000 Hz would be"):
+        master(source, Settings(None, None, 384000, "wav"), TAGS, seed=1)
+
+
+def ffmpeg_integrated(path: Path) -> float:
+    """ffmpeg's ebur128 filter's integrated loudness of a file."""
+    out = subprocess.run(
+        ["ffmpeg", "-nostats", "-i", str(path), "-af", "ebur128", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.findall(r"I:\s+(-?[\d.]+) LUFS", out.stderr)
+    assert found, out.stderr[-500:]
+    return float(found[-1])
 
 
 def riff_chunks(data: bytes) -> dict[bytes, bytes]:
@@ -212,6 +278,62 @@ async def test_deliver_never_replaces_what_it_did_not_write(served: Served, tmp_
         (to / "delivery.json").write_text(foreign)
         with pytest.raises(DeliverError, match="not batchgen's"):
             deliver(load(manifest), tmp_path / "out", Options(to, select="fill"), lambda _: None)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
+
+
+@pytest.mark.parametrize("replacing", [False, True], ids=["new files", "replacing files"])
+async def test_a_deliver_killed_between_record_and_file_is_resumed_without_force(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replacing: bool
+) -> None:
+    """Killed as its third file is about to land (its record written, the file not yet renamed in),
+    the rerun recognises every file as its own, needs no --force, and the record lists them all."""
+    import batchgen.deliver as module
+
+    manifest = tmp_path / "lib.yaml"
+    manifest.write_text(MANIFEST)
+    await run(served, manifest, fast(tmp_path / "out"))
+    to = tmp_path / "delivery"
+    if replacing:  # an earlier delivery at another level: each file is replaced this time
+        deliver(load(manifest), tmp_path / "out", Options(to, select="all"), lambda _: None)
+    real, landed = module.files.write_atomic, []
+
+    def dies_on_the_third(path: Path | str, data: bytes, *, durable: bool = True) -> None:
+        if str(path).endswith(".wav"):
+            if len(landed) == 2:
+                raise Killed
+            landed.append(path)
+        real(path, data, durable=durable)
+
+    monkeypatch.setattr(module.files, "write_atomic", dies_on_the_third)
+    with pytest.raises(Killed):
+        deliver(load(manifest), tmp_path / "out", Options(to, loudness=-20.0, select="all"), lambda _: None)
+    monkeypatch.setattr(module.files, "write_atomic", real)
+    again = deliver(load(manifest), tmp_path / "out", Options(to, loudness=-20.0, select="all"), lambda _: None)
+    assert not again.problems, again.problems
+    assert sorted(again.unchanged) == sorted(Path(p).name for p in landed) and len(again.written) == 3
+    record = json.loads((to / "delivery.json").read_text())["files"]
+    assert len(record) == 5 and all("replaces" not in r for r in record)
+    for entry in record:
+        assert hashlib.sha256((to / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
+
+
+async def test_two_delivers_into_one_folder_the_second_is_refused(served: Served, tmp_path: Path) -> None:
+    """The delivery folder is locked while a deliver writes into it: a second one exits 3, naming it."""
+    from batchgen.lock import BatchLock
+
+    manifest = tmp_path / "lib.yaml"
+    manifest.write_text(MANIFEST)
+    await run(served, manifest, fast(tmp_path / "out"))
+    to = tmp_path / "delivery"
+    to.mkdir()
+    args = ["deliver", str(manifest), "--out", str(tmp_path / "out"), "--to", str(to), "--all"]
+    with BatchLock(to / ".batchgen-delivery.lock", "delivery folder", to):
+        out = await tool(sys.executable, "-m", "batchgen", *args)
+    assert out.returncode == 3 and "delivery folder is locked" in out.stderr, out.stderr
+    assert not list(to.glob("*.wav"))
 
 
 async def test_a_sidecar_of_the_wrong_shape_is_input_like_any_other(served: Served, tmp_path: Path) -> None:

@@ -103,6 +103,27 @@ def test_a_misbehaving_server_never_breaks_the_run(hostile_runs: dict, mode: str
     assert not list(folder.glob("*.part")), where
 
 
+@pytest.mark.parametrize("mode", ["surrogate-reason", "surrogate-details"])
+def test_broken_unicode_from_the_api_never_breaks_a_command(hostile_runs: dict, mode: str) -> None:  # type: ignore[type-arg]
+    """A lone surrogate in a failure reason or a cost-detail key is cleaned as it enters: the run, a
+    rerun, status and report all end with no traceback, and what they wrote is valid UTF-8."""
+    result, _, root, _ = hostile_runs[mode]
+    manifest, out = str(root / "m.yaml"), str(root / "out")
+    with SimulatorThread(HostileSimulator(mode, key=KEY, secret=SECRET, job_time=0.05)) as thread:
+        rerun = run_cli(["run", manifest, "--out", out, *FAST], env_for(thread), timeout=90)
+    status = run_cli(["status", manifest, "--out", out], env_for(None))
+    page = run_cli(["report", manifest, "--out", out], env_for(None))
+    for done in (result, rerun, status, page):
+        assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
+    if mode == "surrogate-details":
+        assert result.returncode == 0 and rerun.returncode == 0, result.stdout + result.stderr
+    else:
+        assert "\ufffd" in status.stdout or "failed" in status.stdout
+    for path in _walk(root / "out"):
+        if path.suffix in (".json", ".jsonl", ".html", ".csv"):
+            path.read_bytes().decode("utf-8")  # every text we wrote is UTF-8: no surrogate reached one
+
+
 def test_answers_that_merely_lie_about_their_shape_still_give_a_finished_batch(hostile_runs: dict) -> None:  # type: ignore[type-arg]
     """Odd types in fields batchgen can do without (progress, times, cost as text) do not stop a batch."""
     for mode in ("progress-text", "created-number", "cost-text", "generate-list", "generate-no-job"):

@@ -382,3 +382,36 @@ def test_plan_lists_every_task_as_new(tmp_path: Path, capsys: pytest.CaptureFixt
     assert [r["name"] for r in rows] == ["one-t1", "one-t2", "one-t3"]
     assert {r["status"] for r in rows} == {"new"}
     assert len({r["digest"] for r in rows}) == 3
+
+
+def test_one_text_value_is_bounded_wherever_it_is_written(tmp_path: Path) -> None:
+    """A 1 MB prompt is refused in one line naming its line and field, in YAML and in a tracks_file."""
+    big = "x" * (1024 * 1024)
+    err = error_of(tmp_path, f"batch: b\ntracks:\n  - name: a\n    prompt: {big}\n")
+    assert (err.line, err.field) == (4, "prompt") and "at most 65,536" in str(err)
+    (tmp_path / "t.jsonl").write_text(json.dumps({"name": "a", "prompt": big}) + "\n")
+    err = error_of(tmp_path, "batch: b\ntracks_file: t.jsonl\n")
+    assert "t.jsonl" in str(err) and "at most 65,536" in str(err)
+
+
+def test_aliases_of_one_long_text_cannot_amplify_a_manifest(tmp_path: Path) -> None:
+    """600 aliases of a 60 KB prompt (36 MB from a 64 KB file) are refused at the alias that passes
+    the bound; 30 of them are an ordinary manifest."""
+    text = "y" * 60_000
+
+    def manifest(aliases: int) -> str:
+        tracks = "".join(f"  - {{name: t{i}, prompt: *p}}\n" for i in range(1, aliases))
+        return f"batch: b\ntracks:\n  - {{name: t0, prompt: &p {text}}}\n{tracks}"
+
+    err = error_of(tmp_path, manifest(600))
+    assert "aliases expand to more than 32 MB of text" in str(err) and err.line is not None
+    (tmp_path / "ok.yaml").write_text(manifest(30))
+    assert len(expand(load(tmp_path / "ok.yaml"), 1)) == 30
+
+
+def test_takes_and_sweeps_cannot_multiply_text_past_the_bound(tmp_path: Path) -> None:
+    """1,000 takes of five 60 KB prompts (300 MB of sidecar and page text) are refused, naming the track."""
+    tracks = "".join(f"  - {{name: t{i}, prompt: {chr(97 + i) * 60_000}}}\n" for i in range(5))
+    (tmp_path / "m.yaml").write_text(f"batch: b\ntakes: 1000\ntracks:\n{tracks}")
+    with pytest.raises(ManifestError, match="more than 256 MB of prompt text"):
+        expand(load(tmp_path / "m.yaml"), 1)

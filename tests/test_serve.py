@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import aiohttp
 import pytest
 
 from batchgen import load, report
-from batchgen.picks import DROPPED
+from batchgen.picks import DROPPED, Made, change, update
 from batchgen.picks import load as load_picks
 from batchgen.room import Room
 from batchgen.serve import serve
@@ -206,6 +207,54 @@ async def test_a_take_made_again_loses_its_pick_with_a_note(served: Served, mani
     picks = load_picks(tmp_path / "out" / "room", "room")
     assert picks.picked() == ["calm-t1"]
     assert picks.marks["sting"].note == f"great ending ({DROPPED} it was picked)"
+
+
+async def test_two_rooms_on_one_batch_lose_no_acknowledged_mark(served: Served, manifest: Path, tmp_path: Path) -> None:
+    """Two `serve`s of one batch: a mark one of them saved survives the other's next write,
+    and the other shows it once it writes."""
+    await run(served, manifest, fast(tmp_path / "out"))
+    first, second = Room(load(manifest), tmp_path / "out"), Room(load(manifest), tmp_path / "out")
+    for room in (first, second):
+        room.take(room.read())
+    first.mark({"take": "sting", "action": "pick"}, 1.0)
+    first.mark({"take": "calm-t1", "action": "note", "note": "lovely"}, 1.0)
+    answer = second.mark({"take": "battle-t2", "action": "reject"}, 2.0)
+    picks = load_picks(tmp_path / "out" / "room", "room")
+    assert picks.picked() == ["sting"] and picks.marks["battle-t2"].state == "rejected"
+    assert picks.marks["calm-t1"].note == "lovely"
+    assert second.state(answer["rev"] - 3)["marks"]["sting"] == {"state": "picked", "note": ""}
+
+
+async def test_a_note_made_while_pending_travels_with_the_finished_take(
+    served: Served, manifest: Path, tmp_path: Path
+) -> None:
+    """A take noted before it is made keeps its note on the page once its fragment is swapped in:
+    the state that sends the new fragment sends the take's marks with it."""
+    room = Room(load(manifest), tmp_path / "out")
+    room.take(room.read())  # nothing made yet: every take pending
+    noted = room.mark({"take": "sting", "action": "note", "note": "try it louder"}, 1.0)["rev"]
+    await run(served, manifest, fast(tmp_path / "out"))
+    room.take(room.read())
+    state = room.state(noted)
+    assert "sting" in state["takes"] and "<audio" in state["takes"]["sting"]
+    assert state["marks"]["sting"] == {"state": None, "note": "try it louder"}
+
+
+def test_marks_from_many_writers_at_once_all_land(tmp_path: Path) -> None:
+    """picks.update under its lock: 4 writers x 25 marks at once, every one of them in the file."""
+    folder = tmp_path / "b"
+
+    def writer(k: int) -> None:
+        made = Made(f"t{k}", "d", "s")
+        for i in range(25):
+            update(folder, "b", lambda picks, name=f"t{k}-{i}": change(picks, name, made, "reject", now=1.0))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(load_picks(folder, "b").marks) == 100
 
 
 @pytest.mark.parametrize("text", ["[1, 2", "[" * 100_000 + "]" * 100_000], ids=["broken", "nested too deeply"])

@@ -34,7 +34,7 @@ from aiohttp import web
 
 from ..params import MODEL_ID, channels, check_params
 from . import shapes
-from .audio import SAMPLE_RATE, render, wav_size
+from .audio import SAMPLE_RATE, render, spoil, wav16, wav_size
 from .faults import Faults
 
 JOB_STATUSES = ("canceled", "failure", "finalizing", "in-progress", "pending", "queued", "success", "warming-up")
@@ -68,6 +68,13 @@ class SimAsset:
     # A continuation: the input asset and the region of it (seconds) the output begins with.
     source: tuple[str, float, float] | None = None
     key_seed: int | None = None  # key and tempo of what a continuation continues
+    depth: int = 1  # which hop of a chain it is: 1, or one more than what it continues
+    spoil: str | None = None  # the `bad_hop` fault's kind, when this output comes back wrong
+    clean: bytes | None = None  # a spoiled output as it was made: what a continuation of it continues
+
+    @property
+    def mime(self) -> str:
+        return "audio/mpeg" if self.spoil == "mp3" else "audio/wav"
 
     @property
     def etag(self) -> str:
@@ -356,6 +363,11 @@ class Simulator:
             end = float(body.get("continuationEnd", source.duration) or source.duration)
             asset.source = (source.id, start, end)
             asset.key_seed = source.key_seed if source.key_seed is not None else source.seed
+            asset.depth = source.depth + 1
+        faults = self.faults
+        if faults.bad_hop == asset.depth and faults.injected["bad-hop"] < faults.bad_hop_times:
+            faults.injected["bad-hop"] += 1
+            asset.spoil = faults.bad_hop_kind
         job.asset_ids.append(asset.id)
         self.assets[asset.id] = asset
         self.jobs[job.id] = job
@@ -466,7 +478,9 @@ class Simulator:
         base = f"{request.scheme}://{request.host}"
         return shapes.asset(
             asset.id,
-            url=f"{base}/cdn/{asset.id}/{asset.id}.wav?expires={expires}&sig={self._sign(asset.id, expires)}",
+            url=f"{base}/cdn/{asset.id}/{asset.id}{'.mp3' if asset.spoil == 'mp3' else '.wav'}"
+            f"?expires={expires}&sig={self._sign(asset.id, expires)}",
+            mime=asset.mime,
             size=size,
             duration=asset.duration,
             channels=asset.channels,
@@ -481,6 +495,8 @@ class Simulator:
             asset.data = _tone(asset.duration, asset.channels)
         if asset.data is None:
             data = await (self._continued(asset) if asset.source else self._render(asset, asset.duration))
+            if asset.spoil is not None:
+                asset.clean, data = data, await asyncio.to_thread(spoil, data, asset.spoil)
             if asset.data is None:
                 asset.data = data
         return asset.data
@@ -502,13 +518,15 @@ class Simulator:
         `continuation_new_only` fault, only the new audio."""
         assert asset.source is not None
         source_id, start, end = asset.source
-        region = _region(await self._bytes(self.assets[source_id]), start, end, asset.channels)
+        source = self.assets[source_id]
+        data = await self._bytes(source)
+        region = _region(source.clean or data, start, end, asset.channels)
         if region is None or self.faults.continuation_new_only:
             seconds = asset.duration - (end - start) if region is not None else asset.duration
             return await self._render(asset, max(1.0, seconds))
         prompt_frames = len(region) // (2 * asset.channels)
         new = await self._render(asset, max(1.0 / SAMPLE_RATE, asset.duration - prompt_frames / SAMPLE_RATE))
-        return _wav(region + new[44:], asset.channels)
+        return wav16(region + new[44:], asset.channels)
 
     def _sign(self, asset_id: str, expires: int) -> str:
         return hmac.new(self._url_key, f"{asset_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
@@ -526,7 +544,7 @@ class Simulator:
         asset = self._visible(request.match_info["asset_id"], request.query.get("projectId"))
         if asset is None:
             return _error(404, "asset not found")
-        if asset.source is not None:
+        if asset.source is not None or asset.spoil is not None:
             await self._bytes(asset)  # its size depends on what it continues
         return web.json_response({"asset": self._asset_json(request, asset)})
 
@@ -538,7 +556,7 @@ class Simulator:
         project = request.query.get("projectId")
         found = [a for a in (self._visible(i, project) for i in ids) if a is not None]
         for asset in found:
-            if asset.source is not None:
+            if asset.source is not None or asset.spoil is not None:
                 await self._bytes(asset)  # its size depends on what it continues
         return web.json_response({"assets": [self._asset_json(request, a) for a in found]})
 
@@ -651,7 +669,7 @@ class Simulator:
         if self.faults.roll("oversize", self.faults.oversize_rate):
             data = data + bytes(len(data))  # a misbehaving origin: twice what the asset declared
         start, status = 0, 200
-        headers = {"Content-Type": "audio/wav", "ETag": asset.etag, "Accept-Ranges": "bytes"}
+        headers = {"Content-Type": asset.mime, "ETag": asset.etag, "Accept-Ranges": "bytes"}
         range_header = None if self.faults.ignore_range else request.headers.get("Range")
         if_range = request.headers.get("If-Range")
         if range_header and (if_range is None or if_range == asset.etag):
@@ -788,17 +806,6 @@ def _region(data: bytes, start: float, end: float, channels: int) -> bytes | Non
         both[0::2], both[1::2] = samples, samples
         return both.tobytes()
     return array("h", ((samples[i] + samples[i + 1]) // 2 for i in range(0, len(samples), 2))).tobytes()
-
-
-def _wav(pcm: bytes, channels: int) -> bytes:
-    """A 16-bit, 16 kHz WAV around raw PCM."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm)
-    return buf.getvalue()
 
 
 def _charged(cost: float, discount: float) -> dict[str, Any]:

@@ -112,14 +112,47 @@ def render(prompt: str, seed: int, duration: float, channels: int = 2, key_seed:
         mixed = [0] * (2 * total)
         mixed[0::2] = [int((x + 0.65 * m) * 32000) for x, m in zip(low, melody, strict=False)]
         mixed[1::2] = [int((x + 0.35 * m) * 32000) for x, m in zip(low, melody, strict=False)]
-    frames = array("h", mixed)
+    return wav16(array("h", mixed).tobytes(), channels)
+
+
+def wav16(pcm: bytes, channels: int, rate: int = SAMPLE_RATE) -> bytes:
+    """A 16-bit WAV around raw little-endian PCM."""
     buf = io.BytesIO()
     with wave.open(buf, "wb") as out:
         out.setnchannels(channels)
         out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(frames.tobytes())
+        out.setframerate(rate)
+        out.writeframes(pcm)
     return buf.getvalue()
+
+
+def spoil(data: bytes, kind: str) -> bytes:
+    """A 16-bit WAV made wrong the way a server might answer a chain hop (the `bad_hop` fault):
+    another rate, channel count or sample width, MP3 instead of WAV, 5 s too long, or half as long."""
+    with wave.open(io.BytesIO(data)) as src:
+        channels, rate, frames = src.getnchannels(), src.getframerate(), src.readframes(src.getnframes())
+    pcm = array("h", frames)
+    if kind == "long":
+        pcm.extend(pcm[-5 * rate * channels :])
+    elif kind == "short":
+        pcm = pcm[: len(pcm) // (2 * channels) * channels]
+    elif kind == "channels":
+        pcm = array("h", [x for x in pcm for _ in range(2)]) if channels == 1 else pcm[0::2]
+        channels = 3 - channels
+    elif kind == "rate":
+        rate = 22050
+    elif kind in ("width", "mp3"):
+        import numpy as np
+        import soundfile
+
+        buf = io.BytesIO()
+        samples = np.frombuffer(pcm.tobytes(), dtype="<i2").reshape(-1, channels)
+        fmt, subtype = ("MP3", "MPEG_LAYER_III") if kind == "mp3" else ("WAV", "FLOAT")
+        soundfile.write(buf, samples, rate, subtype=subtype, format=fmt)
+        return buf.getvalue()
+    else:
+        raise ValueError(f"unknown bad_hop kind {kind!r}")
+    return wav16(pcm.tobytes(), channels, rate)
 
 
 if __name__ == "__main__":  # regenerates manifests/melodies/theme.wav

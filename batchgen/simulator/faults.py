@@ -40,6 +40,12 @@ class Faults:
     upload_job: bool = False  # `complete` answers with a jobId that imports the file (an older flow)
     continuation_new_only: bool = False  # continuations answer the new audio only, not the prompt first
     fail_continuations: bool = False  # every continuation job ends in `failure` (a chain's later hops)
+    # Chains: the outputs of hop `bad_hop` (1 is the first job, 2 the first continuation)
+    # come back wrong `bad_hop_times` times, as `bad_hop_kind` says: rate, channels, width,
+    # mp3 (MP3 after WAV), long (5 s more than asked) or short (half of what was asked).
+    bad_hop: int | None = None
+    bad_hop_kind: str = "rate"
+    bad_hop_times: int = 1
     quota: int | None = None  # accepted submissions, then every submit is told to come back in a day (429)
     submit_delay: float = 0.0  # seconds between creating a job and answering its POST
     dry_run_delay: float = 0.0  # seconds before a dry run answers

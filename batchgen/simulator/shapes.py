@@ -69,13 +69,14 @@ def asset(
     uploaded: bool,
     created: float,
     owner: str | None = None,
+    mime: str = "audio/wav",
 ) -> dict[str, Any]:
     """An `Asset` of kind audio: generated (`txt2audio`) or imported from an upload (`uploaded-audio`)."""
     source = "uploaded-audio" if uploaded else "txt2audio"
     return {
         "id": asset_id,
         "url": url,
-        "mimeType": "audio/wav",
+        "mimeType": mime,
         "kind": "audio",
         "status": "success",
         "source": source,
