@@ -94,8 +94,8 @@ class Retrying:
     back later" (a 429, an expired URL): they count against `policy.limited`, not
     `policy.attempts`. `observe` sees every error that will be retried (a 429 pauses
     every submitter through it). `hint` reads the server's own wait from an error.
-    With `hold_off`, a "come back later" whose hint is longer than `policy.max_wait`
-    raises `HeldOff` at once instead of waiting the capped time again and again: for
+    With `hold_off`, an error whose hint (a 429's or a 503's Retry-After) is longer than
+    `policy.max_wait` raises `HeldOff` at once instead of waiting the capped time again and again: for
     requests a run can leave to the next one (submits, dry runs).
     """
 
@@ -137,10 +137,10 @@ class Retrying:
     def _settle(self, exc: BaseException | None) -> bool:
         if exc is None or not isinstance(exc, Exception) or not self._on(exc):
             return False
+        hint = self._hint(exc)
+        if self._hold_off and hint is not None and hint > self.policy.max_wait:
+            raise HeldOff(hint, self.policy.max_wait) from None  # a 429's or a 503's: not in this run
         if self._patient(exc):
-            hint = self._hint(exc)
-            if self._hold_off and hint is not None and hint > self.policy.max_wait:
-                raise HeldOff(hint, self.policy.max_wait) from None
             self.waits += 1
             delay = self.policy.delay(self.waits, hint)
             self.waited += delay
@@ -151,7 +151,7 @@ class Retrying:
             self.failures += 1
             if self.policy.exhausted(self.failures):
                 return False
-            delay = self.policy.delay(self.failures, self._hint(exc))
+            delay = self.policy.delay(self.failures, hint)
         if self._observe is not None:
             self._observe(exc)
         self._delay = delay

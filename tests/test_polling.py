@@ -187,3 +187,32 @@ def test_a_watch_without_the_servers_time_reaches_back_further(tmp_path: Path) -
 
 async def _never(watch: Watch, outcome: object) -> None:
     raise AssertionError("no job ends in this test")
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_hint_past_max_wait_holds_off_a_submit_at_once(status: int) -> None:
+    """With hold_off (submits, dry runs), a 429's or a 503's Retry-After past --max-wait raises
+    HeldOff on the first answer, without waiting; without it the wait is capped and retried."""
+    from batchgen.errors import ApiError, ErrorKind, HeldOff
+    from batchgen.retry import Retrying
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    def answer() -> None:
+        raise ApiError(status, "come back tomorrow", ErrorKind.TRANSIENT, retry_after=1e8)
+
+    with pytest.raises(HeldOff, match="longer than --max-wait 5 s"):
+        async for attempt in Retrying(Backoff(max_wait=5), sleep=sleep, hold_off=True):
+            with attempt:
+                answer()
+    assert slept == []
+    tries = 0
+    with pytest.raises(ApiError):
+        async for attempt in Retrying(Backoff(max_wait=5, attempts=3, limited=3), sleep=sleep):
+            with attempt:
+                tries += 1
+                answer()
+    assert tries == 3 and slept and max(slept) <= 5 * 1.1 + 0.05
