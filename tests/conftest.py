@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -31,3 +32,19 @@ async def served() -> AsyncIterator[Served]:
 async def client(served: Served) -> AsyncIterator[ScenarioClient]:
     async with ScenarioClient(served.url, Credentials(KEY, SECRET), read_timeout=10) as c:
         yield c
+
+
+# What makes a test end to end: it runs batchgen (or a tool) as a subprocess, drives a
+# browser, or serves the simulator from a thread for such a run. `pytest -m "not e2e"`
+# is the fast part; the README's command runs everything.
+_E2E_CALLS = ("run_cli(", "start(", "subprocess.", "Browser(", "SimulatorThread(", "tool(", "await tool")
+_E2E_FIXTURES = {"thread", "hostile_runs", "live", "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function is not None else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _E2E_FIXTURES or any(call in source for call in _E2E_CALLS):
+            item.add_marker(pytest.mark.e2e)

@@ -22,6 +22,8 @@ from batchgen.simulator import Faults, Simulator, SimulatorThread
 from .conftest import KEY, SECRET
 from .helpers import check_invariants, count, env_for, journal_events, run_cli, start, wait_for
 
+pytestmark = pytest.mark.e2e  # every test here runs batchgen as a subprocess
+
 MANIFEST = """\
 batch: nightly
 seed: 5

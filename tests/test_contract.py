@@ -22,6 +22,8 @@ from batchgen.simulator.audio import render
 
 from .helpers import ROOT, env_for
 
+pytestmark = pytest.mark.e2e  # every test here runs batchgen as a subprocess
+
 sdk = pytest.importorskip("scenario_sdk", reason="scenario-sdk is a test dependency: pip install -e '.[test]'")
 
 KEY, SECRET = "contract-key", "contract-secret-not-shown"

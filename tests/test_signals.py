@@ -28,6 +28,8 @@ from batchgen.simulator.audio import render
 from .conftest import KEY, SECRET
 from .helpers import ROOT, count, env_for, run_cli, start
 
+pytestmark = pytest.mark.e2e  # every test here runs batchgen as a subprocess
+
 MANIFEST = """\
 batch: sweep
 seed: {seed}
