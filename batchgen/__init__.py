@@ -10,20 +10,20 @@ __version__ = "0.2.0"
 # Names are imported on first use (PEP 562), so `batchgen` starts without loading YAML,
 # aiohttp and the rest until a command needs them.
 _EXPORTS = {
-    "ApiError": "errors",
-    "BatchgenError": "errors",
-    "CredentialsError": "errors",
-    "DiskError": "errors",
-    "DownloadError": "errors",
-    "JournalError": "errors",
-    "LockedError": "errors",
-    "ManifestError": "errors",
-    "UsageError": "errors",
+    "ApiError": "core.errors",
+    "BatchgenError": "core.errors",
+    "CredentialsError": "core.errors",
+    "DiskError": "core.errors",
+    "DownloadError": "core.errors",
+    "JournalError": "core.errors",
+    "LockedError": "core.errors",
+    "ManifestError": "core.errors",
+    "UsageError": "core.errors",
     "Manifest": "manifest",
     "Track": "manifest",
     "expand": "manifest",
     "load": "manifest",
-    "Task": "task",
+    "Task": "core.task",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import __version__
-from .errors import BatchgenError, UsageError
-from .gcpause import paused_gc, settle
-from .ledger import TO_PAY, Ledger
-from .manifest import Manifest, expand_as_recorded, load
-from .task import Task
+from .core.errors import BatchgenError, UsageError
+from .core.gcpause import paused_gc, settle
+from .core.task import Task
+from .manifest.parse import Manifest, expand_as_recorded, load
+from .store.ledger import TO_PAY, Ledger
 
 T = TypeVar("T")
 
@@ -299,7 +299,7 @@ def _read_batch(manifest: Manifest, out: str) -> tuple[list[Task], Ledger]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .progress import Reporter
+    from .run.progress import Reporter
 
     manifest = load(args.manifest)
     if args.dry_run:
@@ -311,7 +311,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     reporter = Reporter(args.log_format, args.quiet)
     confirm = _confirmer(args.confirm_above, args.yes)
 
-    from .runner import Runner
+    from .run.runner import Runner
 
     runner: Any = None
 
@@ -330,7 +330,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reporter.close()
     _print_summary(manifest, result, args.max_cost, args.simulate)
     if not args.no_report and (result.done or result.failed or result.skipped):
-        from . import report
+        from .listen import report
 
         # The run's own tasks and ledger: no second journal replay or expansion.
         folder = Path(args.out) / manifest.batch
@@ -341,9 +341,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_config(args: argparse.Namespace) -> Any:
-    from .config import RunConfig
-    from .download import Limits
-    from .retry import Backoff
+    from .core.retry import Backoff
+    from .run.config import RunConfig
+    from .run.download import Limits
 
     # Options left unset keep RunConfig's defaults, so each default is written once.
     options = {
@@ -369,7 +369,7 @@ def _run_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from . import report
+    from .listen import report
 
     manifest = load(args.manifest)
     if not (Path(args.out) / manifest.batch).is_dir():
@@ -380,8 +380,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The live listening room until Ctrl-C or SIGTERM (exit 0: stopping is how a server ends)."""
-    from .room import Room
-    from .serve import loopback, serve
+    from .listen.room import Room
+    from .listen.serve import loopback, serve
 
     manifest = load(args.manifest)
     room = Room(manifest, Path(args.out), multi=args.multi_pick)
@@ -401,7 +401,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_deliver(args: argparse.Namespace) -> int:
     """Deliver the picked takes; exit 1 when some could not be (each named), 2 for bad input."""
-    from .deliver import Options, deliver, require_extra
+    from .listen.deliver import Options, deliver, require_extra
 
     require_extra()  # before anything else: one line saying what to install
     manifest = load(args.manifest)
@@ -463,7 +463,7 @@ async def _with_client(use: Any, *, simulate: bool, connections: int = 32, proje
     """
     import os
 
-    from .client import Credentials, ScenarioClient
+    from .scenario.client import Credentials, ScenarioClient
 
     project = project or os.environ.get("SCENARIO_PROJECT_ID") or None
     if not simulate:
@@ -573,9 +573,9 @@ def _hop_of(task: Task, ledger: Ledger) -> int:
 
 
 def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger, args: argparse.Namespace) -> int:
-    from .cost import Pricer, load_prices, pricing_body, save_prices
-    from .limits import Admission
-    from .retry import Backoff, retry_call
+    from .core.retry import Backoff, retry_call
+    from .scenario.limits import Admission
+    from .store.cost import Pricer, load_prices, pricing_body, save_prices
 
     folder = Path(args.out) / manifest.batch
     todo = [task for task, status in rows if status in TO_PAY]
@@ -622,7 +622,7 @@ def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger,
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .cost import load_prices, shape
+    from .store.cost import load_prices, shape
 
     manifest = load(args.manifest)
     tasks, ledger = _read_batch(manifest, args.out)

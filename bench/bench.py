@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 sys.path.insert(0, str(ROOT))
-from batchgen.limits import earliest_finish  # noqa: E402  (the bound, as the tests hold it)
+from batchgen.scenario.limits import earliest_finish  # noqa: E402  (the bound, as the tests hold it)
 
 
 @contextmanager
@@ -271,9 +271,10 @@ def stitch_cpu(work: Path) -> list[str]:
     """CPU seconds to stitch one minute of stereo audio (32 kHz, 16-bit, as MusicGen makes it)
     from three 30 s hops with a 10 s context, and to close a one-minute loop."""
     sys.path.insert(0, str(ROOT))
-    from batchgen.chain import HopFile, Loop, close_loop, stitch
+    from batchgen.audio.stitch import HopFile, close_loop, stitch
+    from batchgen.audio.wavfile import WavInfo, header, read_info
+    from batchgen.core.chain import Loop
     from batchgen.simulator.audio import render
-    from batchgen.wavfile import WavInfo, header, read_info
 
     info = WavInfo(2, 32000, 16, False, 44, 0)
 
@@ -322,9 +323,9 @@ async def _download_child(size_mb: int) -> None:
     from aiohttp import web
 
     sys.path.insert(0, str(ROOT))
-    from batchgen.client import Asset, Credentials, ScenarioClient
-    from batchgen.download import Limits, download_asset
-    from batchgen.retry import Backoff
+    from batchgen.core.retry import Backoff
+    from batchgen.run.download import Limits, download_asset
+    from batchgen.scenario.client import Asset, Credentials, ScenarioClient
 
     data_bytes = size_mb * 1024 * 1024
     header = b"RIFF" + (36 + data_bytes).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")

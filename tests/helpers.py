@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from batchgen import load
-from batchgen.client import Credentials, ScenarioClient
-from batchgen.progress import Reporter
-from batchgen.runner import RunConfig, Runner, RunResult
+from batchgen.run.progress import Reporter
+from batchgen.run.runner import RunConfig, Runner, RunResult
+from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.simulator import Simulator, SimulatorThread
 
 from .conftest import KEY, SECRET, Served

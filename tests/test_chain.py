@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from batchgen import expand, load, report
-from batchgen.chain import ChainSettings, HopFile, Loop, close_loop, hop_seed, plan, stitch, wrap_smoothness
-from batchgen.runner import RunResult
+from batchgen import expand, load
+from batchgen.audio.stitch import HopFile, close_loop, stitch, wrap_smoothness
+from batchgen.audio.wavfile import frames, read_info
+from batchgen.core.chain import ChainSettings, Loop, hop_seed, plan
+from batchgen.listen import report
+from batchgen.run.runner import RunResult
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 from batchgen.simulator.audio import render
-from batchgen.wavfile import frames, read_info
 
 from .conftest import KEY, SECRET, Served
 from .helpers import count, env_for, fast, journal_events, run, run_cli, start, wait_for
@@ -180,7 +182,7 @@ def test_stitching_keeps_the_seam_smooth_and_the_length_exact(tmp_path: Path) ->
     # Hop 2 repeats hop 1's last 2 s, then goes on.
     prompt = base[44 + (4 * 16000) * 4 :]
     more = render("steady, 100 bpm", 2, 3.0, 2)[44:]
-    from batchgen.wavfile import header
+    from batchgen.audio.wavfile import header
 
     hop2 = tmp_path / "h2.wav"
     hop2.write_bytes(header(info, (len(prompt) + len(more)) // 4) + prompt + more)
@@ -256,7 +258,8 @@ def test_manifest_chain_checks() -> None:
 
 def test_every_hop_counts_against_the_batch_job_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tasks within the limit whose chains are not: the manifest is refused before anything is built."""
-    from batchgen import ManifestError, manifest
+    from batchgen import ManifestError
+    from batchgen.manifest import parse as manifest
 
     monkeypatch.setattr(manifest, "MAX_TASKS", 100)
     path = tmp_path / "m.yaml"
@@ -361,11 +364,11 @@ def _hop_jobs(sim: Simulator) -> list[int]:
     return [sim.assets[j.asset_ids[0]].depth for j in sim.jobs.values() if j.kind == "generate"]
 
 
-@pytest.mark.parametrize("kind", ["rate", "channels", "short"])
+@pytest.mark.parametrize("kind", ["rate", "channels", "short", "undecodable"])
 async def test_an_unusable_hop_is_made_again_before_the_next_hop_is_paid(
     served: Served, tmp_path: Path, kind: str
 ) -> None:
-    """A hop answered in another rate or channel count, or shorter than asked, is found as it lands:
+    """A hop answered in another rate or channel count, shorter than asked or not decodable, is found as it lands:
     it is made again (paid twice, said so), and the next hop continues the good one."""
     result = await _chain_with_a_bad_hop(served, tmp_path, bad_hop_kind=kind)
     assert result.done == 1 and not result.failed, result.failed

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from batchgen.lock import BatchLock
 from batchgen.simulator import Faults, Simulator, SimulatorThread
+from batchgen.store.lock import BatchLock
 
 from .conftest import KEY, SECRET
 from .helpers import check_invariants, count, env_for, journal_events, run_cli, start, wait_for

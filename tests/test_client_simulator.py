@@ -13,15 +13,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from batchgen.assets import AssetBatcher
-from batchgen.client import Credentials, Job, ScenarioClient, retry_hint
-from batchgen.download import Limits
-from batchgen.errors import ApiError, CredentialsError, DownloadError, ErrorKind, UsageError
-from batchgen.params import MODEL_ID
-from batchgen.retry import Backoff
+from batchgen.core.errors import ApiError, CredentialsError, DownloadError, ErrorKind, UsageError
+from batchgen.core.params import MODEL_ID
+from batchgen.core.retry import Backoff
+from batchgen.run.download import Limits
+from batchgen.scenario.assets import AssetBatcher
+from batchgen.scenario.client import Credentials, Job, ScenarioClient, retry_hint
+from batchgen.scenario.uploads import upload_audio
 from batchgen.simulator import Faults, Simulator, serve
 from batchgen.simulator.audio import render
-from batchgen.uploads import upload_audio
 
 from .conftest import KEY, SECRET, Served
 
@@ -317,8 +317,8 @@ async def test_download_verifies_checksum_and_leaves_nothing_on_mismatch(
     import dataclasses
     import hashlib
 
-    from batchgen.download import download_asset
-    from batchgen.retry import Backoff
+    from batchgen.core.retry import Backoff
+    from batchgen.run.download import download_asset
 
     job = await finished(client, (await client.generate(MODEL_ID, PARAMS)).job.id)
     asset = await client.get_asset(job.asset_ids[0])

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from batchgen import load
-from batchgen.client import Credentials, ScenarioClient
-from batchgen.cost import Budget, shape
-from batchgen.ledger import Ledger
+from batchgen.core.retry import Backoff
 from batchgen.manifest import expand
-from batchgen.progress import Reporter
-from batchgen.retry import Backoff
-from batchgen.runner import RunConfig, Runner, RunResult
+from batchgen.run.progress import Reporter
+from batchgen.run.runner import RunConfig, Runner, RunResult
+from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.simulator import Faults, Simulator, SimulatorThread
+from batchgen.store.cost import Budget, shape
+from batchgen.store.ledger import Ledger
 
 from .conftest import KEY, SECRET, Served
 from .helpers import env_for, run_cli

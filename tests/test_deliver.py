@@ -20,12 +20,12 @@ import pytest
 import soundfile as sf
 
 from batchgen import load
-from batchgen.deliver import DeliverError, Options, deliver
-from batchgen.loudness import integrated_loudness, measure, true_peak
-from batchgen.mastering import MasteringError, Settings, master
-from batchgen.picks import Made, change, save
-from batchgen.picks import load as load_picks
-from batchgen.tags import Tags
+from batchgen.audio.loudness import integrated_loudness, measure, true_peak
+from batchgen.audio.mastering import MasteringError, Settings, master
+from batchgen.audio.tags import Tags
+from batchgen.listen.deliver import DeliverError, Options, deliver
+from batchgen.listen.picks import Made, change, save
+from batchgen.listen.picks import load as load_picks
 
 from .conftest import Served
 from .helpers import ROOT, fast, requires, run
@@ -290,7 +290,7 @@ async def test_a_deliver_killed_between_record_and_file_is_resumed_without_force
 ) -> None:
     """Killed as its third file is about to land (its record written, the file not yet renamed in),
     the rerun recognises every file as its own, needs no --force, and the record lists them all."""
-    import batchgen.deliver as module
+    import batchgen.listen.deliver as module
 
     manifest = tmp_path / "lib.yaml"
     manifest.write_text(MANIFEST)
@@ -322,7 +322,7 @@ async def test_a_deliver_killed_between_record_and_file_is_resumed_without_force
 
 async def test_two_delivers_into_one_folder_the_second_is_refused(served: Served, tmp_path: Path) -> None:
     """The delivery folder is locked while a deliver writes into it: a second one exits 3, naming it."""
-    from batchgen.lock import BatchLock
+    from batchgen.store.lock import BatchLock
 
     manifest = tmp_path / "lib.yaml"
     manifest.write_text(MANIFEST)

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from batchgen import load
-from batchgen.client import Credentials, ScenarioClient
-from batchgen.errors import JournalError
-from batchgen.progress import Reporter
-from batchgen.retry import Backoff
-from batchgen.runner import RunConfig, Runner, RunResult
+from batchgen.core.errors import JournalError
+from batchgen.core.retry import Backoff
+from batchgen.core.state import replay
+from batchgen.run.progress import Reporter
+from batchgen.run.runner import RunConfig, Runner, RunResult
+from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.simulator import Faults, Simulator, SimulatorThread
-from batchgen.state import replay
 
 from .conftest import KEY, SECRET, Served
 from .helpers import ROOT, check_invariants, env_for, journal_events, run_cli, start, wait_for

@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchgen.errors import BatchgenError
+from batchgen.core.errors import BatchgenError
+from batchgen.core.state import replay
 from batchgen.simulator import SimulatorThread
-from batchgen.state import replay
 
 from .conftest import KEY, SECRET
 from .helpers import ROOT, env_for, run_cli
@@ -208,8 +208,8 @@ def test_a_hostile_tracks_file_is_one_line_naming_it(
 def test_a_base_url_that_cannot_work_is_refused_before_any_request(url: str) -> None:
     """An address every request would fail on is a usage error (exit 2), not a network fault
     retried until the deadlines; a password written into it is never echoed."""
-    from batchgen.client import ScenarioClient
-    from batchgen.errors import UsageError
+    from batchgen.core.errors import UsageError
+    from batchgen.scenario.client import ScenarioClient
 
     with pytest.raises(UsageError, match="SCENARIO_BASE_URL") as caught:
         ScenarioClient.from_env({"SCENARIO_BASE_URL": url, "SCENARIO_API_KEY": "k", "SCENARIO_API_SECRET": "s"})
@@ -235,7 +235,7 @@ def test_a_bad_simulated_job_time_is_one_line(
 def test_a_small_journal_cannot_ask_for_millions_of_hops(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each intent may announce up to 1,000 hops; past what any batch can hold, intents are
     skipped with their line numbers instead of allocating state for them (here with a low cap)."""
-    from batchgen import state
+    from batchgen.core import state
 
     monkeypatch.setattr(state, "MAX_HOPS_HELD", 5000)
     lines = [b'{"ev":"batch","v":1,"batch":"b"}'] + [
@@ -279,11 +279,11 @@ async def test_an_upload_answered_without_an_http_part_url_is_refused(tmp_path: 
 
     from aiohttp import web
 
-    from batchgen.client import Credentials, ScenarioClient
-    from batchgen.errors import ApiError
-    from batchgen.retry import Backoff
+    from batchgen.core.errors import ApiError
+    from batchgen.core.retry import Backoff
+    from batchgen.scenario.client import Credentials, ScenarioClient
+    from batchgen.scenario.uploads import upload_audio
     from batchgen.simulator import Simulator, serve
-    from batchgen.uploads import upload_audio
 
     sim = Simulator(key=KEY, secret=SECRET, job_time=0.05)
 

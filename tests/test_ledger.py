@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchgen.errors import DiskError
-from batchgen.journal import Syncer, journal_path
-from batchgen.ledger import Ledger
-from batchgen.state import Book, Status, apply, replay
+from batchgen.core.errors import DiskError
+from batchgen.core.state import Book, Status, apply, replay
+from batchgen.store.journal import Syncer, journal_path
+from batchgen.store.ledger import Ledger
 
 NAMES = ("a", "b", "c")
 SHA = "ab" * 32

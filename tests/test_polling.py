@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from batchgen import load
-from batchgen.client import Credentials, ScenarioClient
-from batchgen.limits import Cooldown, RateLimit
+from batchgen.core.polling import DurationEstimate, epoch, next_poll, poll_delay, prefer_list
+from batchgen.core.retry import Backoff
 from batchgen.manifest import expand
-from batchgen.polling import DurationEstimate, epoch, next_poll, poll_delay, prefer_list
-from batchgen.progress import Reporter
-from batchgen.retry import Backoff
-from batchgen.runner import RunConfig, Runner
-from batchgen.watcher import SERVER_MARGIN, SKEW_MARGIN, Watch, Watcher
+from batchgen.run.progress import Reporter
+from batchgen.run.runner import RunConfig, Runner
+from batchgen.run.watcher import SERVER_MARGIN, SKEW_MARGIN, Watch, Watcher
+from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.limits import Cooldown, RateLimit
 
 from .conftest import KEY, SECRET, Served
 
@@ -193,8 +193,8 @@ async def _never(watch: Watch, outcome: object) -> None:
 async def test_a_hint_past_max_wait_holds_off_a_submit_at_once(status: int) -> None:
     """With hold_off (submits, dry runs), a 429's or a 503's Retry-After past --max-wait raises
     HeldOff on the first answer, without waiting; without it the wait is capped and retried."""
-    from batchgen.errors import ApiError, ErrorKind, HeldOff
-    from batchgen.retry import Retrying
+    from batchgen.core.errors import ApiError, ErrorKind, HeldOff
+    from batchgen.core.retry import Retrying
 
     slept: list[float] = []
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from batchgen import load
-from batchgen.client import Credentials, ScenarioClient
-from batchgen.errors import ApiError
-from batchgen.limits import earliest_finish
-from batchgen.params import MODEL_ID
-from batchgen.progress import Reporter
-from batchgen.runner import Runner
+from batchgen.core.errors import ApiError
+from batchgen.core.params import MODEL_ID
+from batchgen.run.progress import Reporter
+from batchgen.run.runner import Runner
+from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.limits import earliest_finish
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 
 from .conftest import KEY, SECRET, Served

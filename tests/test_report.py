@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 from batchgen import load
-from batchgen.client import Credentials, ScenarioClient
-from batchgen.progress import Reporter
-from batchgen.report import build, svg_path, waveform
-from batchgen.runner import RunConfig, Runner
+from batchgen.listen.report import build, svg_path, waveform
+from batchgen.run.progress import Reporter
+from batchgen.run.runner import RunConfig, Runner
+from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.simulator import Faults
 
 from .browser import Browser, find_chromium
@@ -74,8 +74,8 @@ async def test_page_escapes_and_lists_everything(served: Served, tmp_path: Path)
 
 async def test_page_of_2000_files_stays_small(served: Served, tmp_path: Path) -> None:
     """Waveforms of 400 points keep a 2,000-file page within a few MB."""
-    from batchgen.report import Entry, render
-    from batchgen.task import Task
+    from batchgen.core.task import Task
+    from batchgen.listen.report import Entry, render
 
     wave_path = svg_path(waveform([int(32000 * ((i * 7919) % 200 / 100 - 1)) for i in range(32000)]))
     entries = [

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from batchgen import load
-from batchgen.client import Credentials, ScenarioClient
-from batchgen.ledger import Ledger
-from batchgen.progress import Reporter
-from batchgen.runner import Runner
+from batchgen.core.state import Status
+from batchgen.run.progress import Reporter
+from batchgen.run.runner import Runner
+from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.simulator import Faults
 from batchgen.simulator.audio import render
-from batchgen.state import Status
+from batchgen.store.ledger import Ledger
 
 from .conftest import KEY, SECRET, Served
 from .helpers import fast, run
@@ -136,7 +136,7 @@ async def test_permanent_error_fails_task_and_run_goes_on(served: Served, tmp_pa
 
 async def test_credentials_rejected_stops_at_once(served: Served, manifest: Path, tmp_path: Path) -> None:
     """401 from the API stops the run with a credentials error; nothing is marked failed."""
-    from batchgen.errors import CredentialsError
+    from batchgen.core.errors import CredentialsError
 
     async with ScenarioClient(served.url, Credentials(KEY, "nope")) as client:
         with pytest.raises(CredentialsError):

@@ -17,11 +17,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from batchgen import load, report
-from batchgen.picks import DROPPED, Made, change, update
-from batchgen.picks import load as load_picks
-from batchgen.room import Room
-from batchgen.serve import serve
+from batchgen import load
+from batchgen.listen import report
+from batchgen.listen.picks import DROPPED, Made, change, update
+from batchgen.listen.picks import load as load_picks
+from batchgen.listen.room import Room
+from batchgen.listen.serve import serve
 from batchgen.simulator import Simulator, SimulatorThread
 
 from .browser import Browser, find_chromium

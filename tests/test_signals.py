@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from batchgen import expand, load
-from batchgen.ledger import Ledger
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 from batchgen.simulator.audio import render
+from batchgen.store.ledger import Ledger
 
 from .conftest import KEY, SECRET
 from .helpers import ROOT, count, env_for, run_cli, start
@@ -145,8 +145,8 @@ def test_a_signal_while_the_page_is_written_exits_130(
     sim: SimulatorThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The page is written after the run: SIGTERM then still exits 130, without a traceback."""
-    from batchgen import report
     from batchgen.cli import main
+    from batchgen.listen import report
 
     sim.sim.faults = Faults()
     manifest = _batch(tmp_path / "page", 77)

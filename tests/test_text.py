@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from batchgen import load
-from batchgen.deliver import Options, deliver
-from batchgen.picks import load as load_picks
-from batchgen.text import REPLACEMENT, clean, loads
+from batchgen.core.text import REPLACEMENT, clean, loads
+from batchgen.listen.deliver import Options, deliver
+from batchgen.listen.picks import load as load_picks
 
 from .conftest import Served
 from .helpers import env_for, fast, run, run_cli

@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..params import MODEL_ID, channels, check_params
+from ..core.params import MODEL_ID, channels, check_params
 from . import shapes
 from .audio import SAMPLE_RATE, render, spoil, wav16, wav_size
 from .faults import Faults
@@ -74,7 +74,7 @@ class SimAsset:
 
     @property
     def mime(self) -> str:
-        return "audio/mpeg" if self.spoil == "mp3" else "audio/wav"
+        return "audio/mpeg" if self.spoil in ("mp3", "undecodable") else "audio/wav"
 
     @property
     def etag(self) -> str:
@@ -478,7 +478,7 @@ class Simulator:
         base = f"{request.scheme}://{request.host}"
         return shapes.asset(
             asset.id,
-            url=f"{base}/cdn/{asset.id}/{asset.id}{'.mp3' if asset.spoil == 'mp3' else '.wav'}"
+            url=f"{base}/cdn/{asset.id}/{asset.id}{'.mp3' if asset.mime == 'audio/mpeg' else '.wav'}"
             f"?expires={expires}&sig={self._sign(asset.id, expires)}",
             mime=asset.mime,
             size=size,

@@ -128,7 +128,10 @@ def wav16(pcm: bytes, channels: int, rate: int = SAMPLE_RATE) -> bytes:
 
 def spoil(data: bytes, kind: str) -> bytes:
     """A 16-bit WAV made wrong the way a server might answer a chain hop (the `bad_hop` fault):
-    another rate, channel count or sample width, MP3 instead of WAV, 5 s too long, or half as long."""
+    another rate, channel count or sample width, MP3 instead of WAV, 5 s too long, half as long,
+    or an MP3 that does not decode."""
+    if kind == "undecodable":  # an MP3's ID3 header, then nothing a decoder can use
+        return b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(4096)
     with wave.open(io.BytesIO(data)) as src:
         channels, rate, frames = src.getnchannels(), src.getframerate(), src.readframes(src.getnframes())
     pcm = array("h", frames)

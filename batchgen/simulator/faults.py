@@ -42,7 +42,8 @@ class Faults:
     fail_continuations: bool = False  # every continuation job ends in `failure` (a chain's later hops)
     # Chains: the outputs of hop `bad_hop` (1 is the first job, 2 the first continuation)
     # come back wrong `bad_hop_times` times, as `bad_hop_kind` says: rate, channels, width,
-    # mp3 (MP3 after WAV), long (5 s more than asked) or short (half of what was asked).
+    # mp3 (MP3 after WAV), long (5 s more than asked), short (half of what was asked) or
+    # undecodable (an MP3 header and nothing after).
     bad_hop: int | None = None
     bad_hop_kind: str = "rate"
     bad_hop_times: int = 1

@@ -1,0 +1,1 @@
+"""Listening and delivery: the page, the live room and its server, picks, `deliver`."""

@@ -1,0 +1,392 @@
+"""Orchestration: one run of a batch, from its ledger to a settled batch or a graceful stop.
+
+The ledger decides everything on start (`triage`): done tasks are skipped, jobs already
+submitted are polled (never submitted again), an intent without a job id is looked
+for on the server, finished jobs go straight to download, chains resume at their hop.
+Then one TaskGroup runs a fixed pool of submit workers, the watcher and download
+workers until every task of this run is settled. Task state changes only through the
+ledger; the runner keeps its queues and what its workers are doing right now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..core.errors import ApiError, CredentialsError, DiskError, DownloadError, ErrorKind, HeldOff
+from ..core.state import STATE_DIR
+from ..core.task import Task
+from ..manifest.parse import Manifest, expand
+from ..scenario.client import ScenarioClient
+from ..scenario.outcomes import Canceled, Failed, Gone, JobEnd, Succeeded, TimedOut
+from ..store.cost import save_prices
+from ..store.journal import journal_path
+from ..store.ledger import Ledger
+from ..store.lock import BatchLock
+from .config import RunConfig
+from .finish import Fetched, StitchFailed
+from .parts import STITCH, Parts
+from .prepare import Declined, Prepare
+from .progress import Counts, Reporter
+from .result import RunResult
+from .stopping import Interrupted, Stop
+from .submit import Stopped, Unresolved
+from .triage import Plan, triage
+from .watcher import Watch
+
+
+class Runner:
+    """Runs one batch to completion (or to a graceful stop) against one client."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        client: ScenarioClient,
+        config: RunConfig,
+        reporter: Reporter | None = None,
+        confirm: Callable[[float, int], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.client = client
+        self.config = config
+        self.reporter = reporter or Reporter(quiet=True)
+        self.folder = config.out / manifest.batch
+        self._confirm = confirm
+        self.tasks: list[Task] = []
+        self.ledger: Ledger | None = None
+        self._deferred: dict[str, str] = {}  # tasks left as the journal has them, for the next run, and why
+        self._open: set[str] = set()  # tasks this run still works on
+        self._finished = asyncio.Event()
+        self._halt = False  # no new submissions: a signal, or a disk error
+        self._halted = asyncio.Event()  # the same, for waits that should end at once
+        self._disk_error: DiskError | None = None
+        self._held_off: HeldOff | None = None  # the API asked to come back after --max-wait: submit no more
+        self._left_for_wait: set[str] = set()  # tasks left unsubmitted because of that
+        self._paid_twice: list[str] = []  # chain hops made again after landing unusable
+        self._submitting = self._downloading = 0
+        self._missing: set[str] = set()  # done tasks whose files are fetched again
+        self._kept0 = 0.0  # what jobs failed without a refund had kept before this run
+        self._counts = Counts()
+
+    async def run(self) -> RunResult:
+        """Run the batch; raises BatchgenError for what must stop it (credentials, disk, manifest)."""
+        t0 = time.monotonic()
+        fresh = not journal_path(self.folder).exists()
+        base: int | None = None
+        if fresh:  # the whole expansion is checked before anything is created
+            base = self.manifest.seed if self.manifest.seed is not None else random.SystemRandom().randrange(2**31)
+            self.tasks = expand(self.manifest, base)
+        with BatchLock(self.folder / STATE_DIR / "lock"):
+            ledger = self.ledger = Ledger.open(self.folder, self.manifest.batch)
+            try:
+                for warning in ledger.warnings:
+                    self.reporter.event("warning", message=warning, error=True)
+                if not fresh:
+                    base = ledger.base_seed
+                    if self.manifest.seed is None and base is None:
+                        base = random.SystemRandom().randrange(2**31)  # drawn once, kept in the journal
+                    self.tasks = expand(self.manifest, base)
+                ledger.start(self.manifest.batch, base if self.manifest.seed is None else None)
+                return await self._run(ledger, t0)
+            finally:
+                ledger.close()
+
+    async def _run(self, ledger: Ledger, t0: float) -> RunResult:
+        spent0, recorded0, self._kept0 = ledger.book.spent, ledger.recorded.copy(), ledger.book.kept
+        parts = Parts(self.client, ledger, self.config, self.reporter, halt=self._halted, on_end=self._job_ended)
+        self._parts, self._recorded0 = parts, recorded0
+        plan = triage(ledger, self.tasks, retry_failed=self.config.retry_failed, hop_files=parts.hop_files())
+        self._missing = {task.name for task in plan.missing}
+        for task in plan.missing:
+            self.reporter.event("missing", task.name, message="file gone or cut short; fetching it again (no charge)")
+        self._open = plan.open
+        prepare = Prepare(parts, fail=self._fail_permanently, defer=self._defer, confirm=self._confirm)
+        stop = Stop(self.config.grace, self._on_signal)
+        try:
+            with stop.signals():
+                if self._open:
+                    try:
+                        await stop.run(prepare(plan, lambda name: name in self._open))
+                    except HeldOff as err:  # a dry run was told to come back later: submit nothing
+                        self._hold_off(err)
+                    await stop.run(self._pool(plan), graceful=True)
+            interrupted = stop.requested
+        except Interrupted:
+            interrupted = True
+        finally:
+            if parts.pricer.asked:
+                save_prices(self.folder, parts.pricer.prices)
+        if self._disk_error is not None and not interrupted:
+            raise self._disk_error
+        result = RunResult(total=len(self.tasks), elapsed=time.monotonic() - t0, interrupted=interrupted)
+        result.count(ledger, self.tasks, plan.skipped, plan.failed)
+        result.failed.update(self._deferred)
+        result.paid_failures = ledger.book.kept - self._kept0  # this run's, like `spent`
+        result.batch_spent = ledger.book.spent
+        result.spent, result.calls = result.batch_spent - spent0, dict(self.client.calls)
+        result.estimate, result.left_for_budget = prepare.estimate, len(parts.budget.left_out)
+        result.left_for_wait, result.paid_twice = len(self._left_for_wait), self._paid_twice
+        result.held_off = str(self._held_off) if self._held_off is not None else None
+        return result
+
+    async def _pool(self, plan: Plan) -> None:
+        """Submit, watch and download until every task of this run is settled."""
+        parts = self._parts
+        self._parts.enqueue(plan)
+        self._tick()
+        if not self._open:
+            return
+        async with asyncio.TaskGroup() as tg:
+            workers = [tg.create_task(self._submit_worker()) for _ in range(self.config.submit_workers)]
+            workers += [tg.create_task(self._download_worker()) for _ in range(self.config.downloaders)]
+            workers += [tg.create_task(parts.watcher.run()), tg.create_task(parts.assets.run())]
+            if not self.reporter.quiet:
+                workers.append(tg.create_task(self._ticker()))
+            await self._finished.wait()
+            for worker in workers:
+                worker.cancel()
+            parts.assets.close()
+        self._tick(force=True)
+
+    async def _submit_worker(self) -> None:
+        parts = self._parts
+        while True:
+            task, hop = await parts.submit_q.get()
+            if self._halt:
+                continue  # left unsubmitted: the next run submits it
+            if self._held_off is not None:
+                self._leave(task.name)
+                continue
+            await parts.admission.jobs.acquire()
+            try:
+                fits = await parts.reserve(task, hop)
+            except HeldOff as err:  # its dry run was told to come back later
+                await parts.admission.jobs.release()
+                self._hold_off(err)
+                self._leave(task.name)
+                continue
+            if not fits:
+                await parts.admission.jobs.release()
+                self._settle(task.name)
+                continue
+            self._submitting += 1
+            try:
+                sent = await parts.submitter.submit(task, hop, parts.body(task, hop))
+            except (ApiError, Stopped, Unresolved, HeldOff) as err:
+                await parts.admission.jobs.release()  # no job is running for this hop
+                parts.budget.release(task.name)
+                if isinstance(err, CredentialsError):
+                    raise
+                if isinstance(err, HeldOff):
+                    self._hold_off(err)
+                if isinstance(err, HeldOff | Stopped) and self._held_off is not None:
+                    self._leave(task.name)
+                elif isinstance(err, ApiError):
+                    self._fail(task.name, f"submit failed: {err}", permanent=err.kind is ErrorKind.PERMANENT)
+                elif isinstance(err, Unresolved):
+                    self._defer(task.name, f"{err}; rerun to look for its job before anything is sent again")
+                continue
+            finally:
+                self._submitting -= 1
+                self._maybe_idle()
+            if sent.adopted:
+                self.reporter.event("adopted", task.name, job=sent.job_id)
+            parts.budget.quote(task.name, hop, sent.cost)
+            parts.finisher.mark(task.name, "submitted")
+            parts.watcher.submitted(task, hop, sent.job_id, sent.cost, created=sent.created)
+
+    async def _job_ended(self, watch: Watch, outcome: JobEnd) -> None:
+        """The watcher saw a job end (or gave up on it): free its slot and move the task on."""
+        parts = self._parts
+        await parts.admission.jobs.release()
+        task, hop, name = watch.task, watch.hop, watch.task.name
+        parts.budget.release(name, hop)
+        match outcome:
+            case Succeeded(job):
+                cost = job.charge if job.charge is not None else watch.cost
+                details: dict[str, Any] = {"cost_details": dict(job.cost_details)} if job.cost_details else {}
+                parts.ledger.record(
+                    "succeeded", name, hop=hop + 1, job_id=job.id, asset_ids=list(job.asset_ids), cost=cost, **details
+                )
+                parts.finisher.mark(name, "succeeded")
+                parts.download_q.put_nowait((task, hop))  # a chain goes on once this hop has landed, checked
+            case Failed(reason, refunded, charge):
+                parts.ledger.record(
+                    "job_failed", name, hop=hop + 1, job_id=watch.job_id, reason=reason, refunded=refunded, cost=charge
+                )
+                self._retry_or_fail(watch, reason, paid=None if refunded else charge)
+            case Gone(reason):
+                parts.ledger.record("job_failed", name, hop=hop + 1, job_id=watch.job_id, reason=reason, refunded=True)
+                self._retry_or_fail(watch, reason, paid=None)
+            case Canceled(reason) | TimedOut(reason):
+                self._fail(name, _hop_named(task.hop_count, hop, reason), permanent=False)
+        self._maybe_idle()
+
+    def _retry_or_fail(self, watch: Watch, reason: str, paid: float | None) -> None:
+        task, hop = watch.task, watch.hop
+        st = self._parts.ledger.state(task.name)
+        failures = st.hops[hop].failures if st else 1
+        note = f" (paid {paid:g} CU: the API did not refund this job)" if paid else ""
+        if failures <= self.config.job_retries and not self._halt:
+            self.reporter.event("retry", task.name, reason=reason + note)
+            self._parts.submit_q.put_nowait((task, hop))
+        else:
+            why = f"job failed {failures} time(s): {reason}{note}"
+            self._fail(task.name, _hop_named(task.hop_count, hop, why), permanent=False)
+
+    async def _download_worker(self) -> None:
+        parts = self._parts
+        while True:
+            task, hop = await parts.download_q.get()
+            if self._disk_error is not None:
+                continue  # the journal says "succeeded": the next run downloads it
+            self._downloading += 1
+            try:
+                if hop == STITCH:
+                    fetched = Fetched.DONE if await parts.finisher.stitch(task) else Fetched.HOP
+                else:
+                    fetched = await parts.finisher.fetch(task, hop)
+                self._landed(task, hop, fetched)
+            except StitchFailed as err:
+                self._fail(task.name, str(err), permanent=False)
+            except DiskError as err:
+                self._on_disk_error(err)
+            # The job is paid for: a task whose files could not be fetched is not marked
+            # failed (--retry-failed would pay again); it stays "succeeded" in the journal
+            # and the next run downloads it.
+            except DownloadError as err:
+                self._defer(task.name, f"download failed: {err.reason} (paid; the next run downloads it again)")
+            except ApiError as err:
+                if isinstance(err, CredentialsError):
+                    raise
+                if err.status == 404 and task.name in self._missing:
+                    self._missing.discard(task.name)  # its asset is gone from the API: make it again
+                    self.reporter.event("regenerate", task.name, message="its asset no longer exists")
+                    parts.submit_q.put_nowait((task, 0))
+                    continue
+                self._defer(task.name, f"asset lookup failed: {err} (paid; the next run downloads it again)")
+            finally:
+                self._downloading -= 1
+                self._maybe_idle()
+
+    def _landed(self, task: Task, hop: int, fetched: Fetched) -> None:
+        """A job's output is on disk: the task is done, its chain goes on, or a hop is made again."""
+        parts, name = self._parts, task.name
+        if fetched is Fetched.DONE:
+            st = parts.ledger.state(name)
+            self.reporter.event("done", name, file=st.files[0]["path"] if st and st.files else None)
+            self._settle(name)
+        elif fetched is Fetched.HOP and hop + 1 < task.hop_count:
+            parts.submit_q.put_nowait((task, hop + 1))  # only now: the next hop continues this one's end
+        elif fetched is Fetched.UNUSABLE:
+            st = parts.ledger.state(name)
+            redos, why = (st.hops[hop].redos if st else 1), parts.finisher.unusable.pop(name, "unusable")
+            what = _hop_named(task.hop_count, hop, f"unusable ({why})")
+            if redos > self.config.hop_redos:
+                self._fail(name, f"{what}; made {redos} time(s), each paid", permanent=False)
+                return
+            self._paid_twice.append(f"{name} hop {hop + 1}")
+            self.reporter.event("redo", name, message=f"{what}: making it again, paid twice", error=True)
+            parts.submit_q.put_nowait((task, hop))
+
+    def _fail(self, name: str, reason: str, *, permanent: bool) -> None:
+        assert self.ledger is not None
+        st = self.ledger.state(name)
+        self.ledger.record("failed", name, reason=reason, permanent=permanent, attempt=st.attempts if st else 0)
+        self.reporter.event("failed", name, reason=reason, error=True)
+        self._settle(name)
+
+    def _fail_permanently(self, name: str, reason: str) -> None:
+        self._fail(name, reason, permanent=True)
+
+    def _defer(self, name: str, reason: str) -> None:
+        """Leave a task as the journal has it, for the next run; it counts as not done."""
+        self._deferred[name] = reason
+        self.reporter.event("deferred", name, reason=reason, error=True)
+        self._settle(name)
+
+    def _hold_off(self, err: HeldOff) -> None:
+        """The API asked us to come back after --max-wait: submit nothing more in this run.
+
+        Jobs already running are still followed and downloaded; the tasks not submitted
+        stay as they are (not failed) and the next run submits them."""
+        if self._held_off is None:
+            self._held_off = err
+            self._halted.set()  # submitters waiting at the gate give up now
+            self.reporter.event(
+                "held-off", message=f"{err}: no new submissions in this run; running jobs are finished", error=True
+            )
+
+    def _leave(self, name: str) -> None:
+        self._left_for_wait.add(name)
+        self._settle(name)
+
+    def _settle(self, name: str) -> None:
+        self._open.discard(name)
+        if not self._open:
+            self._finished.set()
+
+    def _on_signal(self, second: bool) -> None:
+        if second:
+            self.reporter.event("stop", message="second signal: stopping now", error=True)
+            return
+        self._halt = True
+        self._halted.set()
+        grace = f"up to {self.config.grace:.0f}s"
+        self.reporter.event(
+            "stop", message=f"stopping: no new submissions; finishing what is under way ({grace})", error=True
+        )
+        self._maybe_idle()
+
+    def _on_disk_error(self, err: DiskError) -> None:
+        """Writing failed: submit nothing more, keep polling what is paid for, then stop."""
+        if self._disk_error is None:
+            self._disk_error, self._halt = err, True
+            self._halted.set()
+            self.reporter.event("disk", message=f"{err}; no new submissions, finishing running jobs", error=True)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        """End early when stopping and nothing that must finish is mid-way.
+
+        On a signal, that is POSTs and downloads under way (and queued downloads); after
+        a disk error, the jobs still running (their results are journaled for the next
+        run to download).
+        """
+        if not self._halt or self._submitting or self._downloading:
+            return
+        parts = getattr(self, "_parts", None)
+        if self._disk_error is not None:
+            if parts is None or not parts.watcher.running:
+                self._finished.set()
+        elif parts is None or parts.download_q.empty():
+            self._finished.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            self._tick()
+            await asyncio.sleep(0.5)
+
+    def _tick(self, force: bool = False) -> None:
+        """Refresh the progress line from the ledger's figures and what the workers are doing."""
+        parts, counts, recorded = self._parts, self._counts, self._parts.ledger.recorded
+        counts.total = len(self.tasks)
+        counts.done = recorded["done"] - self._recorded0["done"]
+        counts.failed = recorded["failed"] - self._recorded0["failed"] + len(self._deferred)
+        counts.queued = parts.submit_q.qsize()
+        counts.submitting, counts.downloading = self._submitting, self._downloading
+        counts.running = len(parts.watcher.running)
+        counts.spent = parts.ledger.book.spent
+        counts.committed = parts.budget.committed
+        counts.hops, counts.hops_made = parts.ledger.hops_made(self.tasks)
+        self.reporter.tick(counts, force=force)
+
+
+def _hop_named(hops: int, hop: int, reason: str) -> str:
+    return f"hop {hop + 1}/{hops}: {reason}" if hops > 1 else reason
+
+
+__all__ = ["Declined", "RunConfig", "RunResult", "Runner"]

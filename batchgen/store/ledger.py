@@ -1,0 +1,193 @@
+"""The ledger: the one owner of a batch's task states, its journal, and the figures from them.
+
+State changes in exactly one way, `record`: the event is appended to the journal and
+then applied to memory by `state.apply`, the same function a replay uses. `run`,
+`status`, `plan` and `report` all read a batch through a ledger, so they always agree:
+counts, spending and what is left are computed from the states, never kept alongside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..core.errors import JournalError
+from ..core.state import VERSION, Book, Status, TaskState, apply, plan_status, replay
+from ..core.task import Task
+from .journal import Journal, encode, journal_path, read_lines
+
+PLAN_STATUSES = ("new", "changed", "missing", "failed", "in-flight", "done")
+TO_GENERATE = frozenset({"new", "changed", "missing", "failed"})  # what a run still does
+TO_PAY = frozenset({"new", "changed", "failed"})  # a new job; `missing` is fetched again at no charge
+
+
+@dataclass(slots=True)
+class Figures:
+    """What `status` shows: counts by plan status, credits, and the failures' reasons."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    spent: float = 0.0  # every job the journal says was charged, in all runs
+    committed: float = 0.0  # quotes of jobs still running
+    failures: dict[str, str] = field(default_factory=dict)
+    orphans: int = 0  # tasks in the journal that the manifest no longer has
+
+    @property
+    def left(self) -> int:
+        return sum(n for status, n in self.counts.items() if status in TO_GENERATE)
+
+
+class Ledger:
+    """A batch's states and journal. `Ledger.read` for looking, `Ledger.open` for a run."""
+
+    def __init__(self, folder: Path, book: Book, journal: Journal | None = None) -> None:
+        self.folder = folder
+        self._book = book
+        self._journal = journal
+        self.recorded: Counter[str] = Counter()  # events recorded through this ledger, by kind
+
+    @classmethod
+    def read(cls, folder: Path, batch: str) -> Ledger:
+        """The batch's ledger from its journal, read-only; refuses a journal of another batch."""
+        lines = read_lines(folder)
+        book = replay(lines or (), str(journal_path(folder)))
+        if book.batch is not None and book.batch != batch:
+            raise JournalError(
+                f"{journal_path(folder)}: journal belongs to batch {book.batch!r}, not {batch!r}; "
+                "use another --out or batch name"
+            )
+        return cls(folder, book)
+
+    @classmethod
+    def open(cls, folder: Path, batch: str) -> Ledger:
+        """The batch's ledger, open for recording (the caller holds the batch lock)."""
+        ledger = cls.read(folder, batch)
+        ledger._journal = Journal(folder)
+        return ledger
+
+    @property
+    def book(self) -> Book:
+        return self._book
+
+    @property
+    def warnings(self) -> list[str]:
+        return self._book.warnings
+
+    @property
+    def base_seed(self) -> int | None:
+        return self._book.base_seed
+
+    @property
+    def uploads(self) -> Mapping[str, str]:
+        return self._book.uploads
+
+    @property
+    def owners(self) -> Mapping[str, str]:
+        """Every job id the journal knows, and the task it belongs to."""
+        return self._book.owners
+
+    @property
+    def tasks(self) -> Mapping[str, TaskState]:
+        return self._book.tasks
+
+    def state(self, name: str) -> TaskState | None:
+        return self._book.tasks.get(name)
+
+    def record(self, kind: str, task: str | None = None, *, durable: bool = False, **fields: Any) -> None:
+        """Append an event to the journal, then apply it: the one way task state changes.
+
+        Written first: if the disk refuses, memory is left as the journal has it.
+        """
+        if self._journal is None:
+            raise RuntimeError("this ledger was opened read-only")
+        book = self._book
+        book.lines += 1
+        fields["n"] = book.lines  # no two events are ever the same line: an exact copy is a duplicate
+        ev, line = encode(kind, task, fields)
+        self._journal.write(line, durable=durable)
+        apply(self._book, ev)
+        self.recorded[kind] += 1
+
+    async def commit(self, kind: str, task: str | None = None, **fields: Any) -> None:
+        """`record`, then wait until the event is on disk (fsyncs grouped with others)."""
+        self.record(kind, task, **fields)
+        assert self._journal is not None
+        await self._journal.sync()
+
+    def expecting(self) -> contextlib.AbstractContextManager[None]:
+        """An event is on its way (a POST is out): `commit`s meanwhile wait for it to share their fsync."""
+        return contextlib.nullcontext() if self._journal is None else self._journal.expecting()
+
+    def start(self, batch: str, base_seed: int | None) -> None:
+        """Write the batch header when the journal has none, or a base seed it does not know."""
+        book = self._book
+        if book.batch is None or (base_seed is not None and base_seed != book.base_seed):
+            self.record("batch", durable=True, v=VERSION, batch=batch, base_seed=base_seed, version=__version__)
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def plan(self, task: Task, present: Mapping[str, int] | None = None) -> str:
+        """new, done, changed, missing, in-flight or failed: what a run would do with `task`.
+
+        `present` (the batch folder's files and their sizes) turns a done task whose file
+        was deleted, or is not the size the journal recorded (a power cut before the
+        disk had it), into `missing`: a run fetches it again from its asset.
+        """
+        st = self._book.tasks.get(task.name)
+        status = plan_status(task.digest, st)
+        if status == "done" and present is not None and st is not None:
+            kept = [*st.files, st.sidecar] if st.sidecar is not None else st.files
+            if not all(present.get(f["path"]) == f["bytes"] for f in kept):
+                return "missing"
+        return status
+
+    def files_present(self) -> dict[str, int]:
+        """The regular files in the batch folder and their sizes (one listing)."""
+        try:
+            with os.scandir(self.folder) as entries:
+                return {
+                    e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)
+                }
+        except OSError:
+            return {}
+
+    def rows(self, tasks: Iterable[Task]) -> list[tuple[Task, str]]:
+        present = self.files_present()
+        return [(task, self.plan(task, present)) for task in tasks]
+
+    def hops_made(self, tasks: Iterable[Task]) -> tuple[int, int]:
+        """Hops the chained tracks among `tasks` need, and how many of them are made."""
+        need = made = 0
+        for task in tasks:
+            if task.hop_count == 1:
+                continue
+            need += task.hop_count
+            st = self._book.tasks.get(task.name)
+            if st is not None and st.status is Status.DONE:
+                made += task.hop_count
+            elif st is not None and st.digest == task.digest:
+                made += sum(hop.status in (Status.DOWNLOADING, Status.DONE) for hop in st.hops)
+        return need, made
+
+    def figures(self, rows: Iterable[tuple[Task, str]]) -> Figures:
+        """Counts, credits and failures for the manifest's tasks (`rows`), from their states."""
+        out = Figures(spent=self._book.spent)
+        names = set()
+        for task, status in rows:
+            names.add(task.name)
+            out.counts[status] += 1
+            st = self._book.tasks.get(task.name)
+            if st is not None:
+                out.committed += st.committed
+                if status == "failed" and st.reason:
+                    out.failures[task.name] = st.reason
+        out.orphans = sum(1 for name in self._book.tasks if name not in names)
+        return out

@@ -1,0 +1,52 @@
+"""One `run` per batch folder: an flock on `.batchgen/lock`.
+
+The kernel drops an flock when its process dies, so a lock left by a crash or a
+SIGKILL never blocks the next run; the pid written inside is only for the message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from ..core.errors import LockedError
+from . import files
+
+
+class BatchLock:
+    """An exclusive flock on `path` (in `.batchgen/` of a batch, or a delivery folder), held
+    until released; `LockedError` names `what` is locked when another process holds it."""
+
+    def __init__(self, path: Path, what: str = "batch", folder: Path | None = None) -> None:
+        self.path = path
+        self._what = what
+        self._folder = folder or path.parent.parent  # the folder named in the message
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        files.ensure_dir(self.path.parent.parent)
+        files.ensure_dir(self.path.parent)
+        fd = files.open_lock(self.path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise LockedError(str(self._folder), int(holder) if holder.isdigit() else None, self._what) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> BatchLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
