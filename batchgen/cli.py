@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import __version__
+from .core import text
 from .core.errors import BatchgenError, UsageError
 from .core.gcpause import paused_gc, settle
 from .core.task import Task
@@ -466,6 +467,8 @@ async def _with_client(use: Any, *, simulate: bool, connections: int = 32, proje
     from .scenario.client import Credentials, ScenarioClient
 
     project = project or os.environ.get("SCENARIO_PROJECT_ID") or None
+    if project is not None and (not project.isprintable() or project != text.clean(project)):
+        raise UsageError("SCENARIO_PROJECT_ID holds characters no request can carry")
     if not simulate:
         async with ScenarioClient.from_env(max_connections=connections, project=project) as client:
             return await use(client)
@@ -573,28 +576,18 @@ def _hop_of(task: Task, ledger: Ledger) -> int:
 
 
 def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger, args: argparse.Namespace) -> int:
-    from .core.retry import Backoff, retry_call
+    from .run.config import RunConfig
+    from .run.dryrun import dry_runner
     from .scenario.limits import Admission
-    from .store.cost import Pricer, load_prices, pricing_body, save_prices
+    from .store.cost import Pricer, load_prices, save_prices
 
     folder = Path(args.out) / manifest.batch
     todo = [task for task, status in rows if status in TO_PAY]
 
     async def price(client: Any) -> tuple[float, dict[str, float], int]:
-        policy = Backoff()
-        gate = Admission(2.0, 1, policy)  # the run's default rate: dry runs count against it too
-
-        async def ask(task: Task, hop: int) -> float:
-            body = pricing_body(task, hop, ledger.uploads.get(task.audio_sha256 or "") if hop == 0 else None)
-
-            async def once() -> float:
-                async with gate.slot() as slot:
-                    cost: float = await client.estimate(task.model, body, departed=slot.departed)
-                    return cost
-
-            return await retry_call(policy, once, observe=gate.saw)
-
-        pricer = Pricer(ask, load_prices(folder))
+        config = RunConfig()  # a run's defaults: the rate its dry runs would go at
+        gate = Admission(config.rate, 1, config.backoff)
+        pricer = Pricer(dry_runner(client, gate, config.backoff, ledger.uploads, gate.saw), load_prices(folder))
         total, per_track = await pricer.total((task, 0) for task in todo)
         if pricer.asked and folder.exists():
             save_prices(folder, pricer.prices)

@@ -150,9 +150,16 @@ class Entry:
 Waves = dict[tuple[str, int, int], tuple[str, float]]  # (file, size, mtime) -> (svg path, seconds)
 
 
+REASONS = {
+    "changed": "changed in the manifest since it was made: the next run makes it again",
+    "missing": "its file is missing or cut short: the next run fetches it again (no charge)",
+}
+
+
 def collect(tasks: Sequence[Task], ledger: Ledger, folder: Path, waves: Waves | None = None) -> list[Entry]:
     """What the ledger's task states and the folder say; `waves` caches drawn waveforms."""
     entries = []
+    present = ledger.files_present()
     for task in tasks:
         st: TaskState | None = ledger.state(task.name)
         if st is None:
@@ -161,7 +168,13 @@ def collect(tasks: Sequence[Task], ledger: Ledger, folder: Path, waves: Waves | 
         entry = Entry(
             task, st.status.value, cost=st.spent or None, job_id=st.job_id or (st.job_ids[-1] if st.job_ids else None)
         )
-        if st.status is Status.DONE and st.files:
+        # The plan, as `plan` and `status` show it, not the raw state: a take whose manifest
+        # entry changed since, or whose file is gone, is not done whatever the journal says.
+        planned = ledger.plan(task, present)
+        if planned in ("changed", "missing"):
+            entry.status = "pending"
+            entry.reason = REASONS[planned]
+        elif st.status is Status.DONE and st.files:
             entry.file = st.files[0]["path"]
             entry.extra_files = [f["path"] for f in st.files[1:]]
             entry.made = Made(task.track, st.done_digest or "", str(st.files[0].get("sha256", "")))

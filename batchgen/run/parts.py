@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..audio.stitch import make_track
-from ..core.retry import retry_call
 from ..core.state import STATE_DIR
 from ..core.task import Task
 from ..scenario.assets import AssetBatcher
@@ -22,9 +21,10 @@ from ..scenario.client import ScenarioClient
 from ..scenario.limits import Admission
 from ..scenario.outcomes import JobEnd
 from ..scenario.reconcile import Finder
-from ..store.cost import Budget, Pricer, load_prices, pricing_body
+from ..store.cost import Budget, Pricer, load_prices
 from ..store.ledger import Ledger
 from .config import RunConfig
+from .dryrun import dry_runner
 from .finish import HOPS, Finisher
 from .progress import Reporter
 from .submit import Submitter
@@ -53,7 +53,8 @@ class Parts:
         self.download_q: asyncio.Queue[Step] = asyncio.Queue()
         self.admission = Admission(config.rate, config.max_in_flight, config.backoff)
         self.budget = Budget(spent=lambda: ledger.book.spent, cap=config.max_cost)
-        self.pricer = Pricer(self._dry_run, load_prices(self.folder))
+        dry_run = dry_runner(client, self.admission, config.backoff, ledger.uploads, self.saw)
+        self.pricer = Pricer(dry_run, load_prices(self.folder))
         self.finder = Finder(client, config.backoff, self.saw, known=ledger.owners.keys())
         self.submitter = Submitter(
             client, ledger, self.admission, self.finder, config.backoff, halt=halt, observe=self.saw
@@ -119,16 +120,6 @@ class Parts:
         st = self.ledger.state(task.name)
         assert st is not None and st.hops[hop - 1].asset_ids
         return task.hop_body(hop, st.hops[hop - 1].asset_ids[0])
-
-    async def _dry_run(self, task: Task, hop: int) -> float:
-        """One dry run, through the same gate as submissions."""
-        body = pricing_body(task, hop, self.ledger.uploads.get(task.audio_sha256 or "") if hop == 0 else None)
-
-        async def ask() -> float:
-            async with self.admission.slot() as slot:
-                return await self.client.estimate(task.model, body, departed=slot.departed)
-
-        return await retry_call(self.config.backoff, ask, observe=self.saw, hold_off=True)
 
     async def reserve(self, task: Task, hop: int) -> bool:
         """Hold what the task's remaining hops cost against --max-cost; False if they won't fit."""

@@ -60,6 +60,11 @@ class Credentials:
                 "no API credentials: set SCENARIO_API_KEY and SCENARIO_API_SECRET "
                 "(or run with --simulate to try the built-in simulator)"
             )
+        for name, value in (("API key", key), ("API secret", secret)):
+            # An environment variable with bytes that are not UTF-8 (a paste gone wrong) holds
+            # surrogates; no header can carry it. Named, never shown.
+            if not value.isprintable() or text.clean(value) != value:
+                raise UsageError(f"the {name} in the environment holds characters no request can carry")
         return cls(key, secret)
 
     @property
@@ -686,7 +691,7 @@ def _base_url_problem(base: str) -> str | None:
         port = parts.port  # ValueError when it is not a number from 0 to 65535
     except ValueError:
         return "is not a valid URL"
-    if not parts.hostname or any(c.isspace() for c in base):
+    if not parts.hostname or any(c.isspace() for c in base) or text.clean(base) != base:
         return "is not a valid URL"
     if parts.username is not None or parts.password is not None:
         return "must not hold a user or password (credentials go in SCENARIO_API_KEY/SECRET)"

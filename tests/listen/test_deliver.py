@@ -27,8 +27,8 @@ from batchgen.listen.deliver import DeliverError, Options, deliver
 from batchgen.listen.picks import Made, change, save
 from batchgen.listen.picks import load as load_picks
 
-from .conftest import Served
-from .helpers import ROOT, fast, requires, run
+from ..conftest import Served
+from ..helpers import ROOT, fast, requires, run
 
 FFPROBE = shutil.which("ffprobe")
 FFMPEG = shutil.which("ffmpeg")

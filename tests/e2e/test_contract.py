@@ -20,7 +20,7 @@ import pytest
 
 from batchgen.simulator.audio import render
 
-from .helpers import ROOT, env_for
+from ..helpers import ROOT, env_for
 
 pytestmark = pytest.mark.e2e  # every test here runs batchgen as a subprocess
 

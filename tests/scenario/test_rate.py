@@ -16,8 +16,8 @@ from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.scenario.limits import earliest_finish
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 
-from .conftest import KEY, SECRET, Served
-from .helpers import fast
+from ..conftest import KEY, SECRET, Served
+from ..helpers import fast
 
 
 def busiest_window(times: list[float], window: float = 1.0) -> int:

@@ -317,7 +317,7 @@ def test_input_audio_digest_follows_content(tmp_path: Path) -> None:
 
 def test_example_manifests_are_valid() -> None:
     """Every manifest users copy from manifests/ validates."""
-    root = Path(__file__).parent.parent / "manifests"
+    root = Path(__file__).parent.parent.parent / "manifests"
     examples = sorted(root.glob("*.yaml"))
     assert len(examples) >= 4
     for path in examples:

@@ -14,9 +14,9 @@ from batchgen.run.runner import RunConfig, Runner
 from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.simulator import Faults
 
-from .browser import Browser, find_chromium
-from .conftest import KEY, SECRET, Served
-from .helpers import requires
+from ..browser import Browser, find_chromium
+from ..conftest import KEY, SECRET, Served
+from ..helpers import requires
 
 MANIFEST = """\
 batch: room
@@ -70,6 +70,19 @@ async def test_page_escapes_and_lists_everything(served: Served, tmp_path: Path)
     assert "refused" in page and "moderation" in page
     assert "temperature: 0.8" in page  # parameters that differ from the defaults
     assert "http://" not in page and "https://" not in page  # nothing external
+
+
+async def test_the_page_shows_the_plan_not_the_raw_state(served: Served, tmp_path: Path) -> None:
+    """A take whose prompt changed since it was made, and one whose file is gone, are not shown as
+    done (no player): the page says what the next run will do with them, as `plan` does."""
+    await make_batch(served, tmp_path)
+    path, folder = tmp_path / "room.yaml", tmp_path / "out" / "room"
+    path.write_text(MANIFEST.replace("dark cave drones", "darker cave drones"))
+    (folder / "forest-calm-t1.wav").unlink()
+    page = build(load(path), tmp_path / "out").read_text()
+    srcs = re.findall(r'<audio controls preload=\w+ src="([^"]+)"', page)
+    assert "cave.wav" not in srcs and "forest-calm-t1.wav" not in srcs and len(srcs) == 4
+    assert "changed in the manifest since it was made" in page and "its file is missing" in page
 
 
 async def test_page_of_2000_files_stays_small(served: Served, tmp_path: Path) -> None:

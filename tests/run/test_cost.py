@@ -19,8 +19,8 @@ from batchgen.simulator import Faults, Simulator, SimulatorThread
 from batchgen.store.cost import Budget, shape
 from batchgen.store.ledger import Ledger
 
-from .conftest import KEY, SECRET, Served
-from .helpers import env_for, run_cli
+from ..conftest import KEY, SECRET, Served
+from ..helpers import env_for, run_cli
 
 MANIFEST = """\
 batch: money

@@ -25,9 +25,9 @@ from batchgen.listen.room import Room
 from batchgen.listen.serve import serve
 from batchgen.simulator import Simulator, SimulatorThread
 
-from .browser import Browser, find_chromium
-from .conftest import KEY, SECRET, Served
-from .helpers import ROOT, env_for, eventually, fast, requires, run, start
+from ..browser import Browser, find_chromium
+from ..conftest import KEY, SECRET, Served
+from ..helpers import ROOT, env_for, eventually, fast, requires, run, start
 
 MANIFEST = """\
 batch: room

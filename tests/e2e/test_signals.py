@@ -25,8 +25,8 @@ from batchgen.simulator import Faults, Simulator, SimulatorThread
 from batchgen.simulator.audio import render
 from batchgen.store.ledger import Ledger
 
-from .conftest import KEY, SECRET
-from .helpers import ROOT, count, env_for, run_cli, start
+from ..conftest import KEY, SECRET
+from ..helpers import ROOT, count, env_for, run_cli, start
 
 pytestmark = pytest.mark.e2e  # every test here runs batchgen as a subprocess
 

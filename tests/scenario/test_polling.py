@@ -18,7 +18,7 @@ from batchgen.run.watcher import SERVER_MARGIN, SKEW_MARGIN, Watch, Watcher
 from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.scenario.limits import Cooldown, RateLimit
 
-from .conftest import KEY, SECRET, Served
+from ..conftest import KEY, SECRET, Served
 
 
 @pytest.mark.parametrize(

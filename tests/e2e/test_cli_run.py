@@ -19,8 +19,8 @@ import pytest
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 from batchgen.store.lock import BatchLock
 
-from .conftest import KEY, SECRET
-from .helpers import check_invariants, count, env_for, journal_events, run_cli, start, wait_for
+from ..conftest import KEY, SECRET
+from ..helpers import check_invariants, count, env_for, journal_events, run_cli, start, wait_for
 
 pytestmark = pytest.mark.e2e  # every test here runs batchgen as a subprocess
 

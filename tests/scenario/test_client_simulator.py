@@ -23,7 +23,7 @@ from batchgen.scenario.uploads import upload_audio
 from batchgen.simulator import Faults, Simulator, serve
 from batchgen.simulator.audio import render
 
-from .conftest import KEY, SECRET, Served
+from ..conftest import KEY, SECRET, Served
 
 PARAMS = {"prompt": "calm forest, 80 bpm", "duration": 2, "seed": 5, "modelVersion": "stereo-melody-large"}
 

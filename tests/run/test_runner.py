@@ -18,8 +18,8 @@ from batchgen.simulator import Faults
 from batchgen.simulator.audio import render
 from batchgen.store.ledger import Ledger
 
-from .conftest import KEY, SECRET, Served
-from .helpers import fast, run
+from ..conftest import KEY, SECRET, Served
+from ..helpers import fast, run
 
 MANIFEST = """\
 batch: e2e

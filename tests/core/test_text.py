@@ -12,8 +12,8 @@ from batchgen.core.text import REPLACEMENT, clean, loads
 from batchgen.listen.deliver import Options, deliver
 from batchgen.listen.picks import load as load_picks
 
-from .conftest import Served
-from .helpers import env_for, fast, run, run_cli
+from ..conftest import Served
+from ..helpers import env_for, fast, run, run_cli
 
 
 def test_clean_replaces_lone_surrogates_and_joins_pairs() -> None:
@@ -65,3 +65,28 @@ async def test_a_prompt_and_a_note_with_lone_surrogates_run_and_deliver(served: 
     assert outcome.written == ["a.wav"] and not outcome.problems
     record = json.loads((tmp_path / "to" / "delivery.json").read_bytes().decode("utf-8"))
     assert record["files"][0]["prompt"] == f"calm {REPLACEMENT}"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SCENARIO_API_KEY", "key\udcff", "API key in the environment holds characters"),
+        ("SCENARIO_PROJECT_ID", "proj\udcff", "SCENARIO_PROJECT_ID holds characters"),
+        ("SCENARIO_BASE_URL", "http://h\udcff/v1", "SCENARIO_BASE_URL is not a valid URL"),
+    ],
+    ids=["key", "project", "base URL"],
+)
+def test_environment_bytes_that_are_not_utf8_are_one_line(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    """An environment variable holding bytes that are not UTF-8 is refused in one line, exit 2."""
+    (tmp_path / "m.yaml").write_text("batch: b\nseed: 1\ntracks:\n  - {name: a, prompt: p}\n")
+    env = {**env_for(None, SCENARIO_API_KEY="k", SCENARIO_API_SECRET="s"), variable: value}
+    result = run_cli(["run", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "out")], env)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_manifest_path_with_broken_unicode_is_named_not_a_crash(tmp_path: Path) -> None:
+    """A path argument with bytes that are not UTF-8 is shown escaped in the one-line error."""
+    result = run_cli(["validate", str(tmp_path / "m\udcff.yaml")], env_for(None))
+    assert result.returncode == 2 and "\\udcff" in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -27,9 +27,11 @@ from batchgen.core.errors import BatchgenError
 from batchgen.core.state import replay
 from batchgen.simulator import SimulatorThread
 
-from .conftest import KEY, SECRET
-from .helpers import ROOT, env_for, run_cli
-from .hostile import MODES, HostileSimulator
+from ..conftest import KEY, SECRET
+from ..helpers import ROOT, env_for, run_cli
+from ..hostile import MODES, HostileSimulator
+
+pytestmark = pytest.mark.e2e  # hostile servers, manifests and folders, most of them through the CLI
 
 MANIFEST = """\
 batch: hostile

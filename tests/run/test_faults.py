@@ -30,8 +30,8 @@ from batchgen.run.runner import RunConfig, Runner, RunResult
 from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 
-from .conftest import KEY, SECRET, Served
-from .helpers import ROOT, check_invariants, env_for, journal_events, run_cli, start, wait_for
+from ..conftest import KEY, SECRET, Served
+from ..helpers import ROOT, check_invariants, env_for, journal_events, run_cli, start, wait_for
 
 TRACKS = 12
 TAKES = 2

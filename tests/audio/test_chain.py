@@ -22,8 +22,8 @@ from batchgen.run.runner import RunResult
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 from batchgen.simulator.audio import render
 
-from .conftest import KEY, SECRET, Served
-from .helpers import count, env_for, fast, journal_events, run, run_cli, start, wait_for
+from ..conftest import KEY, SECRET, Served
+from ..helpers import count, env_for, fast, journal_events, run, run_cli, start, wait_for
 
 MANIFEST = """\
 batch: long

@@ -1,0 +1,55 @@
+"""Small rules of a run: how it exits, how many workers it starts, how a stop ends a phase."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from batchgen.run.config import RunConfig
+from batchgen.run.result import RunResult
+from batchgen.run.stopping import Interrupted, Stop
+
+
+@pytest.mark.parametrize(
+    ("result", "code"),
+    [
+        (RunResult(done=3), 0),
+        (RunResult(failed={"a": "job failed"}), 1),
+        (RunResult(left_for_budget=2), 1),
+        (RunResult(left_for_wait=4, held_off="come back tomorrow"), 1),
+        (RunResult(interrupted=True, failed={"a": "x"}), 130),
+    ],
+    ids=["all done", "a failure", "left for --max-cost", "held off", "stopped"],
+)
+def test_a_run_exits_as_cron_expects(result: RunResult, code: int) -> None:
+    """0 all done, 1 anything failed or left for the next run, 130 a stop (whatever else happened)."""
+    assert result.exit_code == code
+
+
+def test_workers_follow_the_rate_and_the_cap() -> None:
+    """Submit workers: enough for the rate, at most the cap and 32; downloaders: the cap, 4 to 32."""
+    assert RunConfig(rate=2, max_in_flight=8).submit_workers == 5
+    assert RunConfig(rate=100, max_in_flight=8).submit_workers == 8
+    assert RunConfig(rate=100, max_in_flight=200).submit_workers == 32
+    assert RunConfig(workers=3).submit_workers == 3
+    assert RunConfig(max_in_flight=1).downloaders == 4 and RunConfig(max_in_flight=500).downloaders == 32
+
+
+async def test_a_signal_ends_a_phase_at_once_or_after_the_grace_period() -> None:
+    """Before anything is owed, a signal cancels the phase at once; a graceful phase gets the grace period."""
+    stop = Stop(grace=0.2)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, stop.signal)
+    started = loop.time()
+    with pytest.raises(Interrupted):
+        await stop.run(asyncio.sleep(10))
+    assert loop.time() - started < 1
+    graceful = Stop(grace=0.2)
+    loop.call_later(0.05, graceful.signal)
+    started = loop.time()
+    with pytest.raises(Interrupted):
+        await graceful.run(asyncio.sleep(10), graceful=True)
+    assert 0.2 <= loop.time() - started < 2
+    with pytest.raises(Interrupted):  # once stopped, a later phase does not start
+        await graceful.run(asyncio.sleep(10))
