@@ -344,14 +344,14 @@ def test_a_kill_during_hop_2_then_a_rerun_pays_for_no_hop_twice(thread: Simulato
     assert count(folder, "submitted") == 4
 
 
-CHAIN = (
-    "batch: hops\nseed: 3\ndefaults: {duration: 30}\nchain: {context: 5}\n"
-    "tracks:\n  - {name: theme, prompt: p, length: 75}\n"
+CHAIN = (  # three hops of 10, 10 and 9 s, each after the first continuing 2 s of the last: 24 s
+    "batch: hops\nseed: 3\ndefaults: {duration: 10}\nchain: {context: 2}\n"
+    "tracks:\n  - {name: theme, prompt: p, length: 24}\n"
 )
 
 
 async def _chain_with_a_bad_hop(served: Served, tmp_path: Path, **settings: object) -> RunResult:
-    """The 75 s chain of CHAIN, its hop 2 answered wrongly as `settings` say (Faults' bad_hop fields)."""
+    """The 24 s chain of CHAIN, its hop 2 answered wrongly as `settings` say (Faults' bad_hop fields)."""
     served.sim.job_time = 0.05
     served.sim.faults = Faults(bad_hop=2, **settings)  # type: ignore[arg-type]
     path = tmp_path / "m.yaml"
@@ -378,7 +378,7 @@ async def test_an_unusable_hop_is_made_again_before_the_next_hop_is_paid(
     good = [j for j in served.sim.jobs.values() if served.sim.assets[j.asset_ids[0]].depth == 2][1]
     last = next(j for j in served.sim.jobs.values() if served.sim.assets[j.asset_ids[0]].depth == 3)
     assert last.params["inputAudio"] == good.asset_ids[0]  # hop 3 continues the hop made again
-    assert read_info(tmp_path / "out" / "hops" / "theme.wav").frames == 75 * 16000
+    assert read_info(tmp_path / "out" / "hops" / "theme.wav").frames == 24 * 16000
     assert count(tmp_path / "out" / "hops", "hop_unusable") == 1
 
 
@@ -403,7 +403,7 @@ async def test_a_hop_in_another_width_or_codec_is_converted_and_a_long_one_cut(
     assert _hop_jobs(served.sim) == [1, 2, 3] and not result.paid_twice  # type: ignore[attr-defined]
     folder = tmp_path / "out" / "hops"
     hop2 = read_info(folder / ".batchgen" / "hops" / "theme.h2.wav")
-    assert (hop2.bits, hop2.is_float, hop2.frames) == (16, False, 30 * 16000)
-    assert read_info(folder / "theme.wav").frames == 75 * 16000
+    assert (hop2.bits, hop2.is_float, hop2.frames) == (16, False, 10 * 16000)
+    assert read_info(folder / "theme.wav").frames == 24 * 16000
     hops = json.loads((folder / "theme.json").read_text())["chain"]["hops"]
     assert all(h["promptRepeated"] for h in hops[1:]), hops  # no jump where hop 3 continues hop 2

@@ -28,7 +28,8 @@ def batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pat
     manifest = tmp_path / "m.yaml"
     manifest.write_text(MANIFEST)
     out = tmp_path / "out"
-    assert main(["run", str(manifest), "--out", str(out), "--simulate", "-q", "--rate", "50", "--no-report"]) == 0
+    args = ["run", str(manifest), "--out", str(out), "--simulate", "-q", "--rate", "50", "--poll-interval", "0.02"]
+    assert main([*args, "--no-report"]) == 0
     yield manifest, out
 
 
@@ -65,7 +66,23 @@ def test_a_track_made_again_is_not_called_a_paid_failure(
     manifest, out = batch
     manifest.write_text(MANIFEST.replace("storm at sea", "storm over the hills"))
     capsys.readouterr()
-    assert main(["run", str(manifest), "--out", str(out), "--simulate", "--rate", "50", "--no-report"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(manifest),
+                "--out",
+                str(out),
+                "--simulate",
+                "--rate",
+                "50",
+                "--poll-interval",
+                "0.02",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr().out
     assert "1 new" in said and "failed without a refund" not in said, said
 
