@@ -28,6 +28,7 @@ from ..store.ledger import Ledger
 from ..store.lock import BatchLock
 from .config import RunConfig
 from .finish import Fetched, StitchFailed
+from .halt import Halt
 from .parts import STITCH, Parts
 from .prepare import Declined, Prepare
 from .progress import Counts, Reporter
@@ -60,10 +61,10 @@ class Runner:
         self._deferred: dict[str, str] = {}  # tasks left as the journal has them, for the next run, and why
         self._open: set[str] = set()  # tasks this run still works on
         self._finished = asyncio.Event()
-        self._halt = False  # no new submissions: a signal, or a disk error
-        self._halted = asyncio.Event()  # the same, for waits that should end at once
-        self._disk_error: DiskError | None = None
-        self._held_off: HeldOff | None = None  # the API asked to come back after --max-wait: submit no more
+        self._halt = Halt.RUNNING  # why submitting stopped, if it did: the one halt state
+        self._halted = asyncio.Event()  # set with it, for waits that should end at once
+        self._disk_error: DiskError | None = None  # what DISK was about
+        self._held_off: HeldOff | None = None  # what HELD_OFF was about
         self._left_for_wait: set[str] = set()  # tasks left unsubmitted because of that
         self._paid_twice: list[str] = []  # chain hops made again after landing unusable
         self._submitting = self._downloading = 0
@@ -155,9 +156,9 @@ class Runner:
         parts = self._parts
         while True:
             task, hop = await parts.submit_q.get()
-            if self._halt:
+            if self._halt.stopping:
                 continue  # left unsubmitted: the next run submits it
-            if self._held_off is not None:
+            if self._halt.leaving:
                 self._leave(task.name)
                 continue
             await parts.admission.jobs.acquire()
@@ -182,7 +183,7 @@ class Runner:
                     raise
                 if isinstance(err, HeldOff):
                     self._hold_off(err)
-                if isinstance(err, HeldOff | Stopped) and self._held_off is not None:
+                if isinstance(err, HeldOff | Stopped) and self._halt.leaving:
                     self._leave(task.name)
                 elif isinstance(err, ApiError):
                     self._fail(task.name, f"submit failed: {err}", permanent=err.kind is ErrorKind.PERMANENT)
@@ -230,7 +231,7 @@ class Runner:
         st = self._parts.ledger.state(task.name)
         failures = st.hops[hop].failures if st else 1
         note = f" (paid {paid:g} CU: the API did not refund this job)" if paid else ""
-        if failures <= self.config.job_retries and not self._halt:
+        if failures <= self.config.job_retries and not self._halt.stopping:
             self.reporter.event("retry", task.name, reason=reason + note)
             self._parts.submit_q.put_nowait((task, hop))
         else:
@@ -241,7 +242,7 @@ class Runner:
         parts = self._parts
         while True:
             task, hop = await parts.download_q.get()
-            if self._disk_error is not None:
+            if self._halt is Halt.DISK:
                 continue  # the journal says "succeeded": the next run downloads it
             self._downloading += 1
             try:
@@ -315,7 +316,7 @@ class Runner:
         stay as they are (not failed) and the next run submits them."""
         if self._held_off is None:
             self._held_off = err
-            self._halted.set()  # submitters waiting at the gate give up now
+            self._halt_for(Halt.HELD_OFF)  # submitters waiting at the gate give up now
             self.reporter.event(
                 "held-off", message=f"{err}: no new submissions in this run; running jobs are finished", error=True
             )
@@ -333,8 +334,7 @@ class Runner:
         if second:
             self.reporter.event("stop", message="second signal: stopping now", error=True)
             return
-        self._halt = True
-        self._halted.set()
+        self._halt_for(Halt.SIGNAL)
         grace = f"up to {self.config.grace:.0f}s"
         self.reporter.event(
             "stop", message=f"stopping: no new submissions; finishing what is under way ({grace})", error=True
@@ -344,10 +344,15 @@ class Runner:
     def _on_disk_error(self, err: DiskError) -> None:
         """Writing failed: submit nothing more, keep polling what is paid for, then stop."""
         if self._disk_error is None:
-            self._disk_error, self._halt = err, True
-            self._halted.set()
+            self._disk_error = err
+            self._halt_for(Halt.DISK)
             self.reporter.event("disk", message=f"{err}; no new submissions, finishing running jobs", error=True)
         self._maybe_idle()
+
+    def _halt_for(self, reason: Halt) -> None:
+        """Move the halt state forward: a graver reason wins, a milder one changes nothing."""
+        self._halt = max(self._halt, reason)
+        self._halted.set()
 
     def _maybe_idle(self) -> None:
         """End early when stopping and nothing that must finish is mid-way.
@@ -356,10 +361,10 @@ class Runner:
         a disk error, the jobs still running (their results are journaled for the next
         run to download).
         """
-        if not self._halt or self._submitting or self._downloading:
+        if not self._halt.stopping or self._submitting or self._downloading:
             return
         parts = getattr(self, "_parts", None)
-        if self._disk_error is not None:
+        if self._halt is Halt.DISK:
             if parts is None or not parts.watcher.running:
                 self._finished.set()
         elif parts is None or parts.download_q.empty():

@@ -53,3 +53,13 @@ async def test_a_signal_ends_a_phase_at_once_or_after_the_grace_period() -> None
     assert 0.2 <= loop.time() - started < 2
     with pytest.raises(Interrupted):  # once stopped, a later phase does not start
         await graceful.run(asyncio.sleep(10))
+
+
+def test_the_halt_state_only_moves_to_a_graver_reason() -> None:
+    """Held off < signal < disk error: what a run still finishes follows the gravest reason seen."""
+    from batchgen.run.halt import Halt
+
+    assert max(Halt.HELD_OFF, Halt.SIGNAL) is Halt.SIGNAL and max(Halt.DISK, Halt.SIGNAL) is Halt.DISK
+    assert Halt.HELD_OFF.leaving and not Halt.HELD_OFF.stopping
+    assert Halt.SIGNAL.stopping and Halt.DISK.stopping and not Halt.RUNNING.stopping
+    assert not Halt.SIGNAL.leaving
