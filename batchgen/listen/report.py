@@ -7,7 +7,7 @@ of plain JavaScript. Every string from a manifest is escaped.
 
 from __future__ import annotations
 
-import html
+import functools
 import json
 import stat
 import sys
@@ -15,8 +15,9 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..audio import wavfile
 from ..core import text
@@ -29,6 +30,10 @@ from ..store import files
 from ..store.ledger import Ledger
 from .picks import MAX_NOTE, Made, Mark, Picks, PicksError, reconcile
 from .picks import load as load_picks
+
+if TYPE_CHECKING:  # imported when a page is made: a run that writes none never loads them
+    import jinja2
+    import markupsafe
 
 COLUMNS = 200  # min and max per column: 400 points per waveform
 HEIGHT = 40
@@ -242,22 +247,20 @@ class Live:
 
 def render(batch: str, entries: Sequence[Entry], picks: Picks | None = None, live: Live | None = None) -> str:
     """The whole page; with `picks`, each take's mark (read-only unless `live`)."""
-    e = html.escape
     tracks: dict[str, list[Entry]] = {}
     for entry in entries:
         tracks.setdefault(entry.task.track, []).append(entry)
     marks = picks.marks if picks is not None else {}
-    meta = ""
-    if live is not None:
-        meta = f'<meta name=batchgen-token content="{e(live.token)}"><meta name=batchgen-rev content="{live.rev}">'
-    return _PAGE.format(
-        title=e(batch),
-        live_meta=meta,
-        summary=e(summary(entries)),
-        problems=problems(entries),
-        tracks="\n".join(_track_html(name, group, marks, live is not None) for name, group in tracks.items()),
+    return _template("page.html").render(
+        batch=batch,
+        live=live,
+        summary=summary(entries),
+        problems=_problems(entries),
+        tracks=[_track_view(name, group, marks) for name, group in tracks.items()],
         hint=_HINT_LIVE if live else _HINT,
-        script=_SCRIPT,
+        css=_static("page.css"),
+        script=_static("page.js"),
+        **_SIZES,
     )
 
 
@@ -273,89 +276,63 @@ def summary(entries: Sequence[Entry]) -> str:
 
 def problems(entries: Sequence[Entry]) -> str:
     """The "Not done" list: every failed or pending take and why (empty when all are done)."""
-    e = html.escape
-    items = "".join(
-        f"<li><b>{e(x.task.name)}</b> — {e(x.status)}: {e(x.reason or 'not generated yet')}</li>"
-        for x in entries
-        if x.status in ("failed", "pending")
-    )
-    return f"<section class=problems id=problems><h2>Not done</h2><ul>{items}</ul></section>" if items else ""
+    return _template("problems.html").render(problems=_problems(entries))
 
 
-def _track_html(name: str, group: Sequence[Entry], marks: Mapping[str, Mark], live: bool) -> str:
-    """One track's card: its prompt and parameters, then its takes side by side."""
-    e = html.escape
+def _problems(entries: Sequence[Entry]) -> list[Entry]:
+    return [x for x in entries if x.status in ("failed", "pending")]
+
+
+def _track_view(name: str, group: Sequence[Entry], marks: Mapping[str, Mark]) -> dict[str, Any]:
+    """What one track's card shows: its prompt and parameters, then its takes side by side."""
     first = group[0].task
     params = differing(first.params, {k: v for x in group for k, v in x.task.point.items()})
     if first.length is not None:
         params = {**params, "length": first.length}
     if first.loop is not None:
         params = {**params, "loop": f"{first.loop.bars} bars at {first.loop.bpm:g} bpm"}
-    duration = max((x.seconds or 0.0) for x in group)
-    cost = sum(x.cost or 0.0 for x in group)
-    chips = "".join(f"<span class=chip>{e(k)}: {e(_fmt(v))}</span>" for k, v in params.items())
-    prompt = str(first.params.get("prompt", ""))
-    version = str(first.params.get("modelVersion", PARAMS["modelVersion"].default))
-    takes = "".join(take_html(x, marks.get(x.task.name), live) for x in group)
-    return (
-        f'<section class=track data-track="{e(name)}" data-name="{e(name.lower())}" '
-        f'data-prompt="{e(prompt.lower())}" data-duration="{duration:.3f}" data-cost="{cost:g}">'
-        f"<h2>{e(name)}</h2><p class=prompt>{e(prompt)}</p>"
-        f"<p class=params>{e(first.model)} · {e(version)}{chips}</p>"
-        f"<div class=takes>{takes}</div></section>"
-    )
+    return {
+        "name": name,
+        "prompt": str(first.params.get("prompt", "")),
+        "duration": f"{max((x.seconds or 0.0) for x in group):.3f}",
+        "cost": f"{sum(x.cost or 0.0 for x in group):g}",
+        "model": first.model,
+        "version": str(first.params.get("modelVersion", PARAMS["modelVersion"].default)),
+        "chips": [(k, _fmt(v)) for k, v in params.items()],
+        "takes": [_take_view(x, marks.get(x.task.name)) for x in group],
+    }
 
 
 def take_html(x: Entry, mark: Mark | None = None, live: bool = False) -> str:
     """One take: its label, a waveform with its seams, a player, its mark; or why it is not there."""
-    e = html.escape
+    return _template("take.html").render(take=_take_view(x, mark), live=live, **_SIZES)
+
+
+def _take_view(x: Entry, mark: Mark | None) -> dict[str, Any]:
     meta = (
         f"seed {x.task.seed}" + (f" · {x.seconds:.1f} s" if x.seconds else "") + (f" · {x.cost:g} CU" if x.cost else "")
     )
     if x.seams:
         meta += f" · {len(x.seams) + 1} hops"
-    job = f"<div class=job>job {e(x.job_id)}</div>" if x.job_id else ""
-    if x.file:
-        more = "".join(f'<audio controls preload=none src="{e(_href(f))}"></audio>' for f in x.extra_files)
-        body = f'{_wave_svg(x)}<audio controls preload=metadata src="{e(_href(x.file))}"></audio>{more}'
-        if x.task.loop is not None:
-            body += (
-                "<div class=looping><label><input type=checkbox class=loop> loop</label> "
-                "<button type=button class=wrap>hear the wrap</button></div>"
-            )
-    else:
-        body = f"<p class=why>{e(x.status)}: {e(x.reason or 'not generated yet')}</p>"
-    state = mark.state if mark else None
-    note = mark.note if mark else ""
-    if live:
-        actions = (
-            "<div class=actions><button type=button data-act=pick>pick <kbd>p</kbd></button>"
-            "<button type=button data-act=reject>reject <kbd>x</kbd></button></div>"
-            if x.file
-            else ""
-        )
-        tail = f'{actions}<textarea class=note rows=1 maxlength={MAX_NOTE} placeholder="note">{e(note)}</textarea>'
-    else:
-        tail = f"<p class=note>{e(note)}</p>" if note else ""
-    classes = " ".join(filter(None, ("take", x.status, state)))
-    return (
-        f'<figure class="{e(classes)}" data-take="{e(x.task.name)}" tabindex=0>'
-        f"<figcaption><b>{e(_label(x))}</b> <small>{e(meta)}</small> <span class=badge></span></figcaption>"
-        f"{body}{job}{tail}</figure>"
-    )
-
-
-def _wave_svg(x: Entry) -> str:
-    """The waveform, with a mark at every seam of a chained track; a click on it seeks there."""
-    if not x.wave:
-        return ""
     seams = ""
     if x.seams and x.seconds:
-        seams = '<path class=seam d="' + "".join(f"M{s / x.seconds * COLUMNS:.1f} 0v{HEIGHT}" for s in x.seams) + '"/>'
-    return (
-        f'<svg class=wave viewBox="0 0 {COLUMNS} {HEIGHT}" preserveAspectRatio="none" aria-hidden=true>'
-        f'<path d="{x.wave}"/>{seams}</svg>'
-    )
+        seams = "".join(f"M{s / x.seconds * COLUMNS:.1f} 0v{HEIGHT}" for s in x.seams)
+    state = mark.state if mark else None
+    return {
+        "name": x.task.name,
+        "classes": " ".join(filter(None, ("take", x.status, state))),
+        "label": _label(x),
+        "meta": meta,
+        "file": _href(x.file) if x.file else None,
+        "extra": [_href(f) for f in x.extra_files],
+        "wave": x.wave,
+        "seams": seams,
+        "loop": x.task.loop is not None,
+        "status": x.status,
+        "reason": x.reason,
+        "job": x.job_id,
+        "note": mark.note if mark else "",
+    }
 
 
 def build(manifest: Manifest, out: Path) -> Path:
@@ -404,231 +381,34 @@ def _href(path: str) -> str:
     return quote(path)
 
 
+_SIZES = {"columns": COLUMNS, "height": HEIGHT, "max_note": MAX_NOTE}
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """The pages' templates (package data), escaping on by default: the live page carries a
+    write token, and every name, prompt and note in it came from a manifest or a person."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("batchgen.listen", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def _template(name: str) -> jinja2.Template:
+    return _environment().get_template(name)
+
+
+@functools.cache
+def _static(name: str) -> markupsafe.Markup:
+    """A stylesheet or script of package data, inlined whole (the page works from file:// too)."""
+    import markupsafe  # Jinja2's own escaping
+
+    text = resources.files("batchgen.listen").joinpath("static", name).read_text(encoding="utf-8")
+    return markupsafe.Markup(text.removesuffix("\n"))
+
+
 _HINT = "space plays, arrows move, / filters"
 _HINT_LIVE = "space plays, arrows move, p picks, x rejects, / filters"
-
-_PAGE = """<!doctype html>
-<html lang=en>
-<head>
-<meta charset=utf-8>
-<meta name=viewport content="width=device-width, initial-scale=1">
-{live_meta}
-<title>{title} — batchgen</title>
-<style>
-:root {{ color-scheme: light dark; --bg: #fafafa; --fg: #1d1d1f; --muted: #6e6e73; --card: #fff;
-  --line: #d2d2d7; --accent: #0a66c2; --wave: #0a66c2; --bad: #b42318; --good: #1a7f37; --seam: #c4661f; }}
-@media (prefers-color-scheme: dark) {{ :root {{ --bg: #141416; --fg: #f2f2f7; --muted: #a1a1a6; --card: #1f1f23;
-  --line: #3a3a3f; --accent: #64a8ff; --wave: #64a8ff; --bad: #ff6b5b; --good: #4ac26b; --seam: #ffa657; }} }}
-* {{ box-sizing: border-box; }}
-body {{ margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; background: var(--bg); color: var(--fg); }}
-header {{ position: sticky; top: 0; z-index: 1; background: var(--bg); border-bottom: 1px solid var(--line);
-  padding: 12px 24px; display: flex; flex-wrap: wrap; gap: 12px 24px; align-items: center; }}
-h1 {{ font-size: 20px; margin: 0; }}
-.summary, .hint {{ color: var(--muted); }}
-.hint {{ font-size: 12px; }}
-.controls {{ display: flex; gap: 12px; margin-left: auto; align-items: center; }}
-input, select, textarea, button {{ font: inherit; padding: 6px 10px; border: 1px solid var(--line); border-radius: 8px;
-  background: var(--card); color: var(--fg); }}
-button {{ padding: 2px 10px; cursor: pointer; }}
-input:focus, select:focus, audio:focus, textarea:focus, figure:focus {{ outline: 2px solid var(--accent); outline-offset: 2px; }}
-main {{ padding: 16px 24px 48px; display: grid; gap: 16px; }}
-section.track, section.problems {{ background: var(--card); border: 1px solid var(--line); border-radius: 12px; padding: 14px 18px; }}
-h2 {{ font-size: 17px; margin: 0 0 2px; }}
-.prompt {{ margin: 0 0 4px; }}
-.params {{ margin: 0 0 10px; color: var(--muted); font-size: 13px; }}
-.chip {{ display: inline-block; margin-left: 8px; padding: 0 8px; border: 1px solid var(--line); border-radius: 999px; }}
-.takes {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 12px; }}
-figure {{ margin: 0; padding: 10px; border: 1px solid var(--line); border-radius: 10px; }}
-figure.picked {{ border: 2px solid var(--good); }}
-figure.rejected {{ opacity: 0.55; }}
-.picked .badge::before {{ content: "★ picked"; color: var(--good); font-weight: 600; }}
-.picked [data-act=pick] {{ background: var(--good); border-color: var(--good); color: #fff; }}
-.rejected [data-act=reject] {{ background: var(--bad); border-color: var(--bad); color: #fff; }}
-.rejected .badge::before {{ content: "✕ rejected"; color: var(--bad); }}
-figcaption small, .job {{ color: var(--muted); font-size: 12px; }}
-.wave {{ display: block; width: 100%; height: 48px; margin: 6px 0; cursor: pointer; }}
-.wave path {{ stroke: var(--wave); stroke-width: 1; fill: none; vector-effect: non-scaling-stroke; }}
-.wave path.seam {{ stroke: var(--seam); stroke-width: 2; stroke-dasharray: 3 2; }}
-audio {{ width: 100%; }}
-.looping, .actions {{ display: flex; gap: 8px; align-items: center; margin-top: 6px; font-size: 13px; }}
-textarea.note {{ width: 100%; margin-top: 6px; resize: vertical; font-size: 13px; }}
-p.note {{ margin: 6px 0 0; font-size: 13px; font-style: italic; }}
-.failed .why, .problems li {{ color: var(--bad); }}
-.hidden {{ display: none; }}
-</style>
-</head>
-<body>
-<header>
-<h1>{title}</h1>
-<span class=summary id=summary>{summary}</span>
-<span class=hint>{hint}</span>
-<div class=controls>
-<label>Filter <input id=filter type=search placeholder="track or prompt" autocomplete=off></label>
-<label>Sort <select id=sort><option value=name>name</option><option value=duration>duration</option>
-<option value=cost>cost</option></select></label>
-</div>
-</header>
-<main id=tracks>
-{problems}
-{tracks}
-</main>
-<script>
-{script}
-</script>
-</body>
-</html>
-"""
-
-# The page's behaviour, the same from file:// and from `batchgen serve`. With a token in
-# the page (serve), it also sends marks and follows the batch by polling api/state.
-_SCRIPT = """(function () {
-  "use strict";
-  var main = document.getElementById("tracks");
-  var filter = document.getElementById("filter");
-  var sort = document.getElementById("sort");
-  var tokenTag = document.querySelector("meta[name=batchgen-token]");
-  var token = tokenTag ? tokenTag.content : null;
-  var rev = token ? parseInt(document.querySelector("meta[name=batchgen-rev]").content, 10) : 0;
-  function tracks() { return Array.prototype.slice.call(main.querySelectorAll("section.track")); }
-  function visibleTakes() {
-    return Array.prototype.slice.call(main.querySelectorAll("section.track:not(.hidden) figure.take"));
-  }
-  function figureOf(node) { return node && node.closest ? node.closest("figure.take") : null; }
-  function applyFilter() {
-    var q = filter.value.trim().toLowerCase();
-    tracks().forEach(function (t) {
-      var hit = !q || t.dataset.name.indexOf(q) >= 0 || t.dataset.prompt.indexOf(q) >= 0;
-      t.classList.toggle("hidden", !hit);
-    });
-  }
-  filter.addEventListener("input", applyFilter);
-  sort.addEventListener("change", function () {
-    var key = sort.value;
-    tracks().sort(function (a, b) {
-      if (key === "name") return a.dataset.name.localeCompare(b.dataset.name);
-      return parseFloat(b.dataset[key]) - parseFloat(a.dataset[key]);
-    }).forEach(function (t) { main.appendChild(t); });
-  });
-  document.addEventListener("play", function (ev) {
-    document.querySelectorAll("audio").forEach(function (a) { if (a !== ev.target) a.pause(); });
-  }, true);
-  main.addEventListener("click", function (ev) {
-    var fig = figureOf(ev.target);
-    if (!fig) return;
-    var audio = fig.querySelector("audio");
-    var wave = ev.target.closest(".wave");
-    if (wave && audio && audio.duration) {
-      var box = wave.getBoundingClientRect();
-      audio.currentTime = Math.max(0, (ev.clientX - box.left) / box.width * audio.duration);
-      audio.play();
-    }
-    if (ev.target.closest("button.wrap") && audio) {
-      fig.querySelector("input.loop").checked = audio.loop = true;
-      var seek = function () { audio.currentTime = Math.max(0, audio.duration - 2); audio.play(); };
-      if (audio.readyState >= 1) seek(); else { audio.addEventListener("loadedmetadata", seek, {once: true}); audio.load(); }
-    }
-    var act = ev.target.closest("button[data-act]");
-    if (act) send(fig, act.dataset.act);
-  });
-  main.addEventListener("change", function (ev) {
-    var fig = figureOf(ev.target);
-    if (!fig) return;
-    if (ev.target.classList.contains("loop")) fig.querySelector("audio").loop = ev.target.checked;
-    if (ev.target.classList.contains("note")) send(fig, "note", ev.target.value);
-  });
-  function move(fig, step, byTrack) {
-    var all = visibleTakes();
-    if (!all.length) return;
-    var at = all.indexOf(fig);
-    var next;
-    if (at < 0) next = all[0];
-    else if (!byTrack) next = all[Math.max(0, Math.min(all.length - 1, at + step))];
-    else {
-      var list = tracks().filter(function (t) { return !t.classList.contains("hidden"); });
-      var track = fig.closest("section.track");
-      var column = Array.prototype.indexOf.call(track.querySelectorAll("figure.take"), fig);
-      var other = list[list.indexOf(track) + step];
-      if (!other) return;
-      var takes = other.querySelectorAll("figure.take");
-      next = takes[Math.min(column, takes.length - 1)];
-    }
-    if (next) { next.focus(); next.scrollIntoView({block: "nearest"}); }
-  }
-  document.addEventListener("keydown", function (ev) {
-    var tag = ev.target && ev.target.tagName;
-    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") {
-      if (ev.key === "Escape") ev.target.blur();
-      return;
-    }
-    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    var fig = figureOf(document.activeElement);
-    if (ev.key === "/") { ev.preventDefault(); filter.focus(); return; }
-    if (ev.key === "ArrowRight" || ev.key === "ArrowLeft") {
-      ev.preventDefault(); move(fig, ev.key === "ArrowRight" ? 1 : -1, false); return;
-    }
-    if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
-      ev.preventDefault(); move(fig, ev.key === "ArrowDown" ? 1 : -1, !!fig); return;
-    }
-    if (!fig) return;
-    var audio = fig.querySelector("audio");
-    if (ev.key === " " && audio) { ev.preventDefault(); if (audio.paused) audio.play(); else audio.pause(); }
-    if (token && fig.querySelector("audio") && (ev.key === "p" || ev.key === "x")) {
-      ev.preventDefault();
-      send(fig, ev.key === "p" ? "pick" : "reject");
-    }
-  });
-  if (!token) return;
-  function showMarks(marks) {
-    Object.keys(marks).forEach(function (name) {
-      var fig = main.querySelector('figure.take[data-take="' + CSS.escape(name) + '"]');
-      if (!fig) return;
-      var mark = marks[name];
-      fig.classList.toggle("picked", mark.state === "picked");
-      fig.classList.toggle("rejected", mark.state === "rejected");
-      var note = fig.querySelector("textarea.note");
-      if (note && document.activeElement !== note) note.value = mark.note;
-    });
-  }
-  function send(fig, action, note) {
-    if (fig.classList.contains("picked") && action === "pick") action = "clear";
-    else if (fig.classList.contains("rejected") && action === "reject") action = "clear";
-    return fetch("api/mark", {
-      method: "POST",
-      headers: {"Content-Type": "application/json", "X-Batchgen-Token": token},
-      body: JSON.stringify({take: fig.dataset.take, action: action, note: note === undefined ? null : note})
-    }).then(function (r) { return r.json(); }).then(function (answer) {
-      if (answer.marks) showMarks(answer.marks);
-      if (answer.error) document.getElementById("summary").textContent = answer.error;
-    });
-  }
-  function update(state) {
-    Object.keys(state.takes).forEach(function (name) {
-      var old = main.querySelector('figure.take[data-take="' + CSS.escape(name) + '"]');
-      if (!old) return;
-      var focused = document.activeElement === old;
-      var holder = document.createElement("div");
-      holder.innerHTML = state.takes[name];
-      var fresh = holder.firstElementChild;
-      old.replaceWith(fresh);
-      if (focused) fresh.focus();
-    });
-    if (state.summary !== undefined) {
-      document.getElementById("summary").textContent = state.summary;
-      var problems = document.getElementById("problems");
-      var holder = document.createElement("div");
-      holder.innerHTML = state.problems;
-      if (problems) problems.remove();
-      if (holder.firstElementChild) main.insertBefore(holder.firstElementChild, main.firstChild);
-    }
-    showMarks(state.marks);
-    rev = state.rev;
-  }
-  function poll() {
-    fetch("api/state?since=" + rev, {cache: "no-store"})
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (state) { if (state) update(state); })
-      .catch(function () {})
-      .then(function () { setTimeout(poll, 1000); });
-  }
-  poll();
-})();"""

@@ -134,7 +134,7 @@ async def test_the_room_follows_a_run_and_keeps_one_pick_per_track(
     assert re.search(r'<figure class="take done picked" data-take="calm-t2"', page)
     assert re.search(r'<figure class="take done rejected" data-take="battle-t1"', page)
     assert "too busy &lt;b&gt;here&lt;/b&gt;" in page and "<b>here</b>" not in page
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page and "<script>alert" not in page
 
 
 async def test_multi_pick_keeps_every_pick(served: Served, manifest: Path, tmp_path: Path) -> None:
