@@ -21,6 +21,7 @@ from . import __version__
 from .core import text
 from .core.errors import BatchgenError, UsageError
 from .core.gcpause import paused_gc, settle
+from .core.state import PlanStatus
 from .core.task import Task
 from .manifest.parse import Manifest, expand_as_recorded, load
 from .store.ledger import TO_PAY, Ledger
@@ -548,7 +549,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_plan(rows: list[tuple[Task, str]], ledger: Ledger, *, as_json: bool) -> None:
+def _print_plan(rows: list[tuple[Task, PlanStatus]], ledger: Ledger, *, as_json: bool) -> None:
     """One row per task; a long track or loop shows the hop it is at (`hop 3/7`)."""
     hops = {task.name: _hop_of(task, ledger) for task, _ in rows if task.shaped}
     if as_json:
@@ -561,7 +562,7 @@ def _print_plan(rows: list[tuple[Task, str]], ledger: Ledger, *, as_json: bool) 
     width = max((len(t.name) for t, _ in rows), default=4)
     print(f"{'NAME':<{width}}  {'DIGEST':<16}  STATUS")
     for task, status in rows:
-        where = f" (hop {hops[task.name]}/{task.hop_count})" if task.shaped and status == "in-flight" else ""
+        where = f" (hop {hops[task.name]}/{task.hop_count})" if task.shaped and status is PlanStatus.IN_FLIGHT else ""
         print(f"{task.name:<{width}}  {task.digest}  {status}{where}")
     counts = Counter(status for _, status in rows)
     print(f"{len(rows)} tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -575,7 +576,9 @@ def _hop_of(task: Task, ledger: Ledger) -> int:
     return st.hop + 1
 
 
-def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger, args: argparse.Namespace) -> int:
+def _plan_cost(
+    manifest: Manifest, rows: list[tuple[Task, PlanStatus]], ledger: Ledger, args: argparse.Namespace
+) -> int:
     from .run.config import RunConfig
     from .run.dryrun import dry_runner
     from .scenario.limits import Admission
@@ -606,7 +609,7 @@ def _plan_cost(manifest: Manifest, rows: list[tuple[Task, str]], ledger: Ledger,
     print(f"{'TRACK':<{width}}  TASKS  {'CU':>8}")
     for track, cost in per_track.items():
         print(f"{track:<{width}}  {tasks_per_track[track]:>5}  {cost:>8g}")
-    free = sum(1 for _, status in rows if status in ("done", "missing"))
+    free = sum(1 for _, status in rows if status in (PlanStatus.DONE, PlanStatus.MISSING))
     print(
         f"total: {total:g} CU for {len(todo)} task(s) to generate "
         f"({free} done or missing cost nothing; {asked} dry run(s))"
@@ -634,7 +637,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     }
     counts = dict(sorted(figures.counts.items()))
     need, made = ledger.hops_made(tasks)
-    chains = {t.name: (_hop_of(t, ledger), t.hop_count) for t, status in planned if t.shaped and status == "in-flight"}
+    chains = {
+        t.name: (_hop_of(t, ledger), t.hop_count)
+        for t, status in planned
+        if t.shaped and status is PlanStatus.IN_FLIGHT
+    }
     if args.json:
         out = {"batch": manifest.batch, "counts": counts, "failed": figures.failures, "cu": money}
         if need:

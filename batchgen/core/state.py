@@ -47,6 +47,17 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+class PlanStatus(StrEnum):
+    """What a run would do with a task: the one vocabulary of `plan`, `status`, the page and `serve`."""
+
+    NEW = "new"  # never made (or a refunded failure awaiting its retry): submitted
+    CHANGED = "changed"  # its manifest entry changed since it was made: made again
+    MISSING = "missing"  # made, but its file is gone or cut short: fetched again at no charge
+    FAILED = "failed"  # failed in an earlier run: left, unless --retry-failed
+    IN_FLIGHT = "in-flight"  # a job is running, or a chain is between two hops
+    DONE = "done"  # made, its files on disk as recorded
+
+
 @dataclass(slots=True)
 class HopState:
     """One job-sized step of a task: a plain task has one, a chained track one per hop."""
@@ -208,23 +219,23 @@ def replay(lines: Iterable[bytes | str], source: str = "journal") -> Book:
         return book
 
 
-def plan_status(digest: str, st: TaskState | None) -> str:
-    """What `plan` and `status` show for a task: new, done, changed, in-flight or failed.
+def plan_status(digest: str, st: TaskState | None) -> PlanStatus:
+    """What `plan` and `status` show for a task, from its state (`missing` needs the folder too).
 
     A task whose manifest entry changed since its file (or its failure, or its job in
     flight) is `changed`: the run generates it again.
     """
     if st is None:
-        return "new"
+        return PlanStatus.NEW
     if st.outcome is Status.DONE:
-        return "done" if st.done_digest == digest else "changed"
+        return PlanStatus.DONE if st.done_digest == digest else PlanStatus.CHANGED
     if st.digest is not None and st.digest != digest:
-        return "changed"
+        return PlanStatus.CHANGED
     if st.pending_job:
-        return "in-flight"
+        return PlanStatus.IN_FLIGHT
     if st.outcome is Status.FAILED:
-        return "failed"
-    return "new"
+        return PlanStatus.FAILED
+    return PlanStatus.NEW
 
 
 _BLANK: Any = object()

@@ -33,6 +33,7 @@ from ..audio.tags import Tags
 from ..audio.wavfile import WavError
 from ..core import text
 from ..core.errors import BatchgenError, DiskError, UnsafeFileError, UsageError
+from ..core.state import PlanStatus
 from ..core.task import Task
 from ..manifest.parse import Manifest, expand_as_recorded
 from ..store import files
@@ -179,8 +180,8 @@ def select(tasks: Sequence[Task], ledger: Ledger, picks: Picks, mode: str, outco
     for task in tasks:
         st = ledger.state(task.name)
         status = ledger.plan(task, present)
-        if st is None or not st.files or status not in ("done", "changed"):
-            if status == "missing":
+        if st is None or not st.files or status not in (PlanStatus.DONE, PlanStatus.CHANGED):
+            if status is PlanStatus.MISSING:
                 outcome.problems.append(f"{task.name}: its file is missing; `batchgen run` fetches it again")
             continue
         record = st.files[0]

@@ -23,7 +23,7 @@ from ..audio import wavfile
 from ..core import text
 from ..core.errors import BatchgenError
 from ..core.params import PARAMS
-from ..core.state import Status, TaskState
+from ..core.state import PlanStatus, Status, TaskState
 from ..core.task import Task
 from ..manifest.parse import Manifest, expand_as_recorded
 from ..store import files
@@ -156,8 +156,8 @@ Waves = dict[tuple[str, int, int], tuple[str, float]]  # (file, size, mtime) -> 
 
 
 REASONS = {
-    "changed": "changed in the manifest since it was made: the next run makes it again",
-    "missing": "its file is missing or cut short: the next run fetches it again (no charge)",
+    PlanStatus.CHANGED: "changed in the manifest since it was made: the next run makes it again",
+    PlanStatus.MISSING: "its file is missing or cut short: the next run fetches it again (no charge)",
 }
 
 
@@ -176,7 +176,7 @@ def collect(tasks: Sequence[Task], ledger: Ledger, folder: Path, waves: Waves | 
         # The plan, as `plan` and `status` show it, not the raw state: a take whose manifest
         # entry changed since, or whose file is gone, is not done whatever the journal says.
         planned = ledger.plan(task, present)
-        if planned in ("changed", "missing"):
+        if planned in REASONS:
             entry.status = "pending"
             entry.reason = REASONS[planned]
         elif st.status is Status.DONE and st.files:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..core.state import HopState, Status, TaskState
+from ..core.state import HopState, PlanStatus, Status, TaskState
 from ..core.task import Task
 from ..store.ledger import Ledger
 
@@ -46,11 +46,11 @@ def triage(ledger: Ledger, tasks: Iterable[Task], *, retry_failed: bool, hop_fil
     for task in tasks:
         status = ledger.plan(task, present)
         st = ledger.state(task.name)
-        if status == "done":
+        if status is PlanStatus.DONE:
             plan.skipped.append(task)
-        elif st is None or status == "changed":
+        elif st is None or status is PlanStatus.CHANGED:
             plan.submit.append((task, 0))
-        elif status == "missing":
+        elif status is PlanStatus.MISSING:
             # Paid for already: fetched again from its assets (a chain stitched again from
             # its hops); only an asset the API no longer has is generated again.
             plan.missing.append(task)
@@ -62,7 +62,7 @@ def triage(ledger: Ledger, tasks: Iterable[Task], *, retry_failed: bool, hop_fil
                 ]
             else:
                 plan.submit.append((task, 0))
-        elif status == "failed" and not retry_failed:
+        elif status is PlanStatus.FAILED and not retry_failed:
             plan.failed[task.name] = f"{st.reason} (failed in an earlier run; --retry-failed to try again)"
         else:
             _resume(plan, task, st, hop_files)

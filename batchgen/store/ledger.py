@@ -18,13 +18,13 @@ from typing import Any
 
 from .. import __version__
 from ..core.errors import JournalError
-from ..core.state import VERSION, Book, Status, TaskState, apply, plan_status, replay
+from ..core.state import VERSION, Book, PlanStatus, Status, TaskState, apply, plan_status, replay
 from ..core.task import Task
 from .journal import Journal, encode, journal_path, read_lines
 
-PLAN_STATUSES = ("new", "changed", "missing", "failed", "in-flight", "done")
-TO_GENERATE = frozenset({"new", "changed", "missing", "failed"})  # what a run still does
-TO_PAY = frozenset({"new", "changed", "failed"})  # a new job; `missing` is fetched again at no charge
+PLAN_STATUSES = tuple(PlanStatus)
+TO_GENERATE = frozenset({PlanStatus.NEW, PlanStatus.CHANGED, PlanStatus.MISSING, PlanStatus.FAILED})  # a run does
+TO_PAY = frozenset({PlanStatus.NEW, PlanStatus.CHANGED, PlanStatus.FAILED})  # `missing` is fetched again, free
 
 
 @dataclass(slots=True)
@@ -134,7 +134,7 @@ class Ledger:
             self._journal.close()
             self._journal = None
 
-    def plan(self, task: Task, present: Mapping[str, int] | None = None) -> str:
+    def plan(self, task: Task, present: Mapping[str, int] | None = None) -> PlanStatus:
         """new, done, changed, missing, in-flight or failed: what a run would do with `task`.
 
         `present` (the batch folder's files and their sizes) turns a done task whose file
@@ -143,10 +143,10 @@ class Ledger:
         """
         st = self._book.tasks.get(task.name)
         status = plan_status(task.digest, st)
-        if status == "done" and present is not None and st is not None:
+        if status is PlanStatus.DONE and present is not None and st is not None:
             kept = [*st.files, st.sidecar] if st.sidecar is not None else st.files
             if not all(present.get(f["path"]) == f["bytes"] for f in kept):
-                return "missing"
+                return PlanStatus.MISSING
         return status
 
     def files_present(self) -> dict[str, int]:
@@ -159,7 +159,7 @@ class Ledger:
         except OSError:
             return {}
 
-    def rows(self, tasks: Iterable[Task]) -> list[tuple[Task, str]]:
+    def rows(self, tasks: Iterable[Task]) -> list[tuple[Task, PlanStatus]]:
         present = self.files_present()
         return [(task, self.plan(task, present)) for task in tasks]
 
