@@ -24,7 +24,7 @@ from ..core.errors import ApiError, CredentialsError
 from ..core.polling import LIST_STEP, MIN_STEP, PAGE, DurationEstimate, epoch, next_poll, poll_delay, prefer_list
 from ..core.retry import Backoff
 from ..core.task import Task
-from ..scenario.client import Job, ScenarioClient, iso
+from ..scenario.client import Job, JobStatus, ScenarioClient, iso
 from ..scenario.outcomes import Gone, JobEnd, TimedOut, ended
 
 # Longest sleep between rounds. A job added or submitted wakes the watcher at once, so
@@ -110,7 +110,7 @@ class Watcher:
 
     async def _end(self, watch: Watch, outcome: JobEnd, job: Job | None = None) -> None:
         del self.running[watch.job_id]
-        if job is not None and job.status == "success":
+        if job is not None and job.status == JobStatus.SUCCESS:
             # The server's own timestamps, when it gives them, are free of our polling delay.
             start, end = epoch(job.created_at), epoch(job.updated_at)
             observed = time.monotonic() - watch.started

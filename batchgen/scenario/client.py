@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -34,7 +35,20 @@ from ..core.task import is_safe_id
 
 DEFAULT_BASE_URL = "https://api.cloud.scenario.com/v1"
 BULK_LIMIT = 200  # POST /assets/get-bulk takes at most 200 ids
-TERMINAL = frozenset({"success", "failure", "canceled"})
+
+
+class JobStatus(StrEnum):
+    """The API's words for where a job stands; a word not here means the job still runs."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in-progress"
+    FINALIZING = "finalizing"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELED = "canceled"
+
+
+TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.CANCELED})
 MAX_BODY = 16 * 1024 * 1024  # bytes of one API answer, after decompression
 MAX_TEXT = 500  # characters kept of any text a server sends (reasons, errors)
 MAX_ASSETS = 16  # asset ids kept of one job (MusicGen makes one; a list of thousands is not a job's)

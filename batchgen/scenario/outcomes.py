@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .client import Job
+from .client import Job, JobStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +49,9 @@ JobEnd = Succeeded | Failed | Canceled | TimedOut | Gone
 
 def ended(job: Job) -> JobEnd:
     """The outcome of a job in a terminal status."""
-    if job.status == "success":
+    if job.status == JobStatus.SUCCESS:
         return Succeeded(job)
-    if job.status == "canceled":
+    if job.status == JobStatus.CANCELED:
         return Canceled(f"job was canceled{': ' + job.error if job.error else ''}")
     reason = job.error or "job failed without a reason"
     if job.refundable:

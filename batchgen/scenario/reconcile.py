@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.retry import Backoff, retry_call
-from .client import Job, ScenarioClient, iso
+from .client import Job, JobStatus, ScenarioClient, iso
 
 # How far before an intent to look for its job: covers clock skew between us and the API.
 MARGIN = 600.0
-_DEAD = ("failure", "canceled")
+_DEAD = (JobStatus.FAILURE, JobStatus.CANCELED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..core.errors import ApiError, ErrorKind
 from ..core.retry import Backoff, retry_call
-from .client import ScenarioClient, Upload
+from .client import JobStatus, ScenarioClient, Upload
 
 IMPORTED, FAILED = "imported", "failed"
 CONTENT_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".ogg": "audio/ogg"}
@@ -66,7 +66,7 @@ async def _settled(
     if upload.job_id is None:
         return None
     job = await retry_call(policy, lambda: client.get_job(upload.job_id or ""), observe=observe)
-    if job.status == "success":
+    if job.status == JobStatus.SUCCESS:
         return job.output_entity or (job.asset_ids[0] if job.asset_ids else None)
     if job.terminal:
         raise ApiError(200, f"upload of {name} {job.status}: {job.error or 'no reason given'}", ErrorKind.PERMANENT)
