@@ -644,6 +644,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     }
     if args.json:
         out = {"batch": manifest.batch, "counts": counts, "failed": figures.failures, "cu": money}
+        if figures.waiting:
+            out["waiting"] = figures.waiting
         if need:
             at = {name: {"hop": hop, "hops": hops} for name, (hop, hops) in chains.items()}
             out["hops"] = {"made": made, "total": need, "in_flight": at}
@@ -666,6 +668,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {figures.orphans} task(s) in the journal are no longer in the manifest")
     for name, reason in sorted(figures.failures.items()):
         print(f"  failed {name}: {reason}")
+    for name, reason in sorted(figures.waiting.items()):
+        print(f"  waiting {name}: {reason}")
     return EXIT_OK
 
 

@@ -84,6 +84,7 @@ class TaskState:
     job_ids: list[str] = field(default_factory=list)  # every job ever submitted for it
     charges: dict[str, float] = field(default_factory=dict)  # creative units charged, per job
     reason: str | None = None
+    deferred: str | None = None  # why the last run left it for the next one, until the next step
     permanent: bool = False
     done_digest: str | None = None  # digest of the files on disk
     files: list[dict[str, Any]] = field(default_factory=list)
@@ -182,11 +183,13 @@ def apply(book: Book, ev: dict[str, Any]) -> None:
     if st is None:
         if type(name) is not str or not is_safe_name(name):
             raise BadEvent("event without a valid task name")
-        fresh = TaskState()
-        handler(book, fresh, ev)  # raises before the task is added if the event is bad
-        book.tasks[name] = fresh
+        st = TaskState()
+        handler(book, st, ev)  # raises before the task is added if the event is bad
+        book.tasks[name] = st
     else:
         handler(book, st, ev)
+    if kind not in ("deferred", "status"):
+        st.deferred = None  # the task moved on: what left it waiting is over
 
 
 def replay(lines: Iterable[bytes | str], source: str = "journal") -> Book:
@@ -564,6 +567,13 @@ def _on_failed(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
     _touch(st, ev)
 
 
+def _on_deferred(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+    """The run left the task as it is, for the next run (a lost answer, a failed download)."""
+    assert st is not None
+    st.deferred = _text(ev, "reason") or "left for the next run"
+    _touch(st, ev)
+
+
 def _on_status(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
     """Informational (a running job's progress): nothing changes."""
 
@@ -580,6 +590,7 @@ _HANDLERS: dict[str, Callable[[Book, TaskState | None, dict[str, Any]], None]] =
     "hop_unusable": _on_hop_unusable,
     "done": _on_done,
     "failed": _on_failed,
+    "deferred": _on_deferred,
     "status": _on_status,
 }
 _BOOK_EVENTS = frozenset({"batch", "upload"})

@@ -306,6 +306,8 @@ class Runner:
     def _defer(self, name: str, reason: str) -> None:
         """Leave a task as the journal has it, for the next run; it counts as not done."""
         self._deferred[name] = reason
+        assert self.ledger is not None
+        self.ledger.record("deferred", name, reason=reason)  # `status` says why it waits
         self.reporter.event("deferred", name, reason=reason, error=True)
         self._settle(name)
 

@@ -35,6 +35,7 @@ class Figures:
     spent: float = 0.0  # every job the journal says was charged, in all runs
     committed: float = 0.0  # quotes of jobs still running
     failures: dict[str, str] = field(default_factory=dict)
+    waiting: dict[str, str] = field(default_factory=dict)  # left by a run for the next one, and why
     orphans: int = 0  # tasks in the journal that the manifest no longer has
 
     @property
@@ -189,5 +190,7 @@ class Ledger:
                 out.committed += st.committed
                 if status == "failed" and st.reason:
                     out.failures[task.name] = st.reason
+                elif st.deferred and status not in (PlanStatus.DONE, PlanStatus.FAILED):
+                    out.waiting[task.name] = st.deferred
         out.orphans = sum(1 for name in self._book.tasks if name not in names)
         return out

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from batchgen import load
+from batchgen import expand, load
 from batchgen.core.errors import JournalError
 from batchgen.core.retry import Backoff
 from batchgen.core.state import replay
@@ -29,6 +29,7 @@ from batchgen.run.progress import Reporter
 from batchgen.run.runner import RunConfig, Runner, RunResult
 from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.simulator import Faults, Simulator, SimulatorThread
+from batchgen.store.ledger import Ledger
 
 from ..conftest import KEY, SECRET, Served
 from ..helpers import ROOT, check_invariants, env_for, journal_events, run_cli, start, wait_for
@@ -260,10 +261,15 @@ async def test_unsure_submissions_wait_for_the_next_run(served: Served, tmp_path
     assert all("rerun" in reason for reason in unsure.failed.values())
     created = sum(1 for j in served.sim.jobs.values() if j.kind == "generate")
     assert 0 < created < TRACKS * TAKES  # some POSTs made a job before the connection dropped
+    ledger = Ledger.read(tmp_path / "out" / "matrix", "matrix")  # `status` sees why each task waits
+    waiting = ledger.figures(ledger.rows(expand(load(tmp_path / "matrix.yaml")))).waiting
+    assert set(waiting) == set(unsure.failed) and all("rerun" in why for why in waiting.values())
     served.sim.faults = Faults(seed=11)
     again = await run_batch(served, tmp_path)
     assert not again.failed
     audit(served.sim, tmp_path / "out" / "matrix", again)
+    ledger = Ledger.read(tmp_path / "out" / "matrix", "matrix")
+    assert not ledger.figures(ledger.rows(expand(load(tmp_path / "matrix.yaml")))).waiting  # done: nothing waits
 
 
 def test_a_wait_past_max_wait_leaves_the_rest_for_the_next_run(thread: SimulatorThread, tmp_path: Path) -> None:
