@@ -177,7 +177,7 @@ def test_a_signal_while_the_event_loop_is_being_built_leaves_no_traceback() -> N
 import os, signal, time, warnings
 from asyncio import unix_events
 warnings.simplefilter("always")
-from batchgen import cli
+from batchgen.cli import common as cli
 built = unix_events._UnixSelectorEventLoop.__init__
 def interrupted(self, *args, **kwargs):
     os.kill(os.getpid(), signal.SIGINT)

@@ -1,0 +1,70 @@
+"""`report`, `serve` and `deliver`: the page, the live room, the delivered files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..core.errors import UsageError
+from ..manifest.parse import load
+from .common import EXIT_FAILED, EXIT_OK, _run_async
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..listen import report
+
+    manifest = load(args.manifest)
+    if not (Path(args.out) / manifest.batch).is_dir():
+        raise UsageError(f"{Path(args.out) / manifest.batch}: no such batch folder; run the batch first")
+    print(report.build(manifest, Path(args.out)))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The live listening room until Ctrl-C or SIGTERM (exit 0: stopping is how a server ends)."""
+    from ..listen.room import Room
+    from ..listen.serve import loopback, serve
+
+    manifest = load(args.manifest)
+    room = Room(manifest, Path(args.out), multi=args.multi_pick)
+    if not loopback(args.host):
+        print(
+            f"batchgen: warning: serving on {args.host}: anyone who can reach it can listen "
+            "(marks still need the page's token)",
+            file=sys.stderr,
+        )
+
+    def announce(url: str) -> None:
+        print(f"listening room for {manifest.batch}: {url}  (Ctrl-C stops it)", flush=True)
+
+    _run_async(lambda: serve(room, args.host, args.port, announce))
+    return EXIT_OK
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    """Deliver the picked takes; exit 1 when some could not be (each named), 2 for bad input."""
+    from ..listen.deliver import Options, deliver, require_extra
+
+    require_extra()  # before anything else: one line saying what to install
+    manifest = load(args.manifest)
+    options = Options(
+        to=Path(args.to),
+        loudness=args.loudness,
+        true_peak=args.true_peak,
+        fmt=args.format,
+        sample_rate=args.sample_rate,
+        select="all" if args.all else "fill" if args.fill else "picks",
+        force=args.force,
+    )
+    outcome = deliver(manifest, Path(args.out), options, print)
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for problem in outcome.problems:
+        print(f"batchgen: not delivered: {problem}", file=sys.stderr)
+    kept = len(outcome.written) + len(outcome.unchanged)
+    print(
+        f"{manifest.batch}: {kept} file(s) in {args.to} ({len(outcome.written)} written, "
+        f"{len(outcome.unchanged)} unchanged, {len(outcome.removed)} removed), listed in delivery.json and .csv"
+    )
+    return EXIT_FAILED if outcome.problems else EXIT_OK
