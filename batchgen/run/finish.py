@@ -74,7 +74,6 @@ class Finisher:
         self._policy = policy
         self._stitch = stitch
         self.marks: dict[str, dict[str, float]] = {}  # wall-clock milestones per task, for sidecars
-        self.unusable: dict[str, str] = {}  # why a task's latest hop was unusable, for the log
 
     def mark(self, task: str, moment: str) -> None:
         self.marks.setdefault(task, {})[moment] = time.time()
@@ -102,7 +101,6 @@ class Finisher:
                 check_hop, self.folder / landed.path, plan.duration, plan.context or 0.0, first
             )
         except Unusable as err:
-            self.unusable[task.name] = str(err)
             self._ledger.record("hop_unusable", task.name, hop=hop + 1, job_id=st.hops[hop].job_id, reason=str(err))
             return Fetched.UNUSABLE
         if wav != self.folder / landed.path:  # decoded (MP3, FLAC, Ogg): the WAV is what is kept
@@ -110,9 +108,7 @@ class Finisher:
         size, digest = await asyncio.to_thread(size_and_sha256, wav)
         kept = FileInfo(str(wav.relative_to(self.folder)), size, digest, "audio/wav", landed.asset_id)
         self._ledger.record("hop_done", task.name, hop=hop + 1, file=kept.as_dict())
-        if hop + 1 < task.hop_count and not all(h.file is not None for h in st.hops):
-            return Fetched.HOP
-        return Fetched.DONE if await self.stitch(task) else Fetched.HOP
+        return Fetched.DONE if await self.stitch(task) else Fetched.HOP  # stitched once every hop is in
 
     async def stitch(self, task: Task) -> bool:
         """Stitch a chained track whose hops are all on disk; True when it is done."""

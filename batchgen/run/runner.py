@@ -284,8 +284,8 @@ class Runner:
             parts.submit_q.put_nowait((task, hop + 1))  # only now: the next hop continues this one's end
         elif fetched is Fetched.UNUSABLE:
             st = parts.ledger.state(name)
-            redos, why = (st.hops[hop].redos if st else 1), parts.finisher.unusable.pop(name, "unusable")
-            what = _hop_named(task.hop_count, hop, f"unusable ({why})")
+            redos, why = (st.hops[hop].redos, st.reason) if st else (1, None)  # as `hop_unusable` recorded them
+            what = _hop_named(task.hop_count, hop, f"unusable ({why or 'no reason'})")
             if redos > self.config.hop_redos:
                 self._fail(name, f"{what}; made {redos} time(s), each paid", permanent=False)
                 return
