@@ -143,11 +143,11 @@ def deliver(manifest: Manifest, out: Path, options: Options, say: Callable[[str]
     with BatchLock(target / LOCK, "delivery folder", target):
         old = _read_record(target, options.force)
         names = _names(chosen)
-        book = Book(target, manifest.batch, options, dict(old))
+        landing = Landing(target, manifest.batch, options, dict(old))
         records: dict[str, dict[str, Any]] = {}
         for take in chosen:
             try:
-                record = _deliver_one(take, names[take.task.name], target, options, old, book, outcome, say)
+                record = _deliver_one(take, names[take.task.name], target, options, old, landing, outcome, say)
             except (BatchgenError, WavError) as err:  # WavError: a take this module cannot read
                 outcome.problems.append(f"{take.task.name}: {err}")
                 continue
@@ -158,7 +158,7 @@ def deliver(manifest: Manifest, out: Path, options: Options, say: Callable[[str]
 
 
 @dataclass(slots=True)
-class Book:
+class Landing:
     """delivery.json as a delivery goes: every file's record is on disk before the file lands."""
 
     target: Path
@@ -249,7 +249,7 @@ def _deliver_one(
     target: Path,
     options: Options,
     old: dict[str, Any],
-    book: Book,
+    landing: Landing,
     outcome: Outcome,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
@@ -274,7 +274,7 @@ def _deliver_one(
     settings = Settings(options.loudness, options.ceiling, options.sample_rate, ext)
     data, measured, seconds = master(take.source, settings, _tags(take), int(take.sha256[:16] or "0", 16))
     record = _record(take, name, key, hashlib.sha256(data).hexdigest(), measured, seconds)
-    book.about_to_land(record, current)
+    landing.about_to_land(record, current)
     files.write_atomic(path, data, durable=True)
     outcome.written.append(name)
     say(_line(name, measured))
