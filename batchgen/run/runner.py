@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..core.errors import ApiError, CredentialsError, DiskError, DownloadError, ErrorKind, HeldOff
+from ..core.errors import ApiError, BatchgenError, CredentialsError, DiskError, DownloadError, ErrorKind, HeldOff
 from ..core.state import STATE_DIR
 from ..core.task import Task
 from ..manifest.parse import Manifest, expand
@@ -140,16 +140,21 @@ class Runner:
         self._tick()
         if not self._open:
             return
-        async with asyncio.TaskGroup() as tg:
-            workers = [tg.create_task(self._submit_worker()) for _ in range(self.config.submit_workers)]
-            workers += [tg.create_task(self._download_worker()) for _ in range(self.config.downloaders)]
-            workers += [tg.create_task(parts.watcher.run()), tg.create_task(parts.assets.run())]
-            if not self.reporter.quiet:
-                workers.append(tg.create_task(self._ticker()))
-            await self._finished.wait()
-            for worker in workers:
-                worker.cancel()
-            parts.assets.close()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                workers = [tg.create_task(self._submit_worker()) for _ in range(self.config.submit_workers)]
+                workers += [tg.create_task(self._download_worker()) for _ in range(self.config.downloaders)]
+                workers += [tg.create_task(parts.watcher.run()), tg.create_task(parts.assets.run())]
+                if not self.reporter.quiet:
+                    workers.append(tg.create_task(self._ticker()))
+                await self._finished.wait()
+                for worker in workers:
+                    worker.cancel()
+                parts.assets.close()
+        except ExceptionGroup as group:  # a worker's error that ends the run (credentials revoked mid-way)
+            if not all(isinstance(err, BatchgenError) for err in group.exceptions):
+                raise
+            raise group.exceptions[0] from None  # the CLI says it in one line, as it would before the pool
         self._tick(force=True)
 
     async def _submit_worker(self) -> None:
@@ -162,21 +167,14 @@ class Runner:
                 self._leave(task.name)
                 continue
             await parts.admission.jobs.acquire()
-            try:
-                fits = await parts.reserve(task, hop)
-            except HeldOff as err:  # its dry run was told to come back later
-                await parts.admission.jobs.release()
-                self._hold_off(err)
-                self._leave(task.name)
-                continue
-            if not fits:
-                await parts.admission.jobs.release()
-                self._settle(task.name)
-                continue
             self._submitting += 1
             try:
+                if not await parts.reserve(task, hop):  # its price would pass --max-cost: left
+                    await parts.admission.jobs.release()
+                    self._settle(task.name)
+                    continue
                 sent = await parts.submitter.submit(task, hop, parts.body(task, hop))
-            except (ApiError, Stopped, Unresolved, HeldOff) as err:
+            except (ApiError, Stopped, Unresolved, HeldOff) as err:  # the dry run's or the POST's
                 await parts.admission.jobs.release()  # no job is running for this hop
                 parts.budget.release(task.name)
                 if isinstance(err, CredentialsError):

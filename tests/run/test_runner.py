@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from collections import Counter
@@ -260,3 +261,23 @@ def test_manifest_project_wins_over_the_environment(tmp_path: Path, monkeypatch:
             args = ["run", str(path), "--out", str(tmp_path / "out"), "-q", "--rate", "50", "--poll-interval", "0.05"]
             assert main([*args, "--no-report"]) == 0
             assert set(sim.projects) == {expected}
+
+
+async def test_credentials_revoked_mid_run_end_it_with_the_error_itself(served: Served, tmp_path: Path) -> None:
+    """A 401 while jobs run ends the run with the CredentialsError (the CLI's one line, exit 2),
+    not a TaskGroup's ExceptionGroup, which the CLI would show as a traceback."""
+    from batchgen.core.errors import CredentialsError
+
+    served.sim.job_time = 0.3
+    path = tmp_path / "m.yaml"
+    body = "".join(f"  - {{name: t{i}, prompt: p{i}}}\n" for i in range(12))
+    path.write_text(f"batch: revoked\nseed: 1\ndefaults: {{duration: 1}}\ntracks:\n{body}")
+
+    async def revoke() -> None:
+        await asyncio.sleep(0.4)  # the first jobs are running by then
+        served.sim.key = "revoked"
+
+    revoking = asyncio.create_task(revoke())
+    with pytest.raises(CredentialsError, match="401"):
+        await run(served, path, fast(tmp_path / "out", rate=5, max_in_flight=2))
+    await revoking
