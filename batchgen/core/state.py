@@ -1,20 +1,18 @@
-"""Task state as the journal tells it: the events, one function that applies each, replay.
+"""Task state as the journal tells it: one function that applies each event, and replay.
 
 Pure: events in, states out, no I/O. `apply` is the only code that changes a
 `TaskState`, and the ledger calls it for live events exactly as `replay` does for the
 journal's lines, so a run and a later replay can never tell different stories.
 
-Every field an event carries is checked before anything changes: a line with a
-missing, mistyped or out-of-range field is skipped whole (with a warning naming its
-line), and a later bad line can never undo what earlier lines established. Events are
-idempotent: applying one twice, or replaying a journal whose lines were duplicated,
+An event's fields were checked when it was built (`events`): a line with a missing,
+mistyped or out-of-range field is skipped whole (with a warning naming its line), and a
+later bad line can never undo what earlier lines established. Events are idempotent:
+applying one twice, or replaying a journal whose lines were duplicated,
 gives the same state (a job-level event only moves the job it names).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,16 +21,32 @@ from typing import Any
 
 from . import text
 from .errors import JournalError
+from .events import (
+    BadEvent,
+    BatchStarted,
+    Deferred,
+    Done,
+    Event,
+    Failed,
+    HopDone,
+    HopEvent,
+    HopUnusable,
+    Intent,
+    JobFailed,
+    Progress,
+    Submitted,
+    Succeeded,
+    TaskEvent,
+    Uploaded,
+    Withdrawn,
+    decode,
+)
 from .gcpause import paused_gc
-from .task import MAX_HOPS, is_safe_id, is_safe_name
 
 VERSION = 1
 STATE_DIR = ".batchgen"
 JOURNAL = "state.jsonl"
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_PATH_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}|\.batchgen")
-MAX_TEXT = 2000  # longest reason or path kept from a journal line
 MAX_HOPS_HELD = 2_000_000  # hop states in one journal: twice what the largest manifest can make
 
 
@@ -165,31 +179,32 @@ class Book:
         return Counter(st.status.value for st in self.tasks.values())
 
 
-class BadEvent(ValueError):
-    """An event whose fields do not hold up; the line is skipped."""
+def apply(book: Book, event: Event, t: float | None = None) -> None:
+    """Apply one event (recorded at wall time `t`) to the book.
 
-
-def apply(book: Book, ev: dict[str, Any]) -> None:
-    """Apply one event to the book. Raises `BadEvent` (and changes nothing) when it is malformed."""
-    kind = ev.get("ev")
-    handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
-    if handler is None:
-        raise BadEvent(f"unknown event {str(kind)[:40]!r}")
-    if kind in _BOOK_EVENTS:
-        handler(book, None, ev)
+    Raises `BadEvent`, and changes nothing, when the event does not fit the state it
+    meets (a hop beyond the task's); `admit` asks the same question without applying.
+    """
+    handler = _HANDLERS[type(event)]
+    if not isinstance(event, TaskEvent):
+        handler(book, None, event, t)
         return
-    name = ev.get("task")
-    st = book.tasks.get(name) if type(name) is str else None  # a known name was checked when first seen
+    st = book.tasks.get(event.task)
     if st is None:
-        if type(name) is not str or not is_safe_name(name):
-            raise BadEvent("event without a valid task name")
         st = TaskState()
-        handler(book, st, ev)  # raises before the task is added if the event is bad
-        book.tasks[name] = st
+        handler(book, st, event, t)  # raises before the task is added if the event does not fit
+        book.tasks[event.task] = st
     else:
-        handler(book, st, ev)
-    if kind not in ("deferred", "status"):
+        handler(book, st, event, t)
+    if not isinstance(event, (Deferred, Progress)):
         st.deferred = None  # the task moved on: what left it waiting is over
+
+
+def admit(book: Book, event: Event) -> None:
+    """Raise `BadEvent` if `event` would not fit the book's state: checked before it is written."""
+    if isinstance(event, HopEvent) and not isinstance(event, Intent):
+        st = book.tasks.get(event.task)
+        _hop(st or TaskState(), event)
 
 
 def replay(lines: Iterable[bytes | str], source: str = "journal") -> Book:
@@ -202,19 +217,20 @@ def replay(lines: Iterable[bytes | str], source: str = "journal") -> Book:
     with paused_gc():
         book = Book()
         seen: set[int] = set()
-        for number, raw, ev in _decode(lines):
+        for number, raw, doc in _decode(lines):
             book.lines = number
-            if ev is _BLANK:
+            if doc is _BLANK:
                 continue
             key = hash(raw)
             if key in seen:
                 continue
             seen.add(key)
-            if not isinstance(ev, dict):
+            if not isinstance(doc, dict):
                 book.warnings.append(f"{source}:{number}: unreadable line skipped")
                 continue
             try:
-                apply(book, ev)
+                line = decode(doc)
+                apply(book, line.event, line.t)
             except BadEvent as bad:
                 book.warnings.append(f"{source}:{number}: {bad}; line skipped")
             except _Newer as newer:
@@ -278,101 +294,21 @@ class _Newer(Exception):
     pass
 
 
-# Field checks: each returns the value (normalised) or raises BadEvent naming the field.
+def _hop(st: TaskState, event: HopEvent) -> HopState:
+    """The state of the hop an event is about."""
+    if event.hop > len(st.hops):
+        raise BadEvent(f"hop {event.hop} is beyond the task's {len(st.hops)}")
+    return st.hops[event.hop - 1]
 
 
-def _text(ev: dict[str, Any], key: str, *, required: bool = False) -> str | None:
-    value = ev.get(key)
-    if value is None and not required:
-        return None
-    if type(value) is not str:
-        raise BadEvent(f"{key} missing or not text")
-    return value[:MAX_TEXT]
-
-
-def _ident(ev: dict[str, Any], key: str) -> str:
-    value = ev.get(key)
-    if type(value) is not str or not is_safe_id(value):
-        raise BadEvent(f"{key} missing or not a valid id")
-    return value
-
-
-def _idents(ev: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = ev.get(key)
-    if type(value) is not list or len(value) > 1000:
-        raise BadEvent(f"{key} missing or not a list of ids")
-    for item in value:
-        if type(item) is not str or not is_safe_id(item):
-            raise BadEvent(f"{key} holds an invalid id")
-    return tuple(value)
-
-
-def _number(ev: dict[str, Any], key: str) -> float | None:
-    value = ev.get(key)
-    if value is None:
-        return None
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-        raise BadEvent(f"{key} is not a non-negative number")
-    return float(value)
-
-
-def _whole(ev: dict[str, Any], key: str, default: int | None = None, least: int = 0) -> int:
-    value = ev.get(key, default)
-    if type(value) is not int or value < least or value > 10**9:
-        raise BadEvent(f"{key} missing or not a whole number of at least {least}")
-    return value
-
-
-def _flag(ev: dict[str, Any], key: str, default: bool) -> bool:
-    value = ev.get(key, default)
-    if type(value) is not bool:
-        raise BadEvent(f"{key} is not true or false")
-    return value
-
-
-def _file(value: Any, key: str) -> dict[str, Any]:
-    if type(value) is not dict:
-        raise BadEvent(f"{key} is not a file record")
-    path = value.get("path")
-    if type(path) is not str or len(path) > MAX_TEXT or not all(_PATH_PART.fullmatch(p) for p in path.split("/")):
-        raise BadEvent(f"{key} has no valid path inside the batch folder")
-    size, sha = value.get("bytes"), value.get("sha256")
-    if type(size) is not int or size < 0:
-        raise BadEvent(f"{key} has no valid byte count")
-    if type(sha) is not str or len(sha) > 128:
-        raise BadEvent(f"{key} has no valid sha256")
-    return value
-
-
-def _files(ev: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    value = ev.get(key)
-    if type(value) is not list or not value or len(value) > 100:
-        raise BadEvent(f"{key} missing or not a list of files")
-    return [_file(item, key) for item in value]
-
-
-def _detail(ev: dict[str, Any]) -> dict[str, Any] | None:
-    """Discount and cost breakdown: numbers only, a few dozen at most."""
+def _detail(event: Submitted | Succeeded) -> dict[str, Any] | None:
+    """Discount and cost breakdown as a hop keeps them."""
     out: dict[str, Any] = {}
-    if (discount := _number(ev, "discount")) is not None:
-        out["discount"] = discount
-    details = ev.get("cost_details")
-    if details is not None:
-        if type(details) is not dict or len(details) > 40:
-            raise BadEvent("cost_details is not a small mapping")
-        for value in details.values():
-            if type(value) not in (int, float) or not math.isfinite(value):
-                raise BadEvent("cost_details holds a value that is not a number")
-        out["costDetails"] = {str(k)[:60]: float(v) for k, v in details.items()}
+    if event.discount is not None:
+        out["discount"] = event.discount
+    if event.cost_details is not None:
+        out["costDetails"] = dict(event.cost_details)
     return out or None
-
-
-def _hop(st: TaskState, ev: dict[str, Any]) -> tuple[int, HopState]:
-    """The hop an event is about (1-based `hop`, 1 when absent) and its state."""
-    index = _whole(ev, "hop", 1, least=1) - 1
-    if index >= len(st.hops):
-        raise BadEvent(f"hop {index + 1} is beyond the task's {len(st.hops)}")
-    return index, st.hops[index]
 
 
 def _charge(book: Book, st: TaskState, job_id: str, amount: float) -> None:
@@ -381,59 +317,41 @@ def _charge(book: Book, st: TaskState, job_id: str, amount: float) -> None:
     st.charges[job_id] = amount
 
 
-def _touch(st: TaskState, ev: dict[str, Any]) -> None:
-    t: Any = ev.get("t")
-    if type(t) in (int, float) and math.isfinite(t):  # `type`, not isinstance: True is no time
-        st.updated = float(t)
+def _touch(st: TaskState, t: float | None) -> None:
+    if t is not None:
+        st.updated = t
 
 
-# Handlers: validate everything first, then change the state.
+# Handlers: everything an event carries was checked when it was built; what is left to
+# check is whether it fits the state it meets.
 
 
-def _on_batch(book: Book, _: TaskState | None, ev: dict[str, Any]) -> None:
-    version = ev.get("v")
-    if type(version) is not int or version < 1:
-        raise BadEvent("batch header without a valid version")
-    if version > VERSION:
-        raise _Newer(f"journal version {version} is newer than this batchgen (reads {VERSION})")
-    batch = _text(ev, "batch")
-    seed = ev.get("base_seed")
-    if seed is not None and (type(seed) is not int or not 0 <= seed < 2**32):
-        raise BadEvent("base_seed is not a seed")
-    if batch is not None and not is_safe_name(batch):
-        raise BadEvent("batch is not a valid batch name")
-    if batch is not None:
-        book.batch = batch
-    if seed is not None:
-        book.base_seed = seed
+def _on_batch(book: Book, _: TaskState | None, ev: BatchStarted, t: float | None) -> None:
+    if ev.v > VERSION:
+        raise _Newer(f"journal version {ev.v} is newer than this batchgen (reads {VERSION})")
+    if ev.batch is not None:
+        book.batch = ev.batch
+    if ev.base_seed is not None:
+        book.base_seed = ev.base_seed
 
 
-def _on_upload(book: Book, _: TaskState | None, ev: dict[str, Any]) -> None:
-    sha = ev.get("sha256")
-    if type(sha) is not str or not _HEX64.fullmatch(sha):
-        raise BadEvent("upload without a valid sha256")
-    book.uploads[sha] = _ident(ev, "asset_id")
+def _on_upload(book: Book, _: TaskState | None, ev: Uploaded, t: float | None) -> None:
+    book.uploads[ev.sha256] = ev.asset_id
 
 
-def _on_intent(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
-    assert st is not None
-    digest = _text(ev, "digest", required=True)
-    attempt = _whole(ev, "attempt", st.attempts + 1, least=1)
-    hops = _whole(ev, "hops", 1, least=1)
-    index = _whole(ev, "hop", 1, least=1) - 1
-    if hops > MAX_HOPS or index >= hops:
-        raise BadEvent("hop is beyond hops")
+def _on_intent(book: Book, st: TaskState, ev: Intent, t: float | None) -> None:
+    attempt = ev.attempt if ev.attempt is not None else st.attempts + 1
     if attempt <= st.attempts:
         return  # an intent already applied
-    if digest != st.digest or st.outcome is Status.DONE or len(st.hops) != hops:
-        held = book.hops_held + hops - len(st.hops)
+    if ev.digest != st.digest or st.outcome is Status.DONE or len(st.hops) != ev.hops:
+        held = book.hops_held + ev.hops - len(st.hops)
         if held > MAX_HOPS_HELD:
             raise BadEvent(f"more hops than a batch can have ({MAX_HOPS_HELD:,})")
         book.hops_held = held
-        st.hops = [HopState() for _ in range(hops)]  # a new (or regenerated) task starts afresh
+        st.hops = [HopState() for _ in range(ev.hops)]  # a new (or regenerated) task starts afresh
     elif st.outcome is Status.FAILED:
-        st.hops[index].failures = 0  # --retry-failed: this hop gets its retries again
-    hop = st.hops[index]
+        st.hops[ev.hop - 1].failures = 0  # --retry-failed: this hop gets its retries again
+    hop = st.hops[ev.hop - 1]
     hop.status, hop.job_id, hop.asset_ids, hop.cost, hop.detail, hop.file = (
         Status.SUBMITTING,
         None,
@@ -442,156 +360,120 @@ def _on_intent(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
         None,
         None,
     )
-    st.outcome, st.digest, st.attempts, st.reason, st.permanent = None, digest, attempt, None, False
-    st.intent_at = st.updated = float(ev["t"]) if type(ev.get("t")) in (int, float) else st.updated
+    st.outcome, st.digest, st.attempts, st.reason, st.permanent = None, ev.digest, attempt, None, False
+    st.intent_at = st.updated = t if t is not None else st.updated
 
 
-def _on_submitted(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
-    assert st is not None
-    job_id = _ident(ev, "job_id")
-    cost = _number(ev, "cost")
-    _flag(ev, "adopted", False)
-    detail = _detail(ev)
-    _, hop = _hop(st, ev)
-    if book.owners.setdefault(job_id, ev["task"]) != ev["task"]:
+def _on_submitted(book: Book, st: TaskState, ev: Submitted, t: float | None) -> None:
+    hop = _hop(st, ev)
+    if book.owners.setdefault(ev.job_id, ev.task) != ev.task:
         return  # another task's job: one job is never two tasks' (a server that repeats ids)
-    seen = job_id in st.job_ids
+    seen = ev.job_id in st.job_ids
     if not seen:
-        st.job_ids.append(job_id)
+        st.job_ids.append(ev.job_id)
     if hop.status is Status.SUBMITTING and st.outcome is None and not seen:  # a known job never answers a new intent
-        hop.status, hop.job_id, hop.cost, hop.detail = Status.IN_FLIGHT, job_id, cost, detail
-        _touch(st, ev)
-    elif hop.job_id == job_id and cost is not None:
-        hop.cost = cost
+        hop.status, hop.job_id, hop.cost, hop.detail = Status.IN_FLIGHT, ev.job_id, ev.cost, _detail(ev)
+        _touch(st, t)
+    elif hop.job_id == ev.job_id and ev.cost is not None:
+        hop.cost = ev.cost
 
 
-def _on_withdrawn(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
-    assert st is not None
-    _, hop = _hop(st, ev)
+def _on_withdrawn(book: Book, st: TaskState, ev: Withdrawn, t: float | None) -> None:
+    hop = _hop(st, ev)
     if hop.status is Status.SUBMITTING:
         hop.status = Status.NEW
-        _touch(st, ev)
+        _touch(st, t)
 
 
-def _on_succeeded(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
-    assert st is not None
-    job_id = _ident(ev, "job_id")
-    assets = _idents(ev, "asset_ids")
-    cost = _number(ev, "cost")
-    detail = _detail(ev)
-    _, hop = _hop(st, ev)
-    if hop.job_id != job_id or hop.status is not Status.IN_FLIGHT:
+def _on_succeeded(book: Book, st: TaskState, ev: Succeeded, t: float | None) -> None:
+    hop = _hop(st, ev)
+    if hop.job_id != ev.job_id or hop.status is not Status.IN_FLIGHT:
         return  # about another job, or already applied
-    hop.status, hop.asset_ids = Status.DOWNLOADING, assets
-    if cost is not None:
-        hop.cost = cost
-    if detail:
+    hop.status, hop.asset_ids = Status.DOWNLOADING, ev.asset_ids
+    if ev.cost is not None:
+        hop.cost = ev.cost
+    if detail := _detail(ev):
         hop.detail = {**(hop.detail or {}), **detail}
-    _charge(book, st, job_id, hop.cost or 0.0)
-    _touch(st, ev)
+    _charge(book, st, ev.job_id, hop.cost or 0.0)
+    _touch(st, t)
 
 
-def _on_job_failed(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
-    assert st is not None
-    job_id = _ident(ev, "job_id")
-    reason = _text(ev, "reason")
-    refunded = _flag(ev, "refunded", True)
-    cost = _number(ev, "cost")
-    _, hop = _hop(st, ev)
-    if not refunded:
-        book.kept += (cost or 0.0) - st.charges.get(job_id, 0.0)  # once per job, however often it is told
-        _charge(book, st, job_id, cost or 0.0)  # the API kept the charge (billing.disableRefund)
-    if hop.job_id != job_id or hop.status is not Status.IN_FLIGHT:
+def _on_job_failed(book: Book, st: TaskState, ev: JobFailed, t: float | None) -> None:
+    hop = _hop(st, ev)
+    if not ev.refunded:
+        book.kept += (ev.cost or 0.0) - st.charges.get(ev.job_id, 0.0)  # once per job, however often it is told
+        _charge(book, st, ev.job_id, ev.cost or 0.0)  # the API kept the charge (billing.disableRefund)
+    if hop.job_id != ev.job_id or hop.status is not Status.IN_FLIGHT:
         return
     hop.status, hop.job_id, hop.cost = Status.NEW, None, None
     hop.failures += 1
-    st.reason = reason
-    _touch(st, ev)
+    st.reason = ev.reason
+    _touch(st, t)
 
 
-def _on_hop_done(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
-    assert st is not None
-    record = _file(ev.get("file"), "file")
-    _, hop = _hop(st, ev)
+def _on_hop_done(book: Book, st: TaskState, ev: HopDone, t: float | None) -> None:
+    hop = _hop(st, ev)
     if hop.status is Status.DOWNLOADING:
-        hop.status, hop.file = Status.DONE, record
-        _touch(st, ev)
+        hop.status, hop.file = Status.DONE, dict(ev.file)
+        _touch(st, t)
 
 
-def _on_hop_unusable(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
-    """A chain hop landed and cannot be used: paid for, and to be made again (or the task fails)."""
-    assert st is not None
-    job_id = _ident(ev, "job_id")
-    reason = _text(ev, "reason")
-    _, hop = _hop(st, ev)
-    if hop.job_id != job_id or hop.status is not Status.DOWNLOADING:
+def _on_hop_unusable(book: Book, st: TaskState, ev: HopUnusable, t: float | None) -> None:
+    hop = _hop(st, ev)
+    if hop.job_id != ev.job_id or hop.status is not Status.DOWNLOADING:
         return  # about another job, or already applied
     hop.status, hop.job_id, hop.asset_ids, hop.cost, hop.detail, hop.file = Status.NEW, None, (), None, None, None
     hop.redos += 1
-    st.reason = reason
-    _touch(st, ev)
+    st.reason = ev.reason
+    _touch(st, t)
 
 
-def _on_done(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
-    assert st is not None
-    digest = _text(ev, "digest")
-    files = _files(ev, "files")
-    sidecar = _file(ev["sidecar"], "sidecar") if ev.get("sidecar") is not None else None
-    _number(ev, "cost")
-    job_id = ev.get("job_id")
-    if job_id is not None and not is_safe_id(job_id):
-        raise BadEvent("job_id is not a valid id")
+def _on_done(book: Book, st: TaskState, ev: Done, t: float | None) -> None:
     if st.outcome is not None or not st.succeeded:
         return  # already done, or about jobs this task no longer waits for
-    if job_id is not None and st.hops[-1].job_id != job_id:
+    if ev.job_id is not None and st.hops[-1].job_id != ev.job_id:
         return
     for hop in st.hops:
         hop.status = Status.DONE
     st.outcome, st.reason = Status.DONE, None
-    st.done_digest = st.digest = digest or st.digest
-    st.files, st.sidecar = files, sidecar
-    _touch(st, ev)
+    st.done_digest = st.digest = ev.digest or st.digest
+    st.files = [dict(f) for f in ev.files]
+    st.sidecar = dict(ev.sidecar) if ev.sidecar is not None else None
+    _touch(st, t)
 
 
-def _on_failed(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
-    assert st is not None
-    reason = _text(ev, "reason") or "failed"
-    permanent = _flag(ev, "permanent", False)
-    attempt = _whole(ev, "attempt", st.attempts)
+def _on_failed(book: Book, st: TaskState, ev: Failed, t: float | None) -> None:
+    attempt = ev.attempt if ev.attempt is not None else st.attempts
     if attempt != st.attempts or st.outcome is not None:
         return  # about an earlier attempt, or already settled
     hop = st.current
     if hop.status in (Status.SUBMITTING, Status.IN_FLIGHT):
         hop.status, hop.job_id, hop.cost = Status.NEW, None, None
-    st.outcome, st.reason, st.permanent = Status.FAILED, reason, permanent
-    _touch(st, ev)
+    st.outcome, st.reason, st.permanent = Status.FAILED, ev.reason, ev.permanent
+    _touch(st, t)
 
 
-def _on_deferred(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
-    """The run left the task as it is, for the next run (a lost answer, a failed download)."""
-    assert st is not None
-    st.deferred = _text(ev, "reason") or "left for the next run"
-    _touch(st, ev)
+def _on_deferred(book: Book, st: TaskState, ev: Deferred, t: float | None) -> None:
+    st.deferred = ev.reason
+    _touch(st, t)
 
 
-def _on_status(book: Book, st: TaskState | None, ev: dict[str, Any]) -> None:
+def _on_status(book: Book, st: TaskState, ev: Progress, t: float | None) -> None:
     """Informational (a running job's progress): nothing changes."""
 
 
-_HANDLERS: dict[str, Callable[[Book, TaskState | None, dict[str, Any]], None]] = {
-    "batch": _on_batch,
-    "upload": _on_upload,
-    "intent": _on_intent,
-    "submitted": _on_submitted,
-    "withdrawn": _on_withdrawn,
-    "succeeded": _on_succeeded,
-    "job_failed": _on_job_failed,
-    "hop_done": _on_hop_done,
-    "hop_unusable": _on_hop_unusable,
-    "done": _on_done,
-    "failed": _on_failed,
-    "deferred": _on_deferred,
-    "status": _on_status,
+_HANDLERS: dict[type[Event], Callable[[Book, Any, Any, float | None], None]] = {
+    BatchStarted: _on_batch,
+    Uploaded: _on_upload,
+    Intent: _on_intent,
+    Submitted: _on_submitted,
+    Withdrawn: _on_withdrawn,
+    Succeeded: _on_succeeded,
+    JobFailed: _on_job_failed,
+    HopDone: _on_hop_done,
+    HopUnusable: _on_hop_unusable,
+    Done: _on_done,
+    Failed: _on_failed,
+    Deferred: _on_deferred,
+    Progress: _on_status,
 }
-_BOOK_EVENTS = frozenset({"batch", "upload"})
-EVENTS = frozenset(_HANDLERS)

@@ -23,6 +23,7 @@ from .. import __version__
 from ..audio.stitch import Unusable, check_hop, size_and_sha256
 from ..audio.wavfile import WavError
 from ..core.errors import BatchgenError, DownloadError
+from ..core.events import Done, HopDone, HopUnusable
 from ..core.retry import Backoff
 from ..core.state import STATE_DIR, TaskState
 from ..core.task import Task
@@ -101,13 +102,15 @@ class Finisher:
                 check_hop, self.folder / landed.path, plan.duration, plan.context or 0.0, first
             )
         except Unusable as err:
-            self._ledger.record("hop_unusable", task.name, hop=hop + 1, job_id=st.hops[hop].job_id, reason=str(err))
+            self._ledger.record(
+                HopUnusable(task=task.name, hop=hop + 1, job_id=st.hops[hop].job_id or "", reason=str(err))
+            )
             return Fetched.UNUSABLE
         if wav != self.folder / landed.path:  # decoded (MP3, FLAC, Ogg): the WAV is what is kept
             files.unlink_quietly(self.folder / landed.path)
         size, digest = await asyncio.to_thread(size_and_sha256, wav)
         kept = FileInfo(str(wav.relative_to(self.folder)), size, digest, "audio/wav", landed.asset_id)
-        self._ledger.record("hop_done", task.name, hop=hop + 1, file=kept.as_dict())
+        self._ledger.record(HopDone(task=task.name, hop=hop + 1, file=kept.as_dict()))
         return Fetched.DONE if await self.stitch(task) else Fetched.HOP  # stitched once every hop is in
 
     async def stitch(self, task: Task) -> bool:
@@ -156,13 +159,14 @@ class Finisher:
         name = f"{task.name}.json"
         files.write_atomic(os.path.join(self.folder, name), data, durable=False)
         self._ledger.record(
-            "done",
-            task.name,
-            digest=task.digest,
-            files=[f.as_dict() for f in made],
-            sidecar={"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
-            cost=st.spent,
-            job_id=st.hops[-1].job_id,
+            Done(
+                task=task.name,
+                digest=task.digest,
+                files=tuple(f.as_dict() for f in made),
+                sidecar={"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+                cost=st.spent,
+                job_id=st.hops[-1].job_id,
+            )
         )
 
 

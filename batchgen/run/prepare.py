@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ..core.errors import ApiError, BatchgenError, CredentialsError
+from ..core.events import Submitted, Uploaded
 from ..core.task import Task
 from ..scenario.reconcile import Unsure
 from ..store.cost import shape
@@ -70,7 +71,7 @@ class Prepare:
                 for task in group:
                     self._fail(task.name, f"upload of input audio {path} failed: {err}")
                 continue
-            await ledger.commit("upload", sha256=sha, asset_id=asset_id, path=path)
+            await ledger.commit(Uploaded(sha256=sha, asset_id=asset_id, path=str(path)))
             parts.reporter.event("uploaded", path=path, asset=asset_id)
 
     async def reconcile(self, plan: Plan) -> None:
@@ -96,7 +97,7 @@ class Prepare:
             if job is None:
                 plan.submit.append((task, hop))
                 continue
-            await ledger.commit("submitted", task.name, hop=hop + 1, job_id=job.id, cost=job.charge, adopted=True)
+            await ledger.commit(Submitted(task=task.name, hop=hop + 1, job_id=job.id, cost=job.charge, adopted=True))
             self.parts.reporter.event("adopted", task.name, job=job.id)
             plan.poll.append((task, hop))
 

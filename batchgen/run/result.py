@@ -49,5 +49,7 @@ class RunResult:
                 self.done += 1
             elif st.status is Status.FAILED:
                 self.failed[name] = st.reason or "failed"
+            elif st.deferred:  # left as it is for the next run: not done
+                self.failed[name] = st.deferred
             for hop in st.hops:
                 self.discount += float((hop.detail or {}).get("discount", 0.0))

@@ -11,11 +11,12 @@ ledger; the runner keeps its queues and what its workers are doing right now.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
+from ..core import events
 from ..core.errors import ApiError, BatchgenError, CredentialsError, DiskError, DownloadError, ErrorKind, HeldOff
 from ..core.state import STATE_DIR
 from ..core.task import Task
@@ -58,7 +59,6 @@ class Runner:
         self._confirm = confirm
         self.tasks: list[Task] = []
         self.ledger: Ledger | None = None
-        self._deferred: dict[str, str] = {}  # tasks left as the journal has them, for the next run, and why
         self._open: set[str] = set()  # tasks this run still works on
         self._finished = asyncio.Event()
         self._halt = Halt.RUNNING  # why submitting stopped, if it did: the one halt state
@@ -104,7 +104,8 @@ class Runner:
         for task in plan.missing:
             self.reporter.event("missing", task.name, message="file gone or cut short; fetching it again (no charge)")
         self._open = plan.open
-        prepare = Prepare(parts, fail=self._fail_permanently, defer=self._defer, confirm=self._confirm)
+        fail = functools.partial(self._fail, permanent=True)
+        prepare = Prepare(parts, fail=fail, defer=self._defer, confirm=self._confirm)
         stop = Stop(self.config.grace, self._on_signal)
         try:
             with stop.signals():
@@ -124,7 +125,6 @@ class Runner:
             raise self._disk_error
         result = RunResult(total=len(self.tasks), elapsed=time.monotonic() - t0, interrupted=interrupted)
         result.count(ledger, self.tasks, plan.skipped, plan.failed)
-        result.failed.update(self._deferred)
         result.paid_failures = ledger.book.kept - self._kept0  # this run's, like `spent`
         result.batch_spent = ledger.book.spent
         result.spent, result.calls = result.batch_spent - spent0, dict(self.client.calls)
@@ -206,19 +206,23 @@ class Runner:
         match outcome:
             case Succeeded(job):
                 cost = job.charge if job.charge is not None else watch.cost
-                details: dict[str, Any] = {"cost_details": dict(job.cost_details)} if job.cost_details else {}
+                details = dict(job.cost_details) if job.cost_details else None
                 parts.ledger.record(
-                    "succeeded", name, hop=hop + 1, job_id=job.id, asset_ids=list(job.asset_ids), cost=cost, **details
+                    events.Succeeded(
+                        task=name, hop=hop + 1, job_id=job.id, asset_ids=job.asset_ids, cost=cost, cost_details=details
+                    )
                 )
                 parts.finisher.mark(name, "succeeded")
                 parts.download_q.put_nowait((task, hop))  # a chain goes on once this hop has landed, checked
             case Failed(reason, refunded, charge):
                 parts.ledger.record(
-                    "job_failed", name, hop=hop + 1, job_id=watch.job_id, reason=reason, refunded=refunded, cost=charge
+                    events.JobFailed(
+                        task=name, hop=hop + 1, job_id=watch.job_id, reason=reason, refunded=refunded, cost=charge
+                    )
                 )
                 self._retry_or_fail(watch, reason, paid=None if refunded else charge)
             case Gone(reason):
-                parts.ledger.record("job_failed", name, hop=hop + 1, job_id=watch.job_id, reason=reason, refunded=True)
+                parts.ledger.record(events.JobFailed(task=name, hop=hop + 1, job_id=watch.job_id, reason=reason))
                 self._retry_or_fail(watch, reason, paid=None)
             case Canceled(reason) | TimedOut(reason):
                 self._fail(name, _hop_named(task.hop_count, hop, reason), permanent=False)
@@ -294,18 +298,16 @@ class Runner:
     def _fail(self, name: str, reason: str, *, permanent: bool) -> None:
         assert self.ledger is not None
         st = self.ledger.state(name)
-        self.ledger.record("failed", name, reason=reason, permanent=permanent, attempt=st.attempts if st else 0)
+        self.ledger.record(
+            events.Failed(task=name, reason=reason, permanent=permanent, attempt=st.attempts if st else 0)
+        )
         self.reporter.event("failed", name, reason=reason, error=True)
         self._settle(name)
 
-    def _fail_permanently(self, name: str, reason: str) -> None:
-        self._fail(name, reason, permanent=True)
-
     def _defer(self, name: str, reason: str) -> None:
         """Leave a task as the journal has it, for the next run; it counts as not done."""
-        self._deferred[name] = reason
         assert self.ledger is not None
-        self.ledger.record("deferred", name, reason=reason)  # `status` says why it waits
+        self.ledger.record(events.Deferred(task=name, reason=reason))  # `status` says why it waits
         self.reporter.event("deferred", name, reason=reason, error=True)
         self._settle(name)
 
@@ -380,7 +382,7 @@ class Runner:
         parts, counts, recorded = self._parts, self._counts, self._parts.ledger.recorded
         counts.total = len(self.tasks)
         counts.done = recorded["done"] - self._recorded0["done"]
-        counts.failed = recorded["failed"] - self._recorded0["failed"] + len(self._deferred)
+        counts.failed = sum(recorded[kind] - self._recorded0[kind] for kind in ("failed", "deferred"))
         counts.queued = parts.submit_q.qsize()
         counts.submitting, counts.downloading = self._submitting, self._downloading
         counts.running = len(parts.watcher.running)

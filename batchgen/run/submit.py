@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..core.errors import ApiError, BatchgenError, CredentialsError, HeldOff, MalformedAnswer
+from ..core.events import Intent, Submitted, Withdrawn
 from ..core.retry import Backoff, Retrying, rate_limited, transient
 from ..core.task import Task
 from ..scenario.client import ScenarioClient
@@ -78,17 +79,20 @@ class Submitter:
         attempt = (st.attempts if st else 0) + 1
         since = time.time()
         await self._ledger.commit(
-            "intent", task.name, hop=hop + 1, hops=task.hop_count, digest=task.digest, attempt=attempt
+            Intent(task=task.name, hop=hop + 1, hops=task.hop_count, digest=task.digest, attempt=attempt)
         )
         sent = await self._post(task, hop, body, since)
-        fields: dict[str, object] = {"hop": hop + 1, "job_id": sent.job_id, "cost": sent.cost}
-        if sent.adopted:
-            fields["adopted"] = True
-        if sent.discount:
-            fields["discount"] = sent.discount
-        if sent.details:
-            fields["cost_details"] = dict(sent.details)
-        await self._ledger.commit("submitted", task.name, **fields)
+        await self._ledger.commit(
+            Submitted(
+                task=task.name,
+                hop=hop + 1,
+                job_id=sent.job_id,
+                cost=sent.cost,
+                adopted=sent.adopted,
+                discount=sent.discount or None,
+                cost_details=dict(sent.details) if sent.details else None,
+            )
+        )
         return sent
 
     async def _post(self, task: Task, hop: int, body: Mapping[str, object], since: float) -> Sent:
@@ -106,7 +110,7 @@ class Submitter:
                     slot = await self._admission.admit(self._halt)
                     if slot is None:
                         if not unsure:
-                            self._ledger.record("withdrawn", task.name, hop=hop + 1)  # nothing was sent
+                            self._ledger.record(Withdrawn(task=task.name, hop=hop + 1))  # nothing was sent
                             raise Stopped("stopping before the POST")
                         raise Unresolved("stopping while a submission's fate is unknown")
                     try:
@@ -126,7 +130,7 @@ class Submitter:
         except HeldOff:
             if unsure:  # an earlier POST may have made a job: the next run looks for it first
                 raise Unresolved("the API asked to come back later while a submission's fate is unknown") from None
-            self._ledger.record("withdrawn", task.name, hop=hop + 1)  # a 429 creates nothing
+            self._ledger.record(Withdrawn(task=task.name, hop=hop + 1))  # a 429 creates nothing
             raise
         raise AssertionError("unreachable: Retrying ends by returning or raising")
 

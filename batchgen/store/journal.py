@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from ..core.errors import DiskError
 from ..core.state import JOURNAL, STATE_DIR
 from . import files
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def journal_path(batch_dir: Path) -> Path:
@@ -32,15 +28,6 @@ def read_lines(batch_dir: Path) -> list[bytes] | None:
     """The journal's lines, or None when the batch has none yet (never follows a symlink)."""
     data = files.read_regular(journal_path(batch_dir))
     return None if data is None else data.splitlines()
-
-
-def encode(kind: str, task: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-    """The event as stored (with its time and, when it is about one, its task) and its line."""
-    if task is None:
-        ev = {"ev": kind, "t": round(time.time(), 3), **fields}
-    else:
-        ev = {"ev": kind, "t": round(time.time(), 3), "task": task, **fields}
-    return ev, _ENCODER.encode(ev).encode() + b"\n"
 
 
 class Syncer:

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .. import __version__
 from ..core.errors import JournalError
-from ..core.state import VERSION, Book, PlanStatus, Status, TaskState, apply, plan_status, replay
+from ..core.events import BatchStarted, Event, encode
+from ..core.state import VERSION, Book, PlanStatus, Status, TaskState, admit, apply, plan_status, replay
 from ..core.task import Task
-from .journal import Journal, encode, journal_path, read_lines
+from .journal import Journal, journal_path, read_lines
 
 PLAN_STATUSES = tuple(PlanStatus)
 TO_GENERATE = frozenset({PlanStatus.NEW, PlanStatus.CHANGED, PlanStatus.MISSING, PlanStatus.FAILED})  # a run does
@@ -99,24 +100,27 @@ class Ledger:
     def state(self, name: str) -> TaskState | None:
         return self._book.tasks.get(name)
 
-    def record(self, kind: str, task: str | None = None, *, durable: bool = False, **fields: Any) -> None:
+    def record(self, event: Event, *, durable: bool = False) -> None:
         """Append an event to the journal, then apply it: the one way task state changes.
 
-        Written first: if the disk refuses, memory is left as the journal has it.
+        The event's fields were checked when it was built, and whether it fits the state
+        it meets is checked here, before a byte is written (`BadEvent`). Written before it
+        is applied: if the disk refuses, memory is left as the journal has it.
         """
         if self._journal is None:
             raise RuntimeError("this ledger was opened read-only")
         book = self._book
-        book.lines += 1
-        fields["n"] = book.lines  # no two events are ever the same line: an exact copy is a duplicate
-        ev, line = encode(kind, task, fields)
+        admit(book, event)
+        t = round(time.time(), 3)
+        line = encode(event, t=t, n=book.lines + 1)  # no two lines alike: an exact copy is a duplicate
         self._journal.write(line, durable=durable)
-        apply(self._book, ev)
-        self.recorded[kind] += 1
+        book.lines += 1
+        apply(book, event, t)
+        self.recorded[event.kind] += 1
 
-    async def commit(self, kind: str, task: str | None = None, **fields: Any) -> None:
+    async def commit(self, event: Event) -> None:
         """`record`, then wait until the event is on disk (fsyncs grouped with others)."""
-        self.record(kind, task, **fields)
+        self.record(event)
         assert self._journal is not None
         await self._journal.sync()
 
@@ -128,7 +132,7 @@ class Ledger:
         """Write the batch header when the journal has none, or a base seed it does not know."""
         book = self._book
         if book.batch is None or (base_seed is not None and base_seed != book.base_seed):
-            self.record("batch", durable=True, v=VERSION, batch=batch, base_seed=base_seed, version=__version__)
+            self.record(BatchStarted(v=VERSION, batch=batch, base_seed=base_seed, version=__version__), durable=True)
 
     def close(self) -> None:
         if self._journal is not None:

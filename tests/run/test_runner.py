@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchgen import load
+from batchgen.core.events import Intent
 from batchgen.core.state import Status
 from batchgen.run.progress import Reporter
 from batchgen.run.runner import Runner
@@ -222,7 +223,7 @@ async def test_every_request_carries_the_project_and_reconciliation_stays_in_it(
     folder = tmp_path / "out" / "proj"
     ledger = Ledger.open(folder, "proj")
     ledger.start("proj", None)
-    ledger.record("intent", "a", digest=expand(task)[0].digest, attempt=1, durable=True)  # a POST never answered
+    ledger.record(Intent(task="a", digest=expand(task)[0].digest, attempt=1), durable=True)  # a POST never answered
     ledger.close()
     async with ScenarioClient(served.url, Credentials(KEY, SECRET), project="proj_music") as client:
         result = await Runner(task, client, fast(tmp_path / "out"), Reporter(quiet=True)).run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchgen import expand, load
+from batchgen.core.events import Failed, Intent, Submitted, Succeeded
 from batchgen.run.triage import triage
 from batchgen.store.ledger import Ledger
 
@@ -20,11 +21,11 @@ def test_each_task_goes_where_its_state_says(tmp_path: Path) -> None:
     ledger = Ledger.open(tmp_path / "t", "t")
     ledger.start("t", None)
     for name in ("running", "unsure", "made", "broken"):
-        ledger.record("intent", name, hop=1, hops=1, digest=tasks[name].digest, attempt=1)
+        ledger.record(Intent(task=name, hop=1, hops=1, digest=tasks[name].digest, attempt=1))
     for name in ("running", "made", "broken"):
-        ledger.record("submitted", name, hop=1, job_id=f"job_{name}", cost=1.0)
-    ledger.record("succeeded", "made", hop=1, job_id="job_made", asset_ids=["asset_made"], cost=1.0)
-    ledger.record("failed", "broken", reason="job failed 2 time(s)", permanent=False, attempt=1)
+        ledger.record(Submitted(task=name, hop=1, job_id=f"job_{name}", cost=1.0))
+    ledger.record(Succeeded(task="made", hop=1, job_id="job_made", asset_ids=["asset_made"], cost=1.0))
+    ledger.record(Failed(task="broken", reason="job failed 2 time(s)", permanent=False, attempt=1))
     ledger.close()
 
     def names(steps: list) -> list[str]:  # type: ignore[type-arg]

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchgen.core.errors import DiskError
+from batchgen.core.events import Failed, Intent, JobFailed, Submitted, Succeeded, decode
 from batchgen.core.state import Book, Status, apply, replay
 from batchgen.store.journal import Syncer, journal_path
 from batchgen.store.ledger import Ledger
@@ -70,7 +71,7 @@ def _event(ledger: Ledger, rng: random.Random) -> tuple[str, str | None, dict[st
 def _drive(ledger: Ledger, rng: random.Random, steps: int) -> None:
     for _ in range(steps):
         kind, name, fields = _event(ledger, rng)
-        ledger.record(kind, name, **fields)
+        ledger.record(decode({"ev": kind, "task": name, **fields}).event)
 
 
 def _same(a: Book, b: Book) -> None:
@@ -114,9 +115,9 @@ def test_a_crash_at_any_byte_then_a_resume_tells_one_story(
     expected = Book()
     *whole, tail = kept.split(b"\n")
     for line in whole:
-        apply(expected, json.loads(line))
+        apply(expected, *decode(json.loads(line))[:2])
     with contextlib.suppress(ValueError):  # cut just before its newline: the event was written whole
-        apply(expected, json.loads(tail))  # (a torn line never happened)
+        apply(expected, *decode(json.loads(tail))[:2])  # (a torn line never happened)
     crashed = Ledger.read(folder, "b")
     _same(expected, crashed.book)
     resumed = Ledger.open(folder, "b")
@@ -129,7 +130,7 @@ def test_a_line_the_disk_refuses_never_reaches_the_file_later(tmp_path: Path, mo
     """A write that fails part-way (a full disk) leaves at most a fragment, on a line of its
     own: the event is not in memory, is never written later, and the next line replays."""
     ledger = Ledger.open(tmp_path, "b")
-    ledger.record("intent", "a", hop=1, hops=1, digest="d1", attempt=1)
+    ledger.record(Intent(task="a", hop=1, hops=1, digest="d1", attempt=1))
     real_write = os.write
     tries: list[int] = []
 
@@ -141,11 +142,11 @@ def test_a_line_the_disk_refuses_never_reaches_the_file_later(tmp_path: Path, mo
 
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(DiskError):
-        ledger.record("submitted", "a", hop=1, job_id="job_lost", cost=1.0)
+        ledger.record(Submitted(task="a", hop=1, job_id="job_lost", cost=1.0))
     monkeypatch.undo()
     st_ = ledger.state("a")
     assert st_ is not None and st_.hops[0].status is Status.SUBMITTING  # memory is as the journal has it
-    ledger.record("submitted", "a", hop=1, job_id="job_kept", cost=2.0)
+    ledger.record(Submitted(task="a", hop=1, job_id="job_kept", cost=2.0))
     ledger.close()
     lines = journal_path(tmp_path).read_bytes().splitlines()
     assert len(lines) == 3 and not lines[1].endswith(b"}")  # the fragment, alone on its line
@@ -178,13 +179,13 @@ def test_a_changed_task_and_a_retried_task_start_their_job_retries_afresh(tmp_pa
     """Failures under an old digest do not count against the new one, live and replayed alike."""
     ledger = Ledger.open(tmp_path, "b")
     for attempt, digest in ((1, "old"), (2, "old"), (3, "new")):
-        ledger.record("intent", "a", digest=digest, attempt=attempt)
-        ledger.record("submitted", "a", job_id=f"job_{attempt}", cost=1.0)
-        ledger.record("job_failed", "a", job_id=f"job_{attempt}", reason="x", refunded=True)
+        ledger.record(Intent(task="a", digest=digest, attempt=attempt))
+        ledger.record(Submitted(task="a", job_id=f"job_{attempt}", cost=1.0))
+        ledger.record(JobFailed(task="a", job_id=f"job_{attempt}", reason="x", refunded=True))
     live = ledger.state("a")
     assert live is not None and live.hops[0].failures == 1
-    ledger.record("failed", "a", reason="gave up", attempt=3)
-    ledger.record("intent", "a", digest="new", attempt=4)  # --retry-failed
+    ledger.record(Failed(task="a", reason="gave up", attempt=3))
+    ledger.record(Intent(task="a", digest="new", attempt=4))  # --retry-failed
     assert ledger.state("a").hops[0].failures == 0  # type: ignore[union-attr]
     ledger.close()
     assert Ledger.read(tmp_path, "b").state("a") == ledger.state("a")
@@ -195,8 +196,8 @@ def test_a_job_id_belongs_to_one_task_for_good(tmp_path: Path) -> None:
     is not applied (live and replayed alike), so the task waits as unsubmitted, not on another's job."""
     ledger = Ledger.open(tmp_path, "b")
     for name in ("a", "b"):
-        ledger.record("intent", name, digest="d", attempt=1)
-        ledger.record("submitted", name, job_id="job_same", cost=1.0)
+        ledger.record(Intent(task=name, digest="d", attempt=1))
+        ledger.record(Submitted(task=name, job_id="job_same", cost=1.0))
     assert ledger.owners == {"job_same": "a"}
     a, b = ledger.state("a"), ledger.state("b")
     assert a is not None and a.hops[0].job_id == "job_same" and a.hops[0].status is Status.IN_FLIGHT
@@ -209,16 +210,16 @@ def test_a_job_id_belongs_to_one_task_for_good(tmp_path: Path) -> None:
 def test_spending_counts_each_job_once_and_keeps_unrefunded_failures(tmp_path: Path) -> None:
     """A refunded failure costs nothing, a failure the API kept costs its charge, a success its cost."""
     ledger = Ledger.open(tmp_path, "b")
-    ledger.record("intent", "a", digest="d", attempt=1)
-    ledger.record("submitted", "a", job_id="job_1", cost=4.0)
-    ledger.record("job_failed", "a", job_id="job_1", reason="x", refunded=False, cost=4.0)
-    ledger.record("intent", "a", digest="d", attempt=2)
-    ledger.record("submitted", "a", job_id="job_2", cost=4.0)
-    ledger.record("job_failed", "a", job_id="job_2", reason="x", refunded=True)
-    ledger.record("intent", "a", digest="d", attempt=3)
-    ledger.record("submitted", "a", job_id="job_3", cost=4.0)
-    ledger.record("succeeded", "a", job_id="job_3", asset_ids=["asset_1"], cost=4.0)
-    ledger.record("succeeded", "a", job_id="job_3", asset_ids=["asset_1"], cost=4.0)  # said twice
+    ledger.record(Intent(task="a", digest="d", attempt=1))
+    ledger.record(Submitted(task="a", job_id="job_1", cost=4.0))
+    ledger.record(JobFailed(task="a", job_id="job_1", reason="x", refunded=False, cost=4.0))
+    ledger.record(Intent(task="a", digest="d", attempt=2))
+    ledger.record(Submitted(task="a", job_id="job_2", cost=4.0))
+    ledger.record(JobFailed(task="a", job_id="job_2", reason="x", refunded=True))
+    ledger.record(Intent(task="a", digest="d", attempt=3))
+    ledger.record(Submitted(task="a", job_id="job_3", cost=4.0))
+    ledger.record(Succeeded(task="a", job_id="job_3", asset_ids=["asset_1"], cost=4.0))
+    ledger.record(Succeeded(task="a", job_id="job_3", asset_ids=["asset_1"], cost=4.0))  # said twice
     assert ledger.book.spent == 8.0
     ledger.close()
     assert Ledger.read(tmp_path, "b").book.spent == 8.0
@@ -232,7 +233,9 @@ async def test_commits_of_one_moment_share_one_fsync_round(tmp_path: Path) -> No
     assert journal is not None
     syncer = journal._syncer
     before = syncer.rounds
-    await asyncio.gather(*(ledger.commit("intent", f"t{i}", hop=1, hops=1, digest="d", attempt=1) for i in range(40)))
+    await asyncio.gather(
+        *(ledger.commit(Intent(task=f"t{i}", hop=1, hops=1, digest="d", attempt=1)) for i in range(40))
+    )
     assert syncer.rounds - before == 1
     assert not syncer._busy
     ledger.close()
