@@ -206,6 +206,29 @@ def cpu_per_task(n: int, work: Path) -> str:
     )
 
 
+def cpu_pairs(work: Path, n: int = 300, m: int = 64, job: float = 1.0, pairs: int = 6) -> str:
+    """CPU per task of batchgen and the naive client with no rate limit in the way, run in
+    alternating pairs (each on a fresh simulator), medians reported."""
+    ratios, ours, naive = [], [], []
+    for i in range(pairs):
+        runs = {}
+        for who in ("ours", "naive") if i % 2 == 0 else ("naive", "ours"):
+            if who == "naive":
+                runs[who] = _naive(work, n, m, job)
+            else:
+                with simulator(job) as (_, env):
+                    runs[who] = batchgen(env, work, n, 100, m)
+        assert runs["ours"][2] == 0 and runs["naive"][2] == 0, runs
+        ours.append(runs["ours"][1] / n)
+        naive.append(runs["naive"][1] / n)
+        ratios.append(ours[-1] / naive[-1])
+    return (
+        f"| CPU per task, N={n}, M={m}, J={job:g} s, no rate limit | batchgen {statistics.median(ours) * 1000:.2f} ms, "
+        f"naive {statistics.median(naive) * 1000:.2f} ms: {statistics.median(ratios):.2f}x "
+        f"| medians of {pairs} alternating pairs, {min(ratios):.2f}x to {max(ratios):.2f}x"
+    )
+
+
 def scale(work: Path, n: int) -> list[str]:
     rows = []
     csv = work / "rows.csv"
@@ -351,6 +374,7 @@ async def _download_child(size_mb: int) -> None:
     await site.start()
     port = runner.addresses[0][1]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     with tempfile.TemporaryDirectory() as tmp:
         async with ScenarioClient(f"http://127.0.0.1:{port}/v1", Credentials("k", "s")) as client:
             asset = Asset("asset_big", f"http://127.0.0.1:{port}/big.wav", "audio/wav", size=len(header) + data_bytes)
@@ -365,11 +389,16 @@ async def _download_child(size_mb: int) -> None:
                 folder=Path(tmp),
             )
             wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    after = usage.ru_maxrss
+    cpu = usage.ru_utime + usage.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     await runner.cleanup()
     growth = (after - before) / 1024
     speed = info.bytes / wall / 1e6
-    print(f"| download memory, {size_mb} MB asset | +{growth:.1f} MB peak RSS | {speed:.0f} MB/s, server in-process")
+    print(
+        f"| download memory, {size_mb} MB asset | +{growth:.1f} MB peak RSS | {speed:.0f} MB/s, "
+        f"{cpu / (info.bytes / 1e6) * 1000:.2f} CPU ms per MB (server in-process, its CPU included)"
+    )
 
 
 def main() -> None:
@@ -377,6 +406,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--makespan", action="store_true", help="the makespan rows alone")
     parser.add_argument("--others", action="store_true", help="everything but the makespan rows")
+    parser.add_argument("--cpu", action="store_true", help="the CPU-per-task pairs and the download rows alone")
     parser.add_argument("--download-child", type=int)
     args = parser.parse_args()
     if args.download_child:
@@ -392,6 +422,10 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.cpu:
+            print(cpu_pairs(work, pairs=2 if args.quick else 6), flush=True)
+            print(download_memory(50 if args.quick else 500), flush=True)
+            return
         print(
             "| scenario | bound | bound with the dry run | batchgen (whole process) | / bound "
             "| schedule / bound with the dry run | rate 429s | naive baseline | batchgen / naive "

@@ -12,6 +12,7 @@ scrubbed from every string a server sends back.
 from __future__ import annotations
 
 import base64
+import errno
 import itertools
 import math
 import os
@@ -27,7 +28,9 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import aiofiles
 import aiohttp
+from aiofiles.threadpool.binary import AsyncBufferedReader
 
 from ..core import text
 from ..core.errors import ApiError, CredentialsError, DownloadError, ErrorKind, MalformedAnswer, UsageError
@@ -50,6 +53,7 @@ class JobStatus(StrEnum):
 
 TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.CANCELED})
 MAX_BODY = 16 * 1024 * 1024  # bytes of one API answer, after decompression
+UPLOAD_CHUNK = 1024 * 1024  # bytes of an upload read from disk at a time
 MAX_TEXT = 500  # characters kept of any text a server sends (reasons, errors)
 MAX_ASSETS = 16  # asset ids kept of one job (MusicGen makes one; a list of thousands is not a job's)
 MAX_DETAILS = 40  # entries kept of a cost breakdown
@@ -637,8 +641,9 @@ class ScenarioClient:
         self.calls["upload-part"] += 1
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
         try:
-            with open(path, "rb") as fh:  # noqa: ASYNC230 - aiohttp reads it in chunks as it sends
-                async with self.session.put(url, data=fh, headers=headers, allow_redirects=False) as resp:
+            async with aiofiles.open(path, "rb") as fh:  # read in a thread: a slow disk never stalls the loop
+                body = _chunks(fh, size)
+                async with self.session.put(url, data=body, headers=headers, allow_redirects=False) as resp:
                     if resp.status >= 300:
                         kind = ErrorKind.PERMANENT if 300 <= resp.status < 400 else classify(resp.status)
                         raise ApiError(resp.status, "upload part refused", kind, method="PUT")
@@ -736,6 +741,17 @@ def _json(raw: bytes) -> Any:
         return text.loads(raw)
     except (ValueError, RecursionError):
         return None
+
+
+async def _chunks(fh: AsyncBufferedReader, size: int) -> AsyncIterator[bytes]:
+    """A file's first `size` bytes, as the Content-Length promised them, a chunk at a time."""
+    left = size
+    while left > 0:
+        chunk = await fh.read(min(UPLOAD_CHUNK, left))
+        if not chunk:
+            raise OSError(errno.EIO, "the file got shorter while it was being sent")
+        left -= len(chunk)
+        yield chunk
 
 
 def _path_id(value: str) -> str:

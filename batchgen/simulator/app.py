@@ -688,15 +688,10 @@ class Simulator:
         await resp.prepare(request)
         truncate = self.faults.roll("truncate", self.faults.truncate_rate) and len(body) > 64
         cut = len(body) // 2 if truncate else len(body)
-        step = 65536
-        pause = step / self.faults.bandwidth if self.faults.bandwidth else 0.0
-        for offset in range(0, cut, step):
-            # The wait comes before each chunk: a pause after the last one would hold the
-            # connection after the client has every byte, and the client's next request on
-            # it (kept alive, back in its pool) would sit unread until the pause ends.
-            if pause:
-                await asyncio.sleep(pause)
-            await resp.write(body[offset : min(cut, offset + step)])
+        try:
+            await self._send(resp, body[:cut])
+        except ConnectionResetError:
+            return resp  # the client hung up (a cancelled download): nothing to tell it
         self.bytes_served += cut
         if truncate:
             _drop(request)
@@ -704,6 +699,17 @@ class Simulator:
         self.downloads_complete[asset.id] += 1
         await resp.write_eof()
         return resp
+
+    async def _send(self, resp: web.StreamResponse, body: bytes, step: int = 65536) -> None:
+        """Write a body in chunks at the bandwidth fault's pace."""
+        pause = step / self.faults.bandwidth if self.faults.bandwidth else 0.0
+        for offset in range(0, len(body), step):
+            # The wait comes before each chunk: a pause after the last one would hold the
+            # connection after the client has every byte, and the client's next request on
+            # it (kept alive, back in its pool) would sit unread until the pause ends.
+            if pause:
+                await asyncio.sleep(pause)
+            await resp.write(body[offset : offset + step])
 
     def stats(self) -> dict[str, Any]:
         """What the server saw: requests, submissions, jobs and injected faults."""

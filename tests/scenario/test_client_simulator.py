@@ -18,12 +18,13 @@ from batchgen.core.params import MODEL_ID
 from batchgen.core.retry import Backoff
 from batchgen.run.download import Limits
 from batchgen.scenario.assets import AssetBatcher
-from batchgen.scenario.client import Credentials, Job, ScenarioClient, retry_hint
+from batchgen.scenario.client import Asset, Credentials, Job, ScenarioClient, retry_hint
 from batchgen.scenario.uploads import upload_audio
 from batchgen.simulator import Faults, Simulator, serve
 from batchgen.simulator.audio import render
 
 from ..conftest import KEY, SECRET, Served
+from ..helpers import eventually
 
 PARAMS = {"prompt": "calm forest, 80 bpm", "duration": 2, "seed": 5, "modelVersion": "stereo-melody-large"}
 
@@ -343,6 +344,50 @@ async def test_download_verifies_checksum_and_leaves_nothing_on_mismatch(
     with pytest.raises(DownloadError, match="sha256"):
         await save(dataclasses.replace(asset, checksum="0" * 64), "bad")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.wav"]
+
+
+async def test_a_download_cancelled_mid_write_leaves_no_part_and_no_descriptor(
+    client: ScenarioClient, served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes run in aiofiles' threads; a cancelled download waits for its write, then cleans up."""
+
+    from batchgen.run.download import _Sink, download_asset
+
+    monkeypatch.setattr(_Sink, "FLUSH", 64 * 1024)  # a write every few chunks, so the cancel meets one
+
+    job = await finished(client, (await client.generate(MODEL_ID, {**PARAMS, "duration": 30})).job.id)
+    asset = await client.get_asset(job.asset_ids[0])
+    served.sim.faults.bandwidth = 400_000  # a 30 s WAV takes several seconds
+
+    async def refresh() -> Asset:
+        return await client.get_asset(asset.id)
+
+    saving = asyncio.create_task(
+        download_asset(
+            client, asset, tmp_path / "a", refresh=refresh, limits=Limits(), policy=Backoff(), folder=tmp_path
+        )
+    )
+    await eventually(lambda: _grown(tmp_path / "a.wav.part"), within=10, every=0.02)
+    saving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await saving
+    assert list(tmp_path.iterdir()) == []
+    assert not [path for path in _open_files() if str(tmp_path) in path]  # the .part's descriptor is closed
+
+
+def _open_files() -> list[str]:
+    import contextlib
+    import os
+
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return out
+
+
+async def _grown(part: Path) -> bool:
+    return part.exists() and part.stat().st_size > 0
 
 
 async def test_a_burst_of_asset_lookups_is_one_bulk_call_made_at_once(client: ScenarioClient, served: Served) -> None:
