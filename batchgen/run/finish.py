@@ -76,6 +76,16 @@ class Finisher:
         self._stitch = stitch
         self.marks: dict[str, dict[str, float]] = {}  # wall-clock milestones per task, for sidecars
 
+    def hop_files(self) -> dict[str, int]:
+        """The hop files of chained tracks on disk, and their sizes."""
+        try:
+            with os.scandir(self.folder / STATE_DIR / HOPS) as entries:
+                return {
+                    e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)
+                }
+        except OSError:
+            return {}
+
     def mark(self, task: str, moment: str) -> None:
         self.marks.setdefault(task, {})[moment] = time.time()
 

@@ -14,9 +14,13 @@ from collections.abc import Awaitable, Callable
 from ..core.errors import ApiError, BatchgenError, CredentialsError
 from ..core.events import Submitted, Uploaded
 from ..core.task import Task
-from ..scenario.reconcile import Unsure
-from ..store.cost import shape
-from .parts import Parts
+from ..scenario.client import ScenarioClient
+from ..scenario.reconcile import Finder, Unsure
+from ..store.cost import Pricer, shape
+from ..store.ledger import Ledger
+from .config import RunConfig
+from .progress import Reporter
+from .submit import hop_body
 from .triage import Plan, Step
 
 
@@ -29,13 +33,20 @@ class Prepare:
 
     def __init__(
         self,
-        parts: Parts,
+        client: ScenarioClient,
+        ledger: Ledger,
+        config: RunConfig,
+        reporter: Reporter,
         *,
+        pricer: Pricer,
+        finder: Finder,
+        observe: Callable[[BaseException], None],
         fail: Callable[[str, str], None],
         defer: Callable[[str, str], None],
         confirm: Callable[[float, int], Awaitable[bool]] | None,
     ) -> None:
-        self.parts = parts
+        self._client, self._ledger, self._config, self._reporter = client, ledger, config, reporter
+        self._pricer, self._finder, self._observe = pricer, finder, observe
         self._fail, self._defer, self._confirm = fail, defer, confirm
         self.estimate: float | None = None
 
@@ -48,7 +59,7 @@ class Prepare:
 
     async def upload_inputs(self, plan: Plan) -> None:
         """Upload each distinct local input file once per batch (cached by content hash)."""
-        parts, ledger = self.parts, self.parts.ledger
+        ledger = self._ledger
         users: dict[str, list[Task]] = {}
         for task, hop in (*plan.submit, *plan.reconcile):
             if hop == 0 and task.audio_sha256 and task.input_audio and task.audio_sha256 not in ledger.uploads:
@@ -59,11 +70,11 @@ class Prepare:
             path = group[0].input_audio or ""
             try:
                 asset_id = await upload_audio(
-                    parts.client,
+                    self._client,
                     path,
-                    policy=parts.config.backoff,
-                    first_poll=min(0.5, parts.config.poll_interval),
-                    observe=parts.saw,
+                    policy=self._config.backoff,
+                    first_poll=min(0.5, self._config.poll_interval),
+                    observe=self._observe,
                 )
             except ApiError as err:
                 if isinstance(err, CredentialsError):
@@ -72,18 +83,18 @@ class Prepare:
                     self._fail(task.name, f"upload of input audio {path} failed: {err}")
                 continue
             await ledger.commit(Uploaded(sha256=sha, asset_id=asset_id, path=str(path)))
-            parts.reporter.event("uploaded", path=path, asset=asset_id)
+            self._reporter.event("uploaded", path=path, asset=asset_id)
 
     async def reconcile(self, plan: Plan) -> None:
         """Adopt jobs whose POST was sent but whose id never reached the journal."""
-        ledger = self.parts.ledger
+        ledger = self._ledger
         pending: list[tuple[Task, int, Unsure]] = []
         for task, hop in plan.reconcile:
             st = ledger.state(task.name)
             since = st.intent_at if st is not None and st.intent_at is not None else time.time()
-            pending.append((task, hop, Unsure(f"{task.name}\x00{hop}", self.parts.body(task, hop), since)))
+            pending.append((task, hop, Unsure(f"{task.name}\x00{hop}", hop_body(ledger, task, hop), since)))
         try:
-            found = await self.parts.finder.adopt([unsure for _, _, unsure in pending])
+            found = await self._finder.adopt([unsure for _, _, unsure in pending])
         except ApiError as err:
             if isinstance(err, CredentialsError):
                 raise
@@ -98,29 +109,29 @@ class Prepare:
                 plan.submit.append((task, hop))
                 continue
             await ledger.commit(Submitted(task=task.name, hop=hop + 1, job_id=job.id, cost=job.charge, adopted=True))
-            self.parts.reporter.event("adopted", task.name, job=job.id)
+            self._reporter.event("adopted", task.name, job=job.id)
             plan.poll.append((task, hop))
 
     async def price(self, steps: list[Step]) -> None:
         """Estimate what the submissions will cost, and ask before a big spend."""
-        parts, config = self.parts, self.parts.config
+        config, pricer, reporter = self._config, self._pricer, self._reporter
         if not steps or not (config.estimate or config.max_cost is not None):
             return
-        shapes = {shape(t, h) for t, first in steps for h in range(first, t.hop_count)} - set(parts.pricer.prices)
+        shapes = {shape(t, h) for t, first in steps for h in range(first, t.hop_count)} - set(pricer.prices)
         if config.max_cost is None and len(shapes) > config.max_price_shapes:
-            parts.reporter.event("estimate", message=f"skipped: {len(shapes)} price shapes would take as many dry runs")
+            reporter.event("estimate", message=f"skipped: {len(shapes)} price shapes would take as many dry runs")
             return
         try:
-            total, _ = await parts.pricer.total(steps)
+            total, _ = await pricer.total(steps)
         except ApiError as err:
             if isinstance(err, CredentialsError) or config.max_cost is not None:
                 raise  # with a cap, running without prices could overspend
-            parts.reporter.event("estimate", message=f"unavailable: {err}")
+            reporter.event("estimate", message=f"unavailable: {err}")
             return
         self.estimate = total
         cap = f" of --max-cost {config.max_cost:g}" if config.max_cost is not None else ""
-        spent = parts.ledger.book.spent
-        parts.reporter.event(
+        spent = self._ledger.book.spent
+        reporter.event(
             "estimate", message=f"{total:g} CU for {len(steps)} task(s) to submit{cap}; {spent:g} CU spent so far"
         )
         if self._confirm is not None and not await self._confirm(total, len(steps)):

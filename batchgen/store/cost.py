@@ -1,19 +1,18 @@
-"""Money: price jobs with the API's dry run, hold a batch to a cap, never count a credit twice.
+"""Prices: what jobs cost, asked of the API's dry run once per shape and kept.
 
 Jobs that differ only in prompt or seed cost the same, so prices are asked once per
 *shape* (every parameter but those two) and cached, in memory and in
 `.batchgen/prices.json` so `status` can estimate what remains without the network. A
 chained track is priced hop by hop (its middle hops share one shape).
 
-What was spent is the ledger's figure (from the journal); the `Budget` only holds what
-submissions in progress may still cost, so the cap covers spent + held + the next job.
+What was spent is the ledger's figure (from the journal); holding a run to `--max-cost`
+is `run.spending`'s.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import text
@@ -106,49 +105,3 @@ class Pricer:
 
     def known(self, task: Task, hop: int = 0) -> float | None:
         return self.prices.get(self.shape(task, hop))
-
-
-@dataclass(slots=True)
-class Budget:
-    """What submissions in progress hold against an optional cap.
-
-    `spent` reads what the journal says was charged (earlier runs too); `held` keeps,
-    per task and hop, our estimate until the POST answers, then the API's quote, until
-    the job ends and its charge is in the journal. A chain holds every hop it has left
-    from before its first hop, so a chain that starts can finish within the cap.
-    """
-
-    spent: Callable[[], float]
-    cap: float | None = None
-    held: dict[tuple[str, int], float] = field(default_factory=dict)
-    left_out: set[str] = field(default_factory=set)  # tasks not submitted for lack of budget
-
-    @property
-    def committed(self) -> float:
-        return sum(self.held.values())
-
-    def holds(self, task: str) -> bool:
-        return any(key[0] == task for key in self.held)
-
-    def reserve(self, task: str, prices: Mapping[int, float]) -> bool:
-        """Hold `prices` (by hop) for a task; False, holding nothing, when they would pass the cap."""
-        wanted = {hop: price for hop, price in prices.items() if (task, hop) not in self.held}
-        if self.cap is not None and self.spent() + self.committed + sum(wanted.values()) > self.cap + 1e-9:
-            self.left_out.add(task)
-            return False
-        for hop, price in wanted.items():
-            self.held[(task, hop)] = price
-        return True
-
-    def quote(self, task: str, hop: int, cost: float | None) -> None:
-        """The API quoted the job's cost: hold that instead of our estimate."""
-        if cost is not None and (task, hop) in self.held:
-            self.held[(task, hop)] = cost
-
-    def release(self, task: str, hop: int | None = None) -> None:
-        """The job ended (its charge is in the journal now), or was never sent; None: every hop."""
-        if hop is not None:
-            self.held.pop((task, hop), None)
-            return
-        for key in [k for k in self.held if k[0] == task]:
-            del self.held[key]

@@ -97,6 +97,11 @@ class Ledger:
     def tasks(self) -> Mapping[str, TaskState]:
         return self._book.tasks
 
+    def quoted(self) -> float:
+        """Creative units the API quoted for the jobs running now: money in flight, from the states."""
+        tasks = self._book.tasks
+        return sum(tasks[name].committed for name in self._book.running)
+
     def state(self, name: str) -> TaskState | None:
         return self._book.tasks.get(name)
 

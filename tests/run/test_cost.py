@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 
 from batchgen import load
+from batchgen.core.events import Intent, Submitted, Succeeded
 from batchgen.core.retry import Backoff
+from batchgen.core.task import Task
 from batchgen.manifest import expand
 from batchgen.run.progress import Reporter
 from batchgen.run.runner import RunConfig, Runner, RunResult
+from batchgen.run.spending import Spending
 from batchgen.scenario.client import Credentials, ScenarioClient
 from batchgen.simulator import Faults, Simulator, SimulatorThread
-from batchgen.store.cost import Budget, shape
+from batchgen.store.cost import Pricer, shape
 from batchgen.store.ledger import Ledger
 
 from ..conftest import KEY, SECRET, Served
@@ -97,19 +100,45 @@ async def test_cap_counts_jobs_still_running(served: Served, manifest: Path, tmp
     assert submitted <= 15
 
 
-def test_budget_arithmetic() -> None:
-    """Reserve, quote and release move creative units where they belong; spent comes from outside."""
-    spent = [0.0]
-    budget = Budget(spent=lambda: spent[0], cap=10)
-    assert budget.reserve("a", {0: 4}) and budget.reserve("b", {0: 4})
-    assert not budget.reserve("c", {0: 3}) and budget.left_out == {"c"}
-    budget.quote("a", 0, 3)
-    assert budget.committed == 7
-    budget.release("a", 0)
-    spent[0] = 3.0  # the journal now holds a's charge
-    budget.release("b")
-    assert budget.committed == 0 and budget.reserve("c", {0: 7})
-    assert not budget.reserve("chain", {0: 1, 1: 1}) and not budget.holds("chain")  # all hops or none
+SPENDING = """\
+batch: spend
+seed: 3
+defaults: {modelVersion: melody-large}
+chain: {context: 1}
+tracks:
+  - {name: a, prompt: "a", duration: 4}
+  - {name: b, prompt: "b", duration: 4}
+  - {name: c, prompt: "c", duration: 3}
+  - {name: d, prompt: "d", duration: 7}
+  - {name: chain, prompt: "c", duration: 2, length: 3}
+"""
+
+
+async def test_spending_arithmetic(tmp_path: Path) -> None:
+    """Reserve, quote, charge and release move creative units where they belong; the ledger has the money."""
+    path = tmp_path / "spend.yaml"
+    path.write_text(SPENDING)
+    tasks = {task.name: task for task in expand(load(path), 3)}
+
+    async def ask(task: Task, hop: int) -> float:
+        return 1.0 if task.hop_count > 1 else float(task.params["duration"])
+
+    ledger = Ledger.open(tmp_path / "out", "spend")
+    spending = Spending(ledger, Pricer(ask), 10, Reporter(quiet=True))
+    assert await spending.reserve(tasks["a"], 0) and await spending.reserve(tasks["b"], 0)
+    assert not await spending.reserve(tasks["c"], 0) and spending.left_out == {"c"}
+    ledger.record(Intent(task="a", digest=tasks["a"].digest))
+    ledger.record(Submitted(task="a", job_id="job_a", cost=3.0))  # the API's quote replaces the estimate
+    assert spending.committed == 7
+    ledger.record(Succeeded(task="a", job_id="job_a", asset_ids=("asset_a",), cost=3.0))
+    assert (spending.spent(), spending.committed) == (3, 4)  # the journal now holds a's charge
+    spending.release("b")
+    assert spending.committed == 0 and await spending.reserve(tasks["d"], 0)
+    assert not await spending.reserve(tasks["chain"], 0) and "chain" in spending.left_out  # all hops or none
+    ledger.record(Intent(task="d", digest=tasks["d"].digest))
+    ledger.record(Submitted(task="d", job_id="job_d"))  # answered without a quote: the estimate stands
+    assert spending.committed == 7
+    ledger.close()
 
 
 def test_shape_ignores_prompt_and_seed(manifest: Path) -> None:
