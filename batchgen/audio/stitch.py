@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from ..core.chain import ChainSettings, Loop
 from ..store import files
+from ..store.layout import Layout
 from . import wavfile
 from .wavfile import WavInfo
 
@@ -336,7 +337,7 @@ def make_track(task: Any, st: Any, folder: Path) -> dict[str, Any]:
     settings: ChainSettings = task.chain
     hop_paths = [_as_wav(folder / h.file["path"]) for h in st.hops]
     hop_files = [HopFile(path, task.hops[i].context) for i, path in enumerate(hop_paths)]
-    final = folder / f"{task.name}.wav"
+    final = Layout(folder).audio(task.name)
     report: dict[str, Any] = {"seams": [], "secondsKept": [round(wavfile.read_info(hop_paths[0]).seconds, 4)]}
     if task.loop is not None:
         source = hop_paths[0]

@@ -44,8 +44,6 @@ from .events import (
 from .gcpause import paused_gc
 
 VERSION = 1
-STATE_DIR = ".batchgen"
-JOURNAL = "state.jsonl"
 
 MAX_HOPS_HELD = 2_000_000  # hop states in one journal: twice what the largest manifest can make
 

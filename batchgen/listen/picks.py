@@ -24,15 +24,14 @@ from typing import Any, TypeVar
 from ..core import text
 from ..core.errors import BatchgenError, quote
 from ..store import files
+from ..store.layout import Layout
 
-FILE = "picks.json"
 VERSION = 1
 MAX_NOTE = 2000  # characters; a note is a line or two, not a document
 MAX_BYTES = 16 * 1024 * 1024  # picks.json larger than this is not ours
 STATES = ("picked", "rejected")
 ACTIONS = ("pick", "reject", "clear", "note")
 DROPPED = "pick dropped: the take was made again since"
-STATE_DIR, LOCK = ".batchgen", "picks.lock"
 LOCK_WAIT = 5.0  # seconds to wait for the other process's write before giving up
 T = TypeVar("T")
 
@@ -138,7 +137,7 @@ def clean_note(text: str) -> str:
 
 def load(folder: Path, batch: str) -> Picks:
     """The batch's picks (none when the file does not exist); a bad entry is skipped with a warning."""
-    path = folder / FILE
+    path = Layout(folder).picks
     try:
         data = files.read_regular(path, MAX_BYTES)
     except BatchgenError as err:
@@ -181,7 +180,8 @@ def _mark(entry: object) -> Mark | None:
 def update(folder: Path, batch: str, apply: Callable[[Picks], T]) -> tuple[Picks, T]:
     """Re-read picks.json under the batch's picks lock, `apply` a change, save it if anything
     changed, and return the picks as saved with what `apply` answered."""
-    path = files.ensure_dir(folder / STATE_DIR) / LOCK
+    path = Layout(folder).picks_lock
+    files.ensure_dir(path.parent)
     fd = files.open_lock(path)
     try:
         deadline = time.monotonic() + LOCK_WAIT
@@ -207,7 +207,7 @@ def save(folder: Path, picks: Picks) -> None:
     """Write picks.json whole and atomically (a crash leaves the old one or the new one)."""
     data = json.dumps(picks.as_json(), indent=1, ensure_ascii=False).encode() + b"\n"
     files.ensure_dir(folder)
-    files.write_atomic(folder / FILE, data, durable=True)  # DiskError names the path
+    files.write_atomic(Layout(folder).picks, data, durable=True)  # DiskError names the path
 
 
-__all__ = ["ACTIONS", "FILE", "Made", "Mark", "Picks", "PicksError", "change", "load", "reconcile", "save", "update"]
+__all__ = ["ACTIONS", "Made", "Mark", "Picks", "PicksError", "change", "load", "reconcile", "save", "update"]

@@ -27,6 +27,7 @@ from ..core.state import PlanStatus, Status, TaskState
 from ..core.task import Task
 from ..manifest.parse import Manifest, expand_as_recorded
 from ..store import files
+from ..store.layout import Layout
 from ..store.ledger import Ledger
 from .picks import MAX_NOTE, Made, Mark, Picks, PicksError, reconcile
 from .picks import load as load_picks
@@ -349,7 +350,7 @@ def write(folder: Path, batch: str, entries: Sequence[Entry]) -> Path:
     The picks made in `batchgen serve` are shown read-only; a pick whose take was made
     again since is not (a bad picks.json only costs the page its marks).
     """
-    target = folder / "index.html"
+    target = Layout(folder).page
     files.ensure_dir(folder)
     try:
         picks: Picks | None = load_picks(folder, batch)

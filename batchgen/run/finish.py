@@ -25,15 +25,14 @@ from ..audio.wavfile import WavError
 from ..core.errors import BatchgenError, DownloadError
 from ..core.events import Done, HopDone, HopUnusable
 from ..core.retry import Backoff
-from ..core.state import STATE_DIR, TaskState
+from ..core.state import TaskState
 from ..core.task import Task
 from ..scenario.assets import AssetBatcher
 from ..scenario.client import Asset, ScenarioClient, iso
 from ..store import files
+from ..store.layout import Layout
 from ..store.ledger import Ledger
 from .download import FileInfo, Limits, download_asset
-
-HOPS = "hops"  # under .batchgen/: the hop files of chained tracks
 
 
 class StitchFailed(BatchgenError):
@@ -71,6 +70,7 @@ class Finisher:
         self._assets = assets
         self._ledger = ledger
         self.folder = folder
+        self._layout = Layout(folder)
         self._limits = limits
         self._policy = policy
         self._stitch = stitch
@@ -79,7 +79,7 @@ class Finisher:
     def hop_files(self) -> dict[str, int]:
         """The hop files of chained tracks on disk, and their sizes."""
         try:
-            with os.scandir(self.folder / STATE_DIR / HOPS) as entries:
+            with os.scandir(self._layout.hops) as entries:
                 return {
                     e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)
                 }
@@ -103,8 +103,8 @@ class Finisher:
             ]
             self._done(task, made)
             return Fetched.DONE
-        hops = files.ensure_dir(self.folder / STATE_DIR / HOPS)
-        landed = await self._download(asset_ids[0], hops / f"{task.name}.h{hop + 1}")
+        files.ensure_dir(self._layout.hops)
+        landed = await self._download(asset_ids[0], self._layout.hop(task.name, hop))
         first = self.folder / st.hops[0].file["path"] if hop and st.hops[0].file else None
         plan = task.hops[hop]
         try:
@@ -166,14 +166,14 @@ class Finisher:
         if chain is not None:
             sidecar["chain"] = chain
         data = (_SIDECAR.encode(sidecar) + "\n").encode()
-        name = f"{task.name}.json"
-        files.write_atomic(os.path.join(self.folder, name), data, durable=False)
+        path = self._layout.sidecar(task.name)
+        files.write_atomic(path, data, durable=False)
         self._ledger.record(
             Done(
                 task=task.name,
                 digest=task.digest,
                 files=tuple(f.as_dict() for f in made),
-                sidecar={"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+                sidecar={"path": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
                 cost=st.spent,
                 job_id=st.hops[-1].job_id,
             )

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from ..audio.stitch import make_track
 from ..core import events
 from ..core.errors import ApiError, BatchgenError, CredentialsError, DiskError, DownloadError, ErrorKind, HeldOff
-from ..core.state import STATE_DIR
 from ..core.task import Task
 from ..manifest.parse import Manifest, expand
 from ..scenario.assets import AssetBatcher
@@ -28,7 +27,7 @@ from ..scenario.limits import Admission
 from ..scenario.outcomes import Canceled, Failed, Gone, JobEnd, Succeeded, TimedOut
 from ..scenario.reconcile import Finder
 from ..store.cost import Pricer, load_prices, save_prices
-from ..store.journal import journal_path
+from ..store.layout import Layout
 from ..store.ledger import Ledger
 from ..store.lock import BatchLock
 from .config import RunConfig
@@ -70,12 +69,12 @@ class Runner:
     async def run(self) -> RunResult:
         """Run the batch; raises BatchgenError for what must stop it (credentials, disk, manifest)."""
         t0 = time.monotonic()
-        fresh = not journal_path(self.folder).exists()
+        fresh = not Layout(self.folder).journal.exists()
         base: int | None = None
         if fresh:  # the whole expansion is checked before anything is created
             base = self.manifest.seed if self.manifest.seed is not None else random.SystemRandom().randrange(2**31)
             self.tasks = expand(self.manifest, base)
-        with BatchLock(self.folder / STATE_DIR / "lock"):
+        with BatchLock(Layout(self.folder).lock):
             ledger = self.ledger = Ledger.open(self.folder, self.manifest.batch)
             try:
                 for warning in ledger.warnings:

@@ -16,11 +16,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..core import text
-from ..core.state import STATE_DIR
 from ..core.task import Task, canonical
 from . import files
+from .layout import Layout
 
-PRICES = "prices.json"
 MAX_PRICES_BYTES = 16 * 1024 * 1024
 _FREE_OF_CHARGE = ("prompt", "seed")  # the price does not depend on these
 _CONTINUATION = ("inputAudio", "continuation", "continuationStart", "continuationEnd")
@@ -51,7 +50,7 @@ def shape(task: Task, hop: int = 0) -> str:
 def load_prices(batch_dir: Path) -> dict[str, float]:
     """The cached prices; a damaged or hostile cache is simply not used."""
     try:
-        data = text.loads(files.read_regular(batch_dir / STATE_DIR / PRICES, MAX_PRICES_BYTES) or b"{}")
+        data = text.loads(files.read_regular(Layout(batch_dir).prices, MAX_PRICES_BYTES) or b"{}")
     except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
@@ -64,8 +63,9 @@ def load_prices(batch_dir: Path) -> dict[str, float]:
 
 
 def save_prices(batch_dir: Path, prices: Mapping[str, float]) -> None:
-    files.ensure_dir(batch_dir / STATE_DIR)
-    files.write_json_atomic(batch_dir / STATE_DIR / PRICES, dict(prices), durable=False)
+    path = Layout(batch_dir).prices
+    files.ensure_dir(path.parent)
+    files.write_json_atomic(path, dict(prices), durable=False)
 
 
 class Pricer:

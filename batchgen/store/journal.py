@@ -16,12 +16,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..core.errors import DiskError
-from ..core.state import JOURNAL, STATE_DIR
 from . import files
+from .layout import Layout
 
 
 def journal_path(batch_dir: Path) -> Path:
-    return batch_dir / STATE_DIR / JOURNAL
+    return Layout(batch_dir).journal
 
 
 def read_lines(batch_dir: Path) -> list[bytes] | None:
