@@ -7,10 +7,13 @@ listenable and the same prompt and seed always give the same bytes.
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import functools
 import hashlib
 import io
 import math
+import multiprocessing
 import random
 import re
 import wave
@@ -164,3 +167,60 @@ if __name__ == "__main__":  # regenerates manifests/melodies/theme.wav
     target = sys.argv[1] if len(sys.argv) > 1 else "manifests/melodies/theme.wav"
     with open(target, "wb") as fh:
         fh.write(render("the main theme, simple and singable, 96 bpm", 11, 5.0, channels=1))
+
+
+@functools.lru_cache(maxsize=64)
+def tone(duration: float, channels: int) -> bytes:
+    """A plain 440 Hz tone as a valid WAV, for --fast-audio."""
+    frames = max(1, int(16000 * duration))
+    period = [int(12000 * math.sin(2 * math.pi * 440 * i / 16000)) for i in range(400)]  # 40 periods of 440 Hz
+    samples = array("h", (period * (frames // 400 + 1))[:frames])
+    if channels == 2:
+        both = array("h", [0]) * (2 * frames)
+        both[0::2] = samples
+        both[1::2] = samples
+        samples = both
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(samples.tobytes())
+    return buf.getvalue()
+
+
+_POOL: concurrent.futures.ProcessPoolExecutor | None = None
+
+
+def render_pool() -> concurrent.futures.ProcessPoolExecutor:
+    """One small process pool per process, shared by every simulator in it."""
+    global _POOL
+    if _POOL is None:
+        # spawn, not fork: the simulator often runs beside other threads (tests, the CLI).
+        _POOL = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+        # Shut it down before interpreter teardown, or its finalizer trips over
+        # half-dismantled modules and prints a traceback at exit.
+        atexit.register(_POOL.shutdown, wait=True, cancel_futures=True)
+    return _POOL
+
+
+def region(data: bytes, start: float, end: float, channels: int) -> bytes | None:
+    """Frames [start, end) seconds of a 16-bit, 16 kHz WAV, in `channels` channels (None: not such a WAV)."""
+    if data[:4] != b"RIFF" or len(data) < 44:
+        return None
+    have, rate, bits = int.from_bytes(data[22:24], "little"), int.from_bytes(data[24:28], "little"), data[34]
+    if rate != SAMPLE_RATE or bits != 16 or have not in (1, 2):
+        return None
+    pcm = data[44:]
+    frames = len(pcm) // (2 * have)
+    a, b = max(0, min(frames, round(start * rate))), max(0, min(frames, round(end * rate)))
+    part = pcm[a * 2 * have : b * 2 * have]
+    if have == channels:
+        return part
+    samples = array("h")
+    samples.frombytes(part)
+    if have == 1:  # mono prompt for a stereo model: the same on both sides
+        both = array("h", [0]) * (2 * len(samples))
+        both[0::2], both[1::2] = samples, samples
+        return both.tobytes()
+    return array("h", ((samples[i] + samples[i + 1]) // 2 for i in range(0, len(samples), 2))).tobytes()

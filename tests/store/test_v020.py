@@ -14,7 +14,7 @@ from pathlib import Path
 
 from batchgen.listen import picks
 from batchgen.manifest import expand_as_recorded, load
-from batchgen.simulator.app import SimAsset
+from batchgen.simulator.model import SimAsset
 from batchgen.store.ledger import Ledger
 
 from ..conftest import Served
