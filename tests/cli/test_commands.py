@@ -1,0 +1,62 @@
+"""The command line in-process: parsing, dispatch, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchgen.cli.app import main
+from batchgen.cli.args import build_parser
+
+MANIFEST = """\
+batch: cli
+seed: 1
+defaults: {duration: 1}
+tracks:
+  - {name: a, prompt: "a"}
+  - {name: b, prompt: "b", takes: 2}
+"""
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(MANIFEST)
+    return path
+
+
+def test_validate_and_plan(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(manifest)]) == 0
+    assert main(["plan", str(manifest), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "b-t2" in out and "3 tasks: 3 new" in out
+
+
+@pytest.mark.parametrize(
+    "bad", [["--rate", "0"], ["--max-in-flight", "-1"], ["--max-cost", "nan"], ["--rate", "1e999"]]
+)
+def test_a_bad_number_is_one_line_and_exit_2(
+    manifest: Path, bad: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["run", str(manifest), *bad])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) <= 2 and bad[0] in err and "Traceback" not in err
+
+
+def test_a_missing_manifest_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.yaml" in err
+
+
+def test_every_command_parses() -> None:
+    parser = build_parser()
+    for argv in (["run", "m.yaml", "--simulate", "--dry-run"], ["status", "m.yaml"], ["report", "m.yaml"]):
+        assert parser.parse_args(argv).command == argv[0]
+    sim = parser.parse_args(["simulate", "--port", "0", "--rate-limit", "5", "--jitter", "5"])
+    assert (sim.port, sim.rate_limit) == (0, 5)
+    deliver = parser.parse_args(["deliver", "m.yaml", "--to", "d", "--all"])
+    assert deliver.all

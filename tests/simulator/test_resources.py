@@ -1,0 +1,91 @@
+"""The simulator's resources, each as strict as the API may be: jobs, assets, uploads, the CDN."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import aiohttp
+import pytest
+
+from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.simulator import Faults, Simulator, serve
+from batchgen.simulator.answers import charged, check_basic, error, parse_iso
+from batchgen.simulator.assets import AssetsApi
+from batchgen.simulator.cdn import CdnApi
+from batchgen.simulator.jobs import JobsApi
+from batchgen.simulator.model import price
+from batchgen.simulator.uploads import UploadsApi
+from batchgen.simulator.world import World
+
+from ..conftest import KEY, SECRET
+
+PARAMS = {"prompt": "calm forest", "duration": 2, "seed": 5, "modelVersion": "stereo-melody-large"}
+
+
+def test_the_simulator_is_its_resources_over_one_state() -> None:
+    sim = Simulator()
+    for part in (JobsApi, AssetsApi, UploadsApi, CdnApi, World):
+        assert isinstance(sim, part)
+    assert sim.app is sim.app  # built once
+
+
+def test_answers() -> None:
+    header = "Basic " + base64.b64encode(b"k:s").decode()
+    assert check_basic(header, "k", "s")
+    assert not check_basic(header, "k", "t") and not check_basic("Basic !!", "k", "s") and not check_basic("", "k", "s")
+    assert parse_iso("2026-01-01T00:00:00Z") == 1767225600.0 and parse_iso("12.5") == 12.5 and parse_iso("no") is None
+    assert error(429, "slow down").status == 429
+    assert charged(10, 2) == {
+        "creativeUnitsCost": 8,
+        "costDetails": {"custom-generation": 8},
+        "creativeUnitsDiscount": 2,
+    }
+
+
+def test_price_rules() -> None:
+    """The stand-in cost model: per second by model, diffusion costs more, whole units."""
+    ten = {**PARAMS, "duration": 10}
+    mono = price({**ten, "modelVersion": "melody-large"})
+    assert (price(ten), mono) == (10, 7)
+    assert price({**ten, "modelVersion": "melody-large", "multiBandDiffusion": True}) == 9  # 8.75, rounded up
+    assert price({**ten, "duration": 20}) == 2 * price(ten)
+
+
+async def test_every_arrival_counts_refused_ones_too() -> None:
+    """A closed one-second window: the refused arrivals keep the window full."""
+    sim = Simulator(faults=Faults(rate_limit=2, seed=1))
+    answers = [sim._over_rate() for _ in range(4)]
+    assert [a is None for a in answers] == [True, True, False, False]
+    assert len(sim.rate_arrivals) == 4 and sim.faults.injected["rate-limit"] == 2
+
+
+async def test_the_cdn_is_as_strict_as_signed_storage() -> None:
+    sim = Simulator(key=KEY, secret=SECRET, job_time=0.02)
+    async with serve(sim) as url, ScenarioClient(url, Credentials(KEY, SECRET)) as client:
+        job = (await client.generate("model_meta-musicgen", PARAMS)).job
+        async with asyncio.timeout(10):
+            while not job.terminal:
+                await asyncio.sleep(0.02)
+                job = await client.get_job(job.id)
+        asset = await client.get_asset(job.asset_ids[0])
+        async with aiohttp.ClientSession() as raw:
+            async with raw.get(asset.url, headers={"Range": "bytes=10-"}) as resp:
+                assert resp.status == 206 and resp.headers["Content-Range"].startswith("bytes 10-")
+            async with raw.get(asset.url, headers={"Authorization": "Bearer x"}) as resp:
+                assert resp.status == 400  # a signed URL and an auth header: refused
+            async with raw.get(asset.url.replace("sig=", "sig=0")) as resp:
+                assert resp.status == 403
+            async with raw.get(asset.url, headers={"Range": "bytes=99999999-"}) as resp:
+                assert resp.status == 416
+
+
+async def test_an_upload_part_takes_no_auth_header_and_completes_only_with_data() -> None:
+    sim = Simulator(key=KEY, secret=SECRET, job_time=0.02)
+    async with serve(sim) as url, ScenarioClient(url, Credentials(KEY, SECRET)) as client:
+        upload = await client.create_upload("in.wav", 10, "audio/wav")
+        with pytest.raises(Exception, match="no parts"):
+            await client.complete_upload(upload.id)
+        auth = {"Authorization": "Basic x"}
+        async with aiohttp.ClientSession() as raw, raw.put(upload.part_urls[0], data=b"x", headers=auth) as resp:
+            assert resp.status == 400
