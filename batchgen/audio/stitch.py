@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..core.chain import ChainSettings, Loop
+from ..core.chain import Loop
+from ..core.state import TaskState
+from ..core.task import Task
 from ..store import files
 from ..store.layout import Layout
 from . import wavfile
@@ -328,14 +330,16 @@ def _convert(path: Path, info: WavInfo, want: WavInfo) -> WavInfo:
     return wavfile.read_info(path)
 
 
-def make_track(task: Any, st: Any, folder: Path) -> dict[str, Any]:
+def make_track(task: Task, st: TaskState, folder: Path) -> dict[str, Any]:
     """The finished file of a long track or loop from its hop files (a `finish.Finisher` hook).
 
     Returns the file record for the `done` event, with what the sidecar says of the chain:
     every hop's job, asset, seed, the seconds it kept and where its seam is.
     """
-    settings: ChainSettings = task.chain
-    hop_paths = [_as_wav(folder / h.file["path"]) for h in st.hops]
+    settings = task.chain
+    if settings is None or any(h.file is None for h in st.hops):
+        raise ValueError(f"{task.name} is not a chain with every hop on disk")  # a caller's mistake, not input
+    hop_paths = [_as_wav(folder / h.file["path"]) for h in st.hops if h.file is not None]
     hop_files = [HopFile(path, task.hops[i].context) for i, path in enumerate(hop_paths)]
     final = Layout(folder).audio(task.name)
     report: dict[str, Any] = {"seams": [], "secondsKept": [round(wavfile.read_info(hop_paths[0]).seconds, 4)]}
@@ -347,7 +351,7 @@ def make_track(task: Any, st: Any, folder: Path) -> dict[str, Any]:
         report["loop"] = close_loop(source, final, task.loop, settings.crossfade)
         report["loop"]["wrap"] = {k: round(v, 5) for k, v in wrap_smoothness(final, task.loop).items()}
     else:
-        report = stitch(hop_files, final, float(task.length), settings.crossfade)
+        report = stitch(hop_files, final, float(task.length or 0.0), settings.crossfade)
     size, digest = size_and_sha256(final)
     hops = []
     for i, hop in enumerate(st.hops):

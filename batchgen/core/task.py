@@ -11,7 +11,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # chain planning builds on tasks: its types only, for the annotations
+    from .chain import ChainSettings, Loop
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 # Job, asset and upload ids go into URL paths: letters, digits and a few separators only.
@@ -50,8 +53,8 @@ class Task:
     audio_sha256: str | None = None  # its content hash, the upload cache key
     hops: tuple[HopPlan, ...] = ()  # a long track or a loop: one per job, in order; empty for a plain job
     length: float | None = None  # seconds of the finished track (a loop's exact length)
-    loop: Any = None  # a `chain.Loop`: the track is cut to its bars and closed by a crossfade
-    chain: Any = None  # the manifest's `chain.ChainSettings` for a shaped track
+    loop: Loop | None = None  # the track is cut to its bars and closed by a crossfade
+    chain: ChainSettings | None = None  # the manifest's chain settings, for a shaped track
 
     @property
     def hop_count(self) -> int:
