@@ -348,7 +348,9 @@ async def _download_child(size_mb: int) -> None:
     sys.path.insert(0, str(ROOT))
     from batchgen.core.retry import Backoff
     from batchgen.run.download import Limits, download_asset
-    from batchgen.scenario.client import Asset, Credentials, ScenarioClient
+    from batchgen.scenario.auth import Credentials
+    from batchgen.scenario.client import ScenarioClient
+    from batchgen.scenario.models import Asset
 
     data_bytes = size_mb * 1024 * 1024
     header = b"RIFF" + (36 + data_bytes).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")

@@ -20,7 +20,9 @@ from aiohttp import web
 
 from batchgen.core.retry import Backoff
 from batchgen.run.download import Limits, download_asset
-from batchgen.scenario.client import Asset, Credentials, ScenarioClient
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient
+from batchgen.scenario.models import Asset
 
 
 def wav(frames_bytes: int) -> bytes:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient
 from batchgen.simulator import Faults, Simulator, serve
 
 KEY, SECRET = "test-key-7f3a", "test-secret-9c1e-do-not-log"

@@ -19,7 +19,8 @@ import pytest
 from batchgen import load
 from batchgen.run.progress import Reporter
 from batchgen.run.runner import RunConfig, Runner, RunResult
-from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient
 from batchgen.simulator import Simulator, SimulatorThread
 
 from .conftest import KEY, SECRET, Served

@@ -70,7 +70,8 @@ async def _with_client(use: Any, *, simulate: bool, connections: int = 32, proje
     """
     import os
 
-    from ..scenario.client import Credentials, ScenarioClient
+    from ..scenario.auth import Credentials
+    from ..scenario.client import ScenarioClient
 
     project = project or os.environ.get("SCENARIO_PROJECT_ID") or None
     if project is not None and (not project.isprintable() or project != text.clean(project)):

@@ -32,7 +32,8 @@ from aiofiles.threadpool.binary import AsyncFileIO
 from ..audio.wavfile import WavError, parse, read_info
 from ..core.errors import DiskError, DownloadError
 from ..core.retry import Backoff, Retrying
-from ..scenario.client import Asset, ScenarioClient
+from ..scenario.client import ScenarioClient
+from ..scenario.models import Asset
 from ..store import files
 
 CHUNK = 256 * 1024

@@ -28,7 +28,8 @@ from ..core.retry import Backoff
 from ..core.state import TaskState
 from ..core.task import Task
 from ..scenario.assets import AssetBatcher
-from ..scenario.client import Asset, ScenarioClient, iso
+from ..scenario.client import ScenarioClient
+from ..scenario.models import Asset, iso
 from ..store import files
 from ..store.layout import Layout
 from ..store.ledger import Ledger

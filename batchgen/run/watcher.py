@@ -24,7 +24,8 @@ from ..core.errors import ApiError, CredentialsError
 from ..core.polling import LIST_STEP, MIN_STEP, PAGE, DurationEstimate, epoch, next_poll, poll_delay, prefer_list
 from ..core.retry import Backoff
 from ..core.task import Task
-from ..scenario.client import Job, JobStatus, ScenarioClient, iso
+from ..scenario.client import ScenarioClient
+from ..scenario.models import Job, JobStatus, iso
 from ..scenario.outcomes import Gone, JobEnd, TimedOut, ended
 
 # Longest sleep between rounds. A job added or submitted wakes the watcher at once, so

@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 from ..core.errors import ApiError, ErrorKind
 from ..core.retry import Backoff, retry_call
-from .client import BULK_LIMIT, Asset, ScenarioClient
+from .client import BULK_LIMIT, ScenarioClient
+from .models import Asset
 
 
 class AssetBatcher:

@@ -11,9 +11,7 @@ scrubbed from every string a server sends back.
 
 from __future__ import annotations
 
-import base64
 import errno
-import itertools
 import math
 import os
 import re
@@ -21,9 +19,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import UTC
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -35,254 +31,16 @@ from aiofiles.threadpool.binary import AsyncBufferedReader
 from ..core import text
 from ..core.errors import ApiError, CredentialsError, DownloadError, ErrorKind, MalformedAnswer, UsageError
 from ..core.task import is_safe_id
+from . import fields
+from .auth import Credentials
+from .models import Asset, Job, Submission, Upload
 
 DEFAULT_BASE_URL = "https://api.cloud.scenario.com/v1"
 BULK_LIMIT = 200  # POST /assets/get-bulk takes at most 200 ids
-
-
-class JobStatus(StrEnum):
-    """The API's words for where a job stands; a word not here means the job still runs."""
-
-    QUEUED = "queued"
-    IN_PROGRESS = "in-progress"
-    FINALIZING = "finalizing"
-    SUCCESS = "success"
-    FAILURE = "failure"
-    CANCELED = "canceled"
-
-
-TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.CANCELED})
 MAX_BODY = 16 * 1024 * 1024  # bytes of one API answer, after decompression
 UPLOAD_CHUNK = 1024 * 1024  # bytes of an upload read from disk at a time
-MAX_TEXT = 500  # characters kept of any text a server sends (reasons, errors)
-MAX_ASSETS = 16  # asset ids kept of one job (MusicGen makes one; a list of thousands is not a job's)
-MAX_DETAILS = 40  # entries kept of a cost breakdown
 MAX_PAGES = 2000  # job-list pages one walk reads at most (200,000 jobs)
 MAX_EMPTY = 50  # empty pages in a row before a walk gives up
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """API key and secret. repr and str never show the secret (nor the whole key)."""
-
-    key: str
-    secret: str = field(repr=False)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
-        env = os.environ if env is None else env
-        key = env.get("SCENARIO_API_KEY") or env.get("SCENARIO_SDK_API_KEY")
-        secret = env.get("SCENARIO_API_SECRET") or env.get("SCENARIO_SDK_API_SECRET")
-        if not key or not secret:
-            raise UsageError(
-                "no API credentials: set SCENARIO_API_KEY and SCENARIO_API_SECRET "
-                "(or run with --simulate to try the built-in simulator)"
-            )
-        for name, value in (("API key", key), ("API secret", secret)):
-            # An environment variable with bytes that are not UTF-8 (a paste gone wrong) holds
-            # surrogates; no header can carry it. Named, never shown.
-            if not value.isprintable() or text.clean(value) != value:
-                raise UsageError(f"the {name} in the environment holds characters no request can carry")
-        return cls(key, secret)
-
-    @property
-    def token(self) -> str:
-        return base64.b64encode(f"{self.key}:{self.secret}".encode()).decode()
-
-    @property
-    def header(self) -> str:
-        return f"Basic {self.token}"
-
-    def __repr__(self) -> str:
-        return f"Credentials(key={self.key[:4]}..., secret=***)"
-
-    __str__ = __repr__
-
-    def redact(self, text: str) -> str:
-        """`text` with the secret, the key and the auth token (also URL-quoted) removed."""
-        for needle in (self.token, quote(self.token, safe=""), self.secret, quote(self.secret, safe=""), self.key):
-            if needle and needle in text:
-                text = text.replace(needle, "***")
-        return text
-
-
-def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
-    return value[:limit] if isinstance(value, str) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _items(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _credits(value: Any) -> float | None:
-    """An amount of creative units: a finite number of at least 0 (anything else is unknown)."""
-    number = _number(value)
-    return number if number is not None and number >= 0 else None
-
-
-def _asset_ids(value: Any) -> tuple[str, ...]:
-    """A job's asset ids: the usable ones, each once, a handful at most."""
-    safe = dict.fromkeys(a for a in _items(value) if is_safe_id(a))
-    return tuple(itertools.islice(safe, MAX_ASSETS))
-
-
-def _numbers(value: Any) -> dict[str, float]:
-    """A cost breakdown: the numeric entries of a mapping, a few dozen at most (the rest is dropped)."""
-    found = ((str(k)[:60], _credits(v)) for k, v in _mapping(value).items())
-    return dict(itertools.islice(((k, n) for k, n in found if n is not None), MAX_DETAILS))
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """The parts of a Scenario job batchgen uses, typed (unknown fields are ignored)."""
-
-    id: str
-    status: str
-    progress: float = 0.0
-    asset_ids: tuple[str, ...] = ()
-    error: str | None = None
-    cost: float | None = None  # billing.cuCost: the main action
-    cost_details: Mapping[str, float] = field(default_factory=dict)  # billing.cuCostDetails: add-ons
-    discount: float | None = None
-    refundable: bool = True  # False when billing.disableRefund: a failure keeps its charge
-    input: Mapping[str, Any] = field(default_factory=dict)
-    output_entity: str | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    @property
-    def charge(self) -> float | None:
-        """Creative units this job costs in all: the main action plus its add-ons."""
-        if self.cost is None:
-            return None
-        return self.cost + sum(self.cost_details.values())
-
-    @classmethod
-    def parse(cls, data: Any, redact: Callable[[str], str] = lambda s: s, *, brief: bool = False) -> Job:
-        """A job from an API answer (`{"job": {...}}` or the job itself); `MalformedAnswer` if unusable.
-
-        `brief` reads only id, status and times of a job still running (what a poll needs).
-        """
-        job = data.get("job", data) if isinstance(data, dict) else None
-        if not isinstance(job, dict):
-            raise MalformedAnswer("answer holds no job object")
-        # The API documents jobId; some responses and the SDK's models use id.
-        job_id = job.get("jobId") or job.get("id")
-        if not is_safe_id(job_id):
-            raise MalformedAnswer("job without a usable jobId")
-        status = _text(job.get("status"), 40) or "unknown"
-        if brief and status not in TERMINAL:
-            created, updated = _text(job.get("createdAt"), 64), _text(job.get("updatedAt"), 64)
-            return cls(id=str(job_id), status=status, created_at=created, updated_at=updated)
-        meta, billing = _mapping(job.get("metadata")), _mapping(job.get("billing"))
-        output = _mapping(meta.get("output"))
-        assets = meta.get("assetIds")
-        error = _text(meta.get("error")) or _text(meta.get("hint"))
-        progress = _number(job.get("progress"))
-        return cls(
-            id=str(job_id),
-            status=status,
-            progress=min(1.0, max(0.0, progress)) if progress is not None else 0.0,
-            asset_ids=_asset_ids(assets),
-            error=redact(error) if error else None,
-            cost=_credits(billing.get("cuCost")),
-            cost_details=_numbers(billing.get("cuCostDetails")),
-            discount=_credits(billing.get("cuDiscount")),
-            refundable=billing.get("disableRefund") is not True,
-            input=_mapping(meta.get("input")),
-            output_entity=output.get("entityId") if is_safe_id(output.get("entityId")) else None,
-            created_at=_text(job.get("createdAt"), 64),
-            updated_at=_text(job.get("updatedAt"), 64),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """What a generate POST answered: the job, and the cost the API quoted."""
-
-    job: Job
-    cost: float | None
-    discount: float | None = None
-    cost_details: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Asset:
-    """An asset's download URL and what the API says of its content."""
-
-    id: str
-    url: str
-    mime_type: str
-    size: int | None = None
-    duration: float | None = None
-    channels: int | None = None
-    status: str = "success"
-    checksum: str | None = None  # sha256 hex when the API gives one
-
-    @classmethod
-    def parse(cls, data: Any) -> Asset:
-        asset = data.get("asset", data) if isinstance(data, dict) else None
-        if not isinstance(asset, dict) or not is_safe_id(asset.get("id")):
-            raise MalformedAnswer("answer holds no asset with a usable id")
-        props = _mapping(asset.get("properties"))
-        size, channels = _number(props.get("size")), _number(props.get("channels"))
-        checksum = _text(props.get("sha256")) or _text(asset.get("sha256"))
-        return cls(
-            id=str(asset["id"]),
-            url=_text(asset.get("url"), 8192) or "",
-            mime_type=_text(asset.get("mimeType"), 100) or "application/octet-stream",
-            size=int(size) if size is not None and size >= 0 else None,
-            duration=_number(props.get("duration")),
-            channels=int(channels) if channels is not None and channels > 0 else None,
-            status=_text(asset.get("status"), 40) or "success",
-            checksum=checksum.lower() if checksum and len(checksum) == 64 else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    """An upload as the API describes it (SDK `Upload`): its status and, once imported, its asset."""
-
-    id: str
-    status: str
-    part_urls: tuple[str, ...] = ()
-    entity_id: str | None = None  # the asset id, once imported
-    job_id: str | None = None
-    error: str | None = None
-
-    @classmethod
-    def parse(cls, data: Any, redact: Callable[[str], str] = lambda s: s) -> Upload:
-        upload = data.get("upload", data) if isinstance(data, dict) else None
-        if not isinstance(upload, dict) or not is_safe_id(upload.get("id")):
-            raise MalformedAnswer("answer holds no upload with a usable id")
-        urls = tuple(
-            u
-            for p in _items(upload.get("parts"))
-            if isinstance(u := _mapping(p).get("url"), str) and u.startswith(("http://", "https://"))
-        )
-        error = _text(upload.get("errorMessage"))
-        return cls(
-            id=str(upload["id"]),
-            status=_text(upload.get("status"), 40) or "unknown",
-            part_urls=urls,
-            entity_id=upload.get("entityId") if is_safe_id(upload.get("entityId")) else None,
-            job_id=upload.get("jobId") if is_safe_id(upload.get("jobId")) else None,
-            error=redact(error) if error else None,
-        )
 
 
 def retry_hint(headers: Mapping[str, str], body: Mapping[str, Any] | None, now: float | None = None) -> float | None:
@@ -311,8 +69,8 @@ def retry_hint(headers: Mapping[str, str], body: Mapping[str, Any] | None, now: 
                 when = when.replace(tzinfo=UTC)
             return max(0.0, when.timestamp() - (time.time() if now is None else now))
     if body:
-        for place in (body, _mapping(body.get("details"))):
-            if (seconds := _number(place.get("remainingSeconds"))) is not None and seconds >= 0:
+        for place in (body, fields.mapping(body.get("details"))):
+            if (seconds := fields.number(place.get("remainingSeconds"))) is not None and seconds >= 0:
                 return seconds
     return None
 
@@ -463,21 +221,21 @@ class ScenarioClient:
     def _error(
         self, status: int, headers: Mapping[str, str], body: Any, raw: bytes, method: str, path: str
     ) -> ApiError:
-        body_map = _mapping(body)
+        body_map = fields.mapping(body)
         reason = (
-            _text(body_map.get("reason"))
-            or _text(body_map.get("message"))
-            or _text(body_map.get("error"))
+            fields.text(body_map.get("reason"))
+            or fields.text(body_map.get("message"))
+            or fields.text(body_map.get("error"))
             or raw[:200].decode("utf-8", "replace")
             or "no reason"
         )
-        limit = _number(_mapping(body_map.get("details")).get("actionLimit"))
+        limit = fields.number(fields.mapping(body_map.get("details")).get("actionLimit"))
         if 300 <= status < 400:
             reason, kind = f"unexpected redirect ({reason})", ErrorKind.PERMANENT
         else:
             kind = classify(status)
         cls = CredentialsError if kind is ErrorKind.CREDENTIALS else ApiError
-        trace = _text(body_map.get("trace_id"), 80) or headers.get("x-trace-id") or headers.get("x-request-id")
+        trace = fields.text(body_map.get("trace_id"), 80) or headers.get("x-trace-id") or headers.get("x-request-id")
         trace = self.redact(trace) if trace else None
         return cls(
             status=status,
@@ -509,9 +267,9 @@ class ScenarioClient:
             raise MalformedAnswer(err.reason, status=200, ambiguous=True, method="POST", url="/generate") from None
         return Submission(
             job,
-            _credits(body.get("creativeUnitsCost")),
-            _credits(body.get("creativeUnitsDiscount")),
-            _numbers(body.get("costDetails")),
+            fields.credits(body.get("creativeUnitsCost")),
+            fields.credits(body.get("creativeUnitsDiscount")),
+            fields.numbers(body.get("costDetails")),
         )
 
     async def estimate(
@@ -529,7 +287,7 @@ class ScenarioClient:
             params={"dryRun": "true"},
             departed=departed,
         )
-        cost = _number(body.get("creativeUnitsCost"))
+        cost = fields.number(body.get("creativeUnitsCost"))
         if status != 269 and "job" in body:
             raise ApiError(status, "dry run created a job instead of pricing it", ErrorKind.PERMANENT)
         if cost is None or cost < 0:
@@ -568,14 +326,14 @@ class ScenarioClient:
             params["paginationToken"] = pagination_token
         _, body = await self._request("GET", "/jobs", endpoint="jobs", params=params)
         jobs = []
-        for item in _items(body.get("jobs")):
+        for item in fields.items(body.get("jobs")):
             if keep is not None and not (isinstance(item, dict) and keep(str(item.get("jobId") or item.get("id")))):
                 continue
             try:
                 jobs.append(Job.parse(item, self.redact, brief=brief))
             except MalformedAnswer:
                 continue
-        token = _text(body.get("nextPaginationToken"), 4096)
+        token = fields.text(body.get("nextPaginationToken"), 4096)
         return jobs, token or None
 
     async def iter_jobs(
@@ -620,7 +378,7 @@ class ScenarioClient:
             _, body = await self._request(
                 "POST", "/assets/get-bulk", endpoint="assets-bulk", json_body={"assetIds": chunk}
             )
-            for item in _items(body.get("assets")):
+            for item in fields.items(body.get("assets")):
                 try:
                     out.append(Asset.parse(item))
                 except MalformedAnswer:
@@ -759,8 +517,3 @@ def _path_id(value: str) -> str:
     if not is_safe_id(value):
         raise ApiError(0, f"refusing an unsafe id {str(value)[:40]!r}", ErrorKind.PERMANENT)
     return quote(value, safe="")
-
-
-def iso(ts: float) -> str:
-    """A wall-clock time as the API writes it (ISO 8601, UTC, milliseconds)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

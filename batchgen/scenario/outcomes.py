@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .client import Job, JobStatus
+from .models import Job, JobStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.retry import Backoff, retry_call
-from .client import Job, JobStatus, ScenarioClient, iso
+from .client import ScenarioClient
+from .models import Job, JobStatus, iso
 
 # How far before an intent to look for its job: covers clock skew between us and the API.
 MARGIN = 600.0

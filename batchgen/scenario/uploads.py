@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..core.errors import ApiError, ErrorKind
 from ..core.retry import Backoff, retry_call
-from .client import JobStatus, ScenarioClient, Upload
+from .client import ScenarioClient
+from .models import JobStatus, Upload
 
 IMPORTED, FAILED = "imported", "failed"
 CONTENT_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".ogg": "audio/ogg"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..scenario.client import iso
+from ..scenario.models import iso
 
 AUTHOR, OWNER = "sim-user", "sim-team"  # the SDK requires authorId and ownerId on everything
 

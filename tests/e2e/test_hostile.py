@@ -283,7 +283,8 @@ async def test_an_upload_answered_without_an_http_part_url_is_refused(tmp_path: 
 
     from batchgen.core.errors import ApiError
     from batchgen.core.retry import Backoff
-    from batchgen.scenario.client import Credentials, ScenarioClient
+    from batchgen.scenario.auth import Credentials
+    from batchgen.scenario.client import ScenarioClient
     from batchgen.scenario.uploads import upload_audio
     from batchgen.simulator import Simulator, serve
 

@@ -11,7 +11,8 @@ from batchgen import load
 from batchgen.listen.report import build, svg_path, waveform
 from batchgen.run.progress import Reporter
 from batchgen.run.runner import RunConfig, Runner
-from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient
 from batchgen.simulator import Faults
 
 from ..browser import Browser, find_chromium

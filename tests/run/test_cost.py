@@ -17,7 +17,8 @@ from batchgen.manifest import expand
 from batchgen.run.progress import Reporter
 from batchgen.run.runner import RunConfig, Runner, RunResult
 from batchgen.run.spending import Spending
-from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 from batchgen.store.cost import Pricer, shape
 from batchgen.store.ledger import Ledger

@@ -27,7 +27,8 @@ from batchgen.core.retry import Backoff
 from batchgen.core.state import replay
 from batchgen.run.progress import Reporter
 from batchgen.run.runner import RunConfig, Runner, RunResult
-from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 from batchgen.store.ledger import Ledger
 

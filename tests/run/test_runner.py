@@ -15,7 +15,8 @@ from batchgen.core.events import Intent
 from batchgen.core.state import Status
 from batchgen.run.progress import Reporter
 from batchgen.run.runner import Runner
-from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient
 from batchgen.simulator import Faults
 from batchgen.simulator.audio import render
 from batchgen.store.ledger import Ledger

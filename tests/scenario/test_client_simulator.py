@@ -18,7 +18,9 @@ from batchgen.core.params import MODEL_ID
 from batchgen.core.retry import Backoff
 from batchgen.run.download import Limits
 from batchgen.scenario.assets import AssetBatcher
-from batchgen.scenario.client import Asset, Credentials, Job, ScenarioClient, retry_hint
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient, retry_hint
+from batchgen.scenario.models import Asset, Job
 from batchgen.scenario.uploads import upload_audio
 from batchgen.simulator import Faults, Simulator, serve
 from batchgen.simulator.audio import render

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchgen.scenario.client import Job
+from batchgen.scenario.models import Job
 from batchgen.scenario.outcomes import Canceled, Failed, Succeeded, ended
 from batchgen.simulator import shapes
 

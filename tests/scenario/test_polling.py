@@ -15,7 +15,8 @@ from batchgen.manifest import expand
 from batchgen.run.progress import Reporter
 from batchgen.run.runner import RunConfig, Runner
 from batchgen.run.watcher import SERVER_MARGIN, SKEW_MARGIN, Watch, Watcher
-from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient
 from batchgen.scenario.limits import Cooldown, RateLimit
 
 from ..conftest import KEY, SECRET, Served

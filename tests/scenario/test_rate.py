@@ -12,7 +12,8 @@ from batchgen.core.errors import ApiError
 from batchgen.core.params import MODEL_ID
 from batchgen.run.progress import Reporter
 from batchgen.run.runner import Runner
-from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient
 from batchgen.scenario.limits import earliest_finish
 from batchgen.simulator import Faults, Simulator, SimulatorThread
 

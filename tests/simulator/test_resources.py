@@ -8,7 +8,8 @@ import base64
 import aiohttp
 import pytest
 
-from batchgen.scenario.client import Credentials, ScenarioClient
+from batchgen.scenario.auth import Credentials
+from batchgen.scenario.client import ScenarioClient
 from batchgen.simulator import Faults, Simulator, serve
 from batchgen.simulator.answers import charged, check_basic, error, parse_iso
 from batchgen.simulator.assets import AssetsApi
