@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 from batchgen import load
-from batchgen.listen.report import build, svg_path, waveform
+from batchgen.listen.report import build
+from batchgen.listen.waveform import svg_path, waveform
 from batchgen.run.progress import Reporter
 from batchgen.run.runner import RunConfig, Runner
 from batchgen.scenario.auth import Credentials
