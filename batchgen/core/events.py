@@ -368,7 +368,7 @@ KINDS: dict[str, type[Event]] = {
 
 class _Shape(NamedTuple):
     names: tuple[str, ...]  # the fields, in the order they are written
-    required: frozenset[str]
+    required: tuple[str, ...]
     falsy: frozenset[str]  # flags left out of a line while they are false, their default
 
 
@@ -376,7 +376,7 @@ def _shape(cls: type[Event]) -> _Shape:
     own = fields(cls)
     return _Shape(
         tuple(f.name for f in own),
-        frozenset(f.name for f in own if f.default is MISSING),
+        tuple(sorted(f.name for f in own if f.default is MISSING)),
         frozenset(f.name for f in own if f.default is False),
     )
 
@@ -414,13 +414,12 @@ def decode(doc: object) -> Line:
     if cls is None:
         raise BadEvent(f"unknown event {str(kind)[:40]!r}")
     shape = _SHAPES[cls]
-    missing = shape.required.difference(doc)
-    if missing:
-        name = min(missing)
-        raise BadEvent(f"{name} missing" if name != "task" else "event without a valid task name")
+    for name in shape.required:
+        if name not in doc:
+            raise BadEvent(f"{name} missing" if name != "task" else "event without a valid task name")
     event = cls(**{name: doc[name] for name in shape.names if name in doc})
     t, n = doc.get("t"), doc.get("n")
-    when = float(t) if isinstance(t, (int, float)) and type(t) is not bool and math.isfinite(t) else None
+    when = float(t) if (type(t) is float or type(t) is int) and math.isfinite(t) else None
     return Line(event, when, n if type(n) is int else None)
 
 

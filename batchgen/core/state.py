@@ -197,7 +197,8 @@ def apply(book: Book, event: Event, t: float | None = None) -> None:
         handler(book, st, event, t)
     if not isinstance(event, (Deferred, Progress)):
         st.deferred = None  # the task moved on: what left it waiting is over
-    if st.outcome is None and st.current.status is Status.IN_FLIGHT:
+    hops = st.hops
+    if st.outcome is None and (hops[0] if len(hops) == 1 else st.current).status is Status.IN_FLIGHT:
         book.running.add(event.task)
     else:
         book.running.discard(event.task)
