@@ -22,6 +22,7 @@ class Faults:
     rate_window: float = 1.0
     jitter: float = 0.0  # each API request arrives up to this many seconds late, as over a network
     action_limit: int | None = None  # jobs running at once, then 429 + details.actionLimit
+    action_wait: float = 1.0  # what that 429 asks to wait, seconds (below 1 s as retry-after-ms)
     error_rate: float = 0.0  # share of API requests answered 500/503
     drop_rate: float = 0.0  # share of API requests whose connection is dropped
     failure_rate: float = 0.0  # share of jobs that end in `failure` (refunded unless no_refund)

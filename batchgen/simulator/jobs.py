@@ -50,7 +50,9 @@ class JobsApi(World):
                 429,
                 "Too many concurrent jobs",
                 body_extra={"details": {"actionLimit": faults.action_limit}},
-                headers={"Retry-After": "1"},
+                headers={"Retry-After": str(math.ceil(faults.action_wait))}
+                if faults.action_wait >= 1
+                else {"retry-after-ms": str(round(faults.action_wait * 1000))},
             )
         return None
 

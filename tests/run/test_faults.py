@@ -45,7 +45,7 @@ QUICK = Backoff(base=0.01, cap=0.2, attempts=12)
 
 MATRIX: dict[str, dict[str, object]] = {
     "rate-limit": dict(rate_limit=15, retry_style="mixed"),
-    "action-limit": dict(action_limit=4),
+    "action-limit": dict(action_limit=4, action_wait=0.2),
     "errors": dict(error_rate=0.15),
     "drops": dict(drop_rate=0.15),
     "drops, listing without input": dict(drop_rate=0.15, list_hides_input=True),
@@ -58,6 +58,7 @@ MATRIX: dict[str, dict[str, object]] = {
     "everything": dict(
         rate_limit=20,
         action_limit=6,
+        action_wait=0.2,
         error_rate=0.1,
         drop_rate=0.1,
         failure_rate=0.1,
@@ -119,7 +120,7 @@ async def test_fault_matrix(served: Served, tmp_path: Path, fault: str) -> None:
 
 async def test_action_limit_lowers_the_cap(served: Served, tmp_path: Path) -> None:
     """A 429 with details.actionLimit lowers the in-flight cap for the rest of the run."""
-    served.sim.faults = Faults(action_limit=3)
+    served.sim.faults = Faults(action_limit=3, action_wait=0.2)
     served.sim.job_time = 0.1
     await run_batch(served, tmp_path, max_in_flight=10)
     assert served.sim.max_active <= 3
