@@ -78,6 +78,7 @@ READ_ONLY = frozenset({"validate", "plan", "status", "report"})
 def _dispatch(args: argparse.Namespace) -> int:
     # Each command's module is loaded when it runs: `status` never imports what `run` needs.
     from .listen import cmd_deliver, cmd_report, cmd_serve
+    from .models import cmd_models
     from .plan import cmd_plan, cmd_status, cmd_validate
     from .run import cmd_run
     from .simulate import cmd_simulate
@@ -91,6 +92,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "simulate": cmd_simulate,
         "serve": cmd_serve,
         "deliver": cmd_deliver,
+        "models": cmd_models,
     }
     if args.command in READ_ONLY:
         # Short commands that build a whole batch's tasks and states and exit: the cyclic

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1 only)")
     serve.add_argument("--multi-pick", action="store_true", help="allow more than one pick per track")
     _add_deliver(_with_out(sub.add_parser("deliver", help="picked takes to a folder: levelled, tagged, listed")))
+    models = sub.add_parser("models", help="the audio models batchgen knows, or one model's inputs; no network")
+    models.add_argument("show", nargs="?", choices=["show"], help="show one model's inputs")
+    models.add_argument("model", nargs="?", metavar="ID", help="the model's id, e.g. model_elevenlabs-sound-effects-v2")
     return parser
 
 

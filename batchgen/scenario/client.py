@@ -30,6 +30,8 @@ from aiofiles.threadpool.binary import AsyncBufferedReader
 
 from ..core import text
 from ..core.errors import ApiError, CredentialsError, DownloadError, ErrorKind, MalformedAnswer, UsageError
+from ..core.schema import ModelSchema
+from ..core.schema import parse as parse_schema
 from ..core.task import is_safe_id
 from . import fields
 from .auth import Credentials
@@ -419,6 +421,12 @@ class ScenarioClient:
     async def get_upload(self, upload_id: str) -> Upload:
         _, body = await self._request("GET", f"/uploads/{_path_id(upload_id)}", endpoint="upload-status")
         return Upload.parse(body, self.redact)
+
+    async def get_model(self, model_id: str) -> ModelSchema:
+        """The model's inputs as `GET /models/{id}` describes them (`SchemaError` if unusable)."""
+        path = f"/models/{_path_id(model_id)}"
+        _, body = await self._request("GET", path, endpoint="model")
+        return parse_schema(body, f"GET {path}")
 
     @asynccontextmanager
     async def download(

@@ -15,13 +15,14 @@ from typing import Any
 from aiohttp import web
 
 from .answers import check_basic, drop, error
+from .catalog import ModelsApi
 from .cdn import CdnApi
 from .jobs import JobsApi
 from .model import price
 from .uploads import UploadsApi
 
 
-class Simulator(JobsApi, UploadsApi, CdnApi):
+class Simulator(JobsApi, UploadsApi, CdnApi, ModelsApi):
     """The simulator's routes over its state. `app` is an aiohttp Application to serve."""
 
     @functools.cached_property
@@ -36,6 +37,7 @@ class Simulator(JobsApi, UploadsApi, CdnApi):
         r.add_get("/v1/jobs/{job_id}", self.get_job)
         r.add_post("/v1/jobs/{job_id}/action", self.job_action)
         r.add_get("/v1/jobs", self.list_jobs)
+        r.add_get("/v1/models/{model_id}", self.get_model)
         r.add_get("/v1/assets/{asset_id}", self.get_asset)
         r.add_post("/v1/assets/get-bulk", self.get_assets)
         r.add_post("/v1/uploads", self.create_upload)

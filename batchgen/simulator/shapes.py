@@ -132,3 +132,28 @@ def upload(
         if value is not None:
             out[key] = value
     return out
+
+
+def model(schema: dict[str, Any], *, created: float) -> dict[str, Any]:
+    """A `Model` as `GET /models/{id}` answers: a public, ready text-to-audio model with its inputs."""
+    out: dict[str, Any] = {
+        "id": schema["id"],
+        "capabilities": ["txt2audio"],
+        "collectionIds": [],
+        "createdAt": iso(created),
+        "updatedAt": iso(created),
+        "custom": True,  # used through POST /generate/custom/{modelId}
+        "exampleAssetIds": [],
+        "privacy": "public",
+        "source": "other",
+        "status": "trained",
+        "tags": [],
+        "trainingImagesNumber": 0,
+        "type": "custom",
+        "inputs": schema["inputs"],
+    }
+    if "name" in schema:
+        out["name"] = schema["name"]
+    if schema.get("disableRefund"):
+        out["disableRefund"] = True
+    return out

@@ -16,6 +16,20 @@ from ..core.task import is_safe_id
 
 _FOLDER = "schemas"
 
+# What each shipped model makes: a schema has no such field, so it is kept here.
+MAKES = {
+    "model_meta-musicgen": "music",
+    "model_beatoven-music-generation": "music",
+    "model_lyria-2": "music",
+    "model_elevenlabs-music-v2": "music",
+    "model_minimax-music-2-6": "music",
+    "model_ace-step-1-5-turbo-text-to-music": "music",
+    "model_elevenlabs-sound-effects-v2": "effects",
+    "model_beatoven-sound-effect": "effects",
+    "model_mm-audio-2-t2a": "effects",
+    "model_elevenlabs-tts-v3": "speech",
+}
+
 
 @functools.cache
 def shipped_ids() -> tuple[str, ...]:
@@ -33,4 +47,4 @@ def shipped(model_id: str) -> ModelSchema | None:
     return parse(json.loads(path.read_text(encoding="utf-8")), f"batchgen's shipped schema {model_id}")
 
 
-__all__ = ["shipped", "shipped_ids"]
+__all__ = ["MAKES", "shipped", "shipped_ids"]

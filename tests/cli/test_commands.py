@@ -60,3 +60,16 @@ def test_every_command_parses() -> None:
     assert (sim.port, sim.rate_limit) == (0, 5)
     deliver = parser.parse_args(["deliver", "m.yaml", "--to", "d", "--all"])
     assert deliver.all
+
+
+def test_models_lists_the_shipped_schemas_and_shows_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1] for line in listed.splitlines()[1:]}
+    assert rows["model_elevenlabs-sound-effects-v2"] == "effects" and rows["model_elevenlabs-tts-v3"] == "speech"
+    assert rows["model_meta-musicgen"] == "music" and len(rows) >= 10
+    assert main(["models", "show", "model_meta-musicgen"]) == 0
+    shown = capsys.readouterr().out
+    assert "duration" in shown and "1..30" in shown and "stereo-melody-large" in shown
+    assert main(["models", "show", "model_nope"]) == 2
+    assert "model_nope" in capsys.readouterr().err

@@ -83,6 +83,17 @@ def wait_for_job(client: sdk.Scenario, job_id: str, **project: str) -> object:
         time.sleep(0.05)
 
 
+def test_every_shipped_model_is_described_as_the_sdk_requires(client: sdk.Scenario) -> None:
+    """GET /models/{id} for each shipped schema validates as the SDK's ModelRetrieveResponse."""
+    from batchgen.store.schemas import shipped, shipped_ids
+
+    for model_id in shipped_ids():
+        model = client.models.retrieve(model_id).model
+        schema = shipped(model_id)
+        assert schema is not None and model.id == model_id
+        assert [(i.name, i.type) for i in model.inputs or []] == [(i.name, i.type) for i in schema.inputs]
+
+
 def test_generate_get_job_and_asset_validate(client: sdk.Scenario) -> None:
     """generate, get job (until success), get asset and get-bulk answer in the SDK's own shapes."""
     created = client.generate.run_model(MODEL, body=BODY)

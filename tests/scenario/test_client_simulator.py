@@ -406,3 +406,14 @@ async def test_a_burst_of_asset_lookups_is_one_bulk_call_made_at_once(client: Sc
     assert [a.id for a in assets] == ids
     assert client.calls["assets-bulk"] == 1
     assert took < 5.0  # far below the window
+
+
+async def test_a_model_is_described_by_its_schema(client: ScenarioClient) -> None:
+    """GET /models/{id}: the shipped schema, read back as the client parses any live one."""
+    from batchgen.store.schemas import shipped, shipped_ids
+
+    for model_id in shipped_ids():
+        assert await client.get_model(model_id) == shipped(model_id)
+    with pytest.raises(ApiError) as err:
+        await client.get_model("model_not-served")
+    assert err.value.status == 404
