@@ -13,9 +13,11 @@ from aiohttp import web
 
 from . import shapes
 from .answers import error, json_body
-from .audio import SAMPLE_RATE, region, render, render_pool, spoil, tone, wav16, wav_size
+from .audio import SAMPLE_RATE, encode, region, render, render_pool, spoil, tone, wav16, wav_size
 from .model import SimAsset
 from .world import World
+
+_EXTENSIONS = {"audio/mpeg": ".mp3", "audio/ogg": ".ogg"}
 
 
 class AssetsApi(World):
@@ -30,7 +32,7 @@ class AssetsApi(World):
         base = f"{request.scheme}://{request.host}"
         return shapes.asset(
             asset.id,
-            url=f"{base}/cdn/{asset.id}/{asset.id}{'.mp3' if asset.mime == 'audio/mpeg' else '.wav'}"
+            url=f"{base}/cdn/{asset.id}/{asset.id}{_EXTENSIONS.get(asset.mime, '.wav')}"
             f"?expires={expires}&sig={self._sign(asset.id, expires)}",
             mime=asset.mime,
             size=size,
@@ -44,14 +46,28 @@ class AssetsApi(World):
 
     async def _bytes(self, asset: SimAsset) -> bytes:
         if asset.data is None and self.fast_audio and asset.source is None:
-            asset.data = tone(asset.duration, asset.channels)
+            asset.data = await self._encoded(asset, tone(asset.duration, asset.channels))
         if asset.data is None:
             data = await (self._continued(asset) if asset.source else self._render(asset, asset.duration))
             if asset.spoil is not None:
                 asset.clean, data = data, await asyncio.to_thread(spoil, data, asset.spoil)
+            data = await self._encoded(asset, data)
             if asset.data is None:
                 asset.data = data
         return asset.data
+
+    async def _encoded(self, asset: SimAsset, wav: bytes) -> bytes:
+        """The model's own container (MP3, Opus) when soundfile can write it; else the WAV, said once."""
+        if asset.format == "wav" or asset.spoil is not None:
+            return wav
+        data = await asyncio.to_thread(encode, wav, asset.format)
+        if data is None:
+            if not self.faults.injected["wav-for-" + asset.format]:
+                print(f"simulator: no encoder for {asset.format} here (install the deliver extra); serving WAV")
+            self.faults.injected["wav-for-" + asset.format] += 1
+            asset.format = "wav"
+            return wav
+        return data
 
     async def _render(self, asset: SimAsset, seconds: float) -> bytes:
         # Rendering is pure Python: in a thread it would hold the GIL and stall the loop
@@ -96,8 +112,8 @@ class AssetsApi(World):
         asset = self._visible(request.match_info["asset_id"], request.query.get("projectId"))
         if asset is None:
             return error(404, "asset not found")
-        if asset.source is not None or asset.spoil is not None:
-            await self._bytes(asset)  # its size depends on what it continues
+        if asset.source is not None or asset.spoil is not None or asset.format != "wav":
+            await self._bytes(asset)  # its size depends on what it continues, or on its encoding
         return web.json_response({"asset": self._asset_json(request, asset)})
 
     async def get_assets(self, request: web.Request) -> web.Response:
@@ -108,6 +124,6 @@ class AssetsApi(World):
         project = request.query.get("projectId")
         found = [a for a in (self._visible(i, project) for i in ids) if a is not None]
         for asset in found:
-            if asset.source is not None or asset.spoil is not None:
-                await self._bytes(asset)  # its size depends on what it continues
+            if asset.source is not None or asset.spoil is not None or asset.format != "wav":
+                await self._bytes(asset)  # its size depends on what it continues, or on its encoding
         return web.json_response({"assets": [self._asset_json(request, a) for a in found]})

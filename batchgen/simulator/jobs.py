@@ -13,9 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from ..core.params import MODEL_ID, channels, check_params
+from ..store.schemas import shipped
 from . import shapes
 from .answers import charged, error, json_body, parse_iso
-from .model import JOB_STATUSES, SimAsset, SimJob, price
+from .model import JOB_STATUSES, SimAsset, SimJob, output_format, price, seconds_of
 from .world import World
 
 
@@ -70,8 +71,9 @@ class JobsApi(World):
         return error(429, "Rate limit exceeded", body_extra={"remainingSeconds": round(wait, 3)})
 
     async def generate(self, request: web.Request) -> web.Response:
-        if request.match_info["model"] != MODEL_ID:
-            return error(404, f"model {request.match_info['model']} not found")
+        model = request.match_info["model"]
+        if model != MODEL_ID and shipped(model) is None:
+            return error(404, f"model {model} not found")
         body = await json_body(request)
         if body is None:
             return error(400, "body must be a JSON object")
@@ -81,9 +83,9 @@ class JobsApi(World):
         if "dryRun" in body:
             self.dry_run_in_body += 1  # ignored, as the real API does: a paid job runs
             body = {k: v for k, v in body.items() if k != "dryRun"}
-        if problems := self._problems(body):
+        if problems := self._problems(model, body):
             return error(400, "; ".join(f"{f}: {m}" for f, m in problems))
-        cost = price(body)
+        cost = price(body) if model == MODEL_ID else _stand_in_price(model, body)
         discount = round(cost * self.faults.discount, 3)
         if dry_run is not None:
             self.dry_runs += 1
@@ -99,14 +101,16 @@ class JobsApi(World):
         if self.faults.quota is not None and len(self.submit_times) >= self.faults.quota:
             self.faults.injected["quota"] += 1
             return error(429, "Daily quota exhausted", {"Retry-After": "86400"})
-        job = self._create_job(body, cost, request.query.get("projectId"), discount)
+        job = self._create_job(body, cost, request.query.get("projectId"), discount, model)
         if self.faults.submit_delay:
             await asyncio.sleep(self.faults.submit_delay)  # widens the POST-to-journal window
         return web.json_response({"job": self._job_json(job), **charged(cost, discount)})
 
-    def _problems(self, body: dict[str, Any]) -> list[tuple[str, str]]:
-        """Why the API would refuse this body (the manifest's own rules, plus what only the API knows)."""
-        problems = check_params(body)
+    def _problems(self, model: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+        """Why the API would refuse this body: the model's schema (MusicGen: the manifest's own
+        rules, which include it), plus what only the API knows."""
+        schema = shipped(model)
+        problems = check_params(body) if model == MODEL_ID or schema is None else schema.check(body)
         audio_id = body.get("inputAudio")
         if audio_id is not None and audio_id not in self.assets:
             problems.append(("inputAudio", f"asset {audio_id} not found"))
@@ -115,7 +119,9 @@ class JobsApi(World):
             problems.append(("prompt", "flagged by content moderation (simulated)"))
         return problems
 
-    def _create_job(self, body: dict[str, Any], cost: float, project: str | None, discount: float) -> SimJob:
+    def _create_job(
+        self, body: dict[str, Any], cost: float, project: str | None, discount: float, model: str = MODEL_ID
+    ) -> SimJob:
         """A job (billed) and the asset it will make."""
         now = self.now()
         self.submit_times.append(now)
@@ -138,13 +144,14 @@ class JobsApi(World):
         source = self.assets.get(body["inputAudio"]) if body.get("continuation") and body.get("inputAudio") else None
         asset = SimAsset(
             id=self._id("asset"),
-            prompt=str(body.get("prompt", "")),
+            prompt=str(body.get("prompt") or body.get("text") or ""),
             seed=int(seed) if isinstance(seed, int) and seed >= 0 else secrets.randbelow(2**31),
-            duration=float(body.get("duration", 8)),
-            channels=channels(body),
+            duration=seconds_of(model, body, _default_seconds(model)),
+            channels=channels(body) if model == MODEL_ID else 1 if "tts" in model else 2,
             job=job,
             project=project,
             created=job.created_wall + job.job_time,
+            format=output_format({"outputFormat": _default(model, "outputFormat"), **body}),
         )
         if source is not None:
             start = float(body.get("continuationStart", 0) or 0)
@@ -256,3 +263,24 @@ class JobsApi(World):
         if more:  # opaque to clients; never the same twice, even for an empty page
             out["nextPaginationToken"] = f"{offset + size}.{next(self._ids)}"
         return web.json_response(out)
+
+
+def _default(model: str, name: str) -> object:
+    """The default of a model's input, as its schema gives it (None: no such input, or no default)."""
+    schema = shipped(model)
+    spec = schema.input(name) if schema is not None else None
+    return spec.default if spec is not None else None
+
+
+def _default_seconds(model: str) -> float:
+    """The length of a model's output when the request names none: its schema's duration default."""
+    for key in ("duration", "durationSeconds"):
+        value = _default(model, key)
+        if isinstance(value, int | float):
+            return float(value)
+    return 8.0
+
+
+def _stand_in_price(model: str, body: dict[str, Any]) -> float:
+    """The simulator's price for a model other than MusicGen: a creative unit per second made."""
+    return float(math.ceil(seconds_of(model, body, _default_seconds(model))))

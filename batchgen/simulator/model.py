@@ -14,6 +14,27 @@ CU_PER_SECOND = {"stereo-melody-large": 1.0, "stereo-large": 0.9, "melody-large"
 MBD_SURCHARGE = 1.25  # multi-band diffusion decodes more slowly
 
 
+def output_format(body: dict[str, Any]) -> str:
+    """The container a model's `outputFormat` asks for (ElevenLabs: `mp3_44100_128`, `opus_48000_64`, `wav_44100`)."""
+    asked = body.get("outputFormat")
+    if isinstance(asked, str) and asked.startswith(("mp3", "opus")):
+        return asked.split("_", 1)[0]
+    return "wav"
+
+
+def seconds_of(model: str, body: dict[str, Any], default: float) -> float:
+    """How long the simulator's stand-in output for a request is: its duration input, else speech's
+    length from its text (about 15 characters a second), else the model's default."""
+    for key in ("duration", "durationSeconds"):
+        value = body.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    text = body.get("text")
+    if isinstance(text, str) and "tts" in model:
+        return max(1.0, min(60.0, len(text) / 15))
+    return default
+
+
 def price(params: dict[str, Any]) -> float:
     """Creative units for one generation in the simulator's stand-in cost model."""
     model = params.get("modelVersion", "stereo-melody-large")
@@ -41,10 +62,13 @@ class SimAsset:
     depth: int = 1  # which hop of a chain it is: 1, or one more than what it continues
     spoil: str | None = None  # the `bad_hop` fault's kind, when this output comes back wrong
     clean: bytes | None = None  # a spoiled output as it was made: what a continuation of it continues
+    format: str = "wav"  # what the model's output format asks for: "wav", "mp3" or "opus"
 
     @property
     def mime(self) -> str:
-        return "audio/mpeg" if self.spoil in ("mp3", "undecodable") else "audio/wav"
+        if self.spoil in ("mp3", "undecodable") or (self.spoil is None and self.format == "mp3"):
+            return "audio/mpeg"
+        return "audio/ogg" if self.spoil is None and self.format == "opus" else "audio/wav"
 
     @property
     def etag(self) -> str:
