@@ -28,7 +28,7 @@ from ..store.layout import Layout
 from ..store.ledger import Ledger
 from .picks import MAX_NOTE, Made, Mark, Picks, PicksError, reconcile
 from .picks import load as load_picks
-from .waveform import COLUMNS, HEIGHT, svg_path, wav_columns
+from .waveform import COLUMNS, HEIGHT, NoWaveform, columns, svg_path
 
 if TYPE_CHECKING:  # imported when a page is made: a run that writes none never loads them
     import jinja2
@@ -44,6 +44,7 @@ class Entry:
     file: str | None = None
     seconds: float | None = None
     wave: str = ""
+    no_wave: str | None = None  # why a take that is there has no waveform (its format, a missing extra)
     cost: float | None = None
     job_id: str | None = None
     reason: str | None = None
@@ -83,7 +84,7 @@ def collect(tasks: Sequence[Task], ledger: Ledger, folder: Path, waves: Waves | 
             entry.file = st.files[0]["path"]
             entry.extra_files = [f["path"] for f in st.files[1:]]
             entry.made = Made(task.track, st.done_digest or "", str(st.files[0].get("sha256", "")))
-            entry.wave, entry.seconds = _wave(folder / entry.file, {} if waves is None else waves)
+            entry.wave, entry.seconds, entry.no_wave = _wave(folder / entry.file, {} if waves is None else waves)
             if task.shaped:
                 entry.seams = _seams(folder, st, entry.seconds or 0.0)
         elif st.status is Status.FAILED:
@@ -95,21 +96,21 @@ def collect(tasks: Sequence[Task], ledger: Ledger, folder: Path, waves: Waves | 
     return entries
 
 
-def _wave(path: Path, waves: Waves) -> tuple[str, float | None]:
-    """A WAV's waveform as an SVG path, and its seconds; drawn once per version of the file."""
-    if path.suffix != ".wav":
-        return "", None
+def _wave(path: Path, waves: Waves) -> tuple[str, float | None, str | None]:
+    """A take's waveform as an SVG path, its seconds, and why there is none; drawn once per version of the file."""
     try:
         info = path.lstat()
         if not stat.S_ISREG(info.st_mode):
-            return "", None
+            return "", None, None
         key = (str(path), info.st_size, info.st_mtime_ns)
         if key not in waves:
-            cols, seconds = wav_columns(path)
+            cols, seconds = columns(path)
             waves[key] = (svg_path(cols), seconds)
-        return waves[key]
+        return (*waves[key], None)
+    except NoWaveform as why:
+        return "", None, str(why)
     except (OSError, ValueError):
-        return "", None
+        return "", None, None
 
 
 def _seams(folder: Path, st: TaskState, seconds: float) -> tuple[float, ...]:
@@ -226,6 +227,7 @@ def _take_view(x: Entry, mark: Mark | None) -> dict[str, Any]:
         "file": _href(x.file) if x.file else None,
         "extra": [_href(f) for f in x.extra_files],
         "wave": x.wave,
+        "no_wave": x.no_wave,
         "seams": seams,
         "loop": x.task.loop is not None,
         "status": x.status,

@@ -1,7 +1,8 @@
 """A take's waveform as the page draws it: min and max per column, as an SVG path.
 
-Read from the WAV a block at a time (first channel), so a long take never sits in
-memory whole; pure reduction and drawing, no page here.
+Read a block at a time (first channel), so a long take never sits in memory whole: a
+WAV with the standard library; MP3, Ogg (Vorbis, Opus) and FLAC through soundfile when
+the `deliver` extra is installed. `columns` says why when a file cannot be drawn.
 """
 
 from __future__ import annotations
@@ -112,3 +113,47 @@ def _first_channel(path: Path, info: wavfile.WavInfo) -> Iterator[tuple[array[An
             if sys.byteorder != "little":
                 ints.byteswap()
             yield ints[:: info.channels], 1 / 32768.0
+
+
+DECODED = (".mp3", ".ogg", ".opus", ".flac")  # formats soundfile reads, when it is installed
+
+
+class NoWaveform(Exception):
+    """Why a file has no waveform on the page (its format, or the missing extra)."""
+
+
+def columns(path: Path, width: int = COLUMNS, height: int = HEIGHT) -> tuple[list[tuple[int, int]], float]:
+    """The waveform columns of any audio file batchgen draws, and its duration; `NoWaveform` says why not."""
+    suffix = path.suffix.lower()
+    if suffix == ".wav":
+        return wav_columns(path, width, height)
+    if suffix not in DECODED:
+        raise NoWaveform(f"no waveform for {suffix[1:].upper() or 'this'} files: the player still plays it")
+    try:
+        import soundfile
+    except ImportError:
+        raise NoWaveform("no waveform: drawing MP3, Ogg and FLAC needs the deliver extra") from None
+    try:
+        info = soundfile.info(str(path))
+        total = max(1, int(info.frames))
+        width = min(width, total)
+        lows, highs = [1.0] * width, [-1.0] * width
+        at = 0
+        for block in soundfile.blocks(str(path), blocksize=BLOCK, dtype="float32", always_2d=True):
+            first = block[:, 0]
+            for c in range(at * width // total, min(width, (at + len(first)) * width // total + 1)):
+                lo, hi = max(c * total // width - at, 0), min((c + 1) * total // width - at, len(first))
+                if hi > lo:
+                    part = first[lo:hi]
+                    lows[c], highs[c] = min(lows[c], float(part.min())), max(highs[c], float(part.max()))
+            at += len(first)
+    except (RuntimeError, ValueError, OSError) as err:  # soundfile's LibsndfileError is a RuntimeError
+        raise NoWaveform(f"no waveform: the file does not decode ({str(err)[:80]})") from None
+    half = height / 2
+    out = []
+    for low, high in zip(lows, highs, strict=True):
+        if low > high:  # a column no block reached (a short file): silence
+            low = high = 0.0
+        top, bottom = int(half - high * half), int(half - low * half)
+        out.append((max(0, min(height - 1, top)), max(0, min(height, max(bottom, top + 1)))))
+    return out, float(info.duration)
