@@ -7,13 +7,14 @@ import concurrent.futures
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from . import shapes
 from .answers import error, json_body
-from .audio import SAMPLE_RATE, encode, region, render, render_pool, spoil, tone, wav16, wav_size
+from .audio import SAMPLE_RATE, encode, region, render, render_kind, render_pool, spoil, tone, wav16, wav_size
 from .model import SimAsset
 from .world import World
 
@@ -72,13 +73,17 @@ class AssetsApi(World):
     async def _render(self, asset: SimAsset, seconds: float) -> bytes:
         # Rendering is pure Python: in a thread it would hold the GIL and stall the loop
         # (skewing every timing the simulator records), so it runs in a process.
-        args = (asset.prompt, asset.seed, seconds, asset.channels, asset.key_seed)
+        if asset.kind == "music":
+            make: Callable[..., bytes] = render
+            args: tuple[object, ...] = (asset.prompt, asset.seed, seconds, asset.channels, asset.key_seed)
+        else:
+            make, args = render_kind, (asset.kind, asset.prompt, asset.seed, seconds, asset.channels, asset.loop)
         try:
-            return await asyncio.get_running_loop().run_in_executor(render_pool(), render, *args)
+            return await asyncio.get_running_loop().run_in_executor(render_pool(), make, *args)
         except (RuntimeError, OSError, concurrent.futures.process.BrokenProcessPool):
             # No worker processes here (a script without a __main__ guard, a sandbox that
             # forbids them): render in a thread, slower timings but the same bytes.
-            return await asyncio.to_thread(render, *args)
+            return await asyncio.to_thread(make, *args)
 
     async def _continued(self, asset: SimAsset) -> bytes:
         """A continuation, as audiocraft and Replicate's cog make it: the prompt region of the

@@ -1,8 +1,10 @@
-"""Small, deterministic music synthesis for the simulator's assets.
+"""Small, deterministic synthesis for the simulator's assets: music, sound effects, speech.
 
-Not MusicGen: a few bars of melody over a bass line and chords, derived from the
-prompt (tempo from "NN bpm", minor mode for dark words) and the seed, so the demo is
-listenable and the same prompt and seed always give the same bytes.
+Not the real models: music is a few bars of melody over a bass line and chords, derived
+from the prompt (tempo from "NN bpm", minor mode for dark words) and the seed; a sound
+effect is short enveloped noise bursts and tones (seamless when asked for a loop);
+speech is a voiced tone pattern, a syllable per few letters, whose length follows the
+text. The same request always gives the same bytes.
 """
 
 from __future__ import annotations
@@ -242,3 +244,64 @@ def encode(wav: bytes, fmt: str) -> bytes | None:
     else:  # Opus runs at 48 kHz; libsndfile resamples nothing, so the stand-in is written at 48 kHz
         soundfile.write(buf, np.repeat(samples, 3, axis=0), 48000, format="OGG", subtype="OPUS")
     return buf.getvalue()
+
+
+def render_kind(kind: str, prompt: str, seed: int, duration: float, channels: int, loop: bool) -> bytes:
+    """The stand-in audio for a model that makes `kind` ("music", "effects" or "speech")."""
+    if kind == "effects":
+        samples = _effect(prompt, seed, duration, loop)
+    elif kind == "speech":
+        samples = _speech(prompt, seed, duration)
+    else:
+        return render(prompt, seed, duration, channels)
+    pcm = array("h", (int(max(-1.0, min(1.0, x)) * 30000) for x in samples))
+    if channels == 2:
+        both = array("h", [0]) * (2 * len(pcm))
+        both[0::2], both[1::2] = pcm, pcm
+        pcm = both
+    return wav16(pcm.tobytes(), channels)
+
+
+def _effect(prompt: str, seed: int, duration: float, loop: bool) -> list[float]:
+    """Noise bursts and short tones under decaying envelopes; a loop's end is folded into its start."""
+    rng = random.Random(hashlib.sha256(f"effect\x00{prompt}\x00{seed}".encode()).digest())
+    total = max(1, int(SAMPLE_RATE * duration))
+    fold = min(total // 4, SAMPLE_RATE // 10) if loop else 0  # a loop's crossfade: 100 ms at most
+    out = [0.0] * (total + fold)
+    for _ in range(max(1, int(duration * rng.uniform(1.5, 4)))):
+        start = rng.randrange(len(out))
+        length = min(len(out) - start, int(SAMPLE_RATE * rng.uniform(0.05, 0.6)))
+        freq, amp, smooth = rng.uniform(80, 2000), rng.uniform(0.2, 0.6), rng.uniform(0.05, 0.9)
+        low = 0.0
+        for i in range(length):
+            env = math.exp(-5.0 * i / max(1, length))
+            low += smooth * (rng.uniform(-1, 1) - low)  # one-pole low-pass noise: thuds to hisses
+            out[start + i] += amp * env * (0.6 * low + 0.4 * math.sin(2 * math.pi * freq * i / SAMPLE_RATE))
+    if fold:  # the tail crossfades into the head: the last sample runs on into the first
+        for i in range(fold):
+            w = i / fold
+            out[i] = out[i] * w + out[total + i] * (1 - w)
+    return out[:total]
+
+
+def _speech(text: str, seed: int, duration: float) -> list[float]:
+    """Syllables of a voiced tone (a pitch contour, a few harmonics), a gap between words."""
+    rng = random.Random(hashlib.sha256(f"speech\x00{seed}".encode()).digest())
+    total = max(1, int(SAMPLE_RATE * duration))
+    words = re.findall(r"\w+", text) or ["a"]
+    syllables = sum(max(1, len(w) // 3) for w in words)
+    unit = total / (syllables + 0.5 * len(words))  # samples per syllable, with half a syllable's gap per word
+    pitch = rng.uniform(100, 220)
+    out: list[float] = []
+    for word in words:
+        for _ in range(max(1, len(word) // 3)):
+            n = int(unit)
+            f0 = pitch * rng.uniform(0.9, 1.15)
+            out.extend(
+                0.25
+                * math.sin(math.pi * i / n)
+                * sum(math.sin(2 * math.pi * f0 * k * i / SAMPLE_RATE) / k for k in (1, 2, 3))
+                for i in range(n)
+            )
+        out.extend([0.0] * int(unit / 2))
+    return (out + [0.0] * total)[:total]

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from ..core.params import MODEL_ID, channels, check_params
-from ..store.schemas import shipped
+from ..store.schemas import MAKES, shipped
 from . import shapes
 from .answers import charged, error, json_body, parse_iso
 from .model import JOB_STATUSES, SimAsset, SimJob, output_format, price, seconds_of
@@ -152,6 +152,8 @@ class JobsApi(World):
             project=project,
             created=job.created_wall + job.job_time,
             format=output_format({"outputFormat": _default(model, "outputFormat"), **body}),
+            kind=MAKES.get(model, "music"),
+            loop=body.get("loop") is True,
         )
         if source is not None:
             start = float(body.get("continuationStart", 0) or 0)

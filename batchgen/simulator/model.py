@@ -63,6 +63,8 @@ class SimAsset:
     spoil: str | None = None  # the `bad_hop` fault's kind, when this output comes back wrong
     clean: bytes | None = None  # a spoiled output as it was made: what a continuation of it continues
     format: str = "wav"  # what the model's output format asks for: "wav", "mp3" or "opus"
+    kind: str = "music"  # what the model makes: "music", "effects" or "speech"
+    loop: bool = False  # the model's own `loop` input was true: the audio wraps seamlessly
 
     @property
     def mime(self) -> str:

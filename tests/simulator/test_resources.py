@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
+import statistics
 
 import aiohttp
 import pytest
@@ -90,3 +92,29 @@ async def test_an_upload_part_takes_no_auth_header_and_completes_only_with_data(
         auth = {"Authorization": "Basic x"}
         async with aiohttp.ClientSession() as raw, raw.put(upload.part_urls[0], data=b"x", headers=auth) as resp:
             assert resp.status == 400
+
+
+def test_effects_and_speech_sound_like_their_kind() -> None:
+    """A sound effect is as long as asked and wraps seamlessly when looped; speech lasts as its text does."""
+    import io
+    import wave
+
+    from batchgen.simulator.audio import render_kind
+
+    def samples(data: bytes) -> list[int]:
+        with wave.open(io.BytesIO(data)) as w:
+            frames = w.readframes(w.getnframes())
+        return [int.from_bytes(frames[i : i + 2], "little", signed=True) for i in range(0, len(frames), 2)]
+
+    def wrap_jump(x: list[int]) -> float:
+        """The step from the last sample to the first, against the signal's own steps there."""
+        local = [abs(b - a) for a, b in (*itertools.pairwise(x[-200:]), *itertools.pairwise(x[:200]))]
+        return abs(x[0] - x[-1]) / (statistics.median(local) + 1)
+
+    looped = [samples(render_kind("effects", "door creak", seed, 1.0, 1, True)) for seed in range(10)]
+    cut = [samples(render_kind("effects", "door creak", seed, 1.0, 1, False)) for seed in range(10)]
+    assert all(len(x) == 16000 for x in looped) and max(max(map(abs, x)) for x in looped) > 3000
+    assert max(map(wrap_jump, looped)) <= 4 < max(map(wrap_jump, cut))  # a loop never clicks; a cut one does
+    short = samples(render_kind("speech", "Halt!", 1, 1.0, 1, False))
+    assert len(short) == 16000 and max(map(abs, short)) > 3000
+    assert render_kind("speech", "Halt!", 1, 1.0, 1, False) == render_kind("speech", "Halt!", 1, 1.0, 1, False)
