@@ -19,6 +19,7 @@ from batchgen.scenario.reconcile import Finder, Unsure
 from batchgen.simulator import price
 from batchgen.store.cost import pricing_body
 from batchgen.store.ledger import Ledger
+from batchgen.store.schemas import shipped
 
 from ..conftest import Served
 
@@ -92,4 +93,7 @@ def test_a_sidecar_says_what_was_asked_made_and_paid(tmp_path: Path) -> None:
         3.0,
     )
     assert sidecar["prompt"] == "plain bed" and sidecar["digest"] == task.digest and sidecar["sha256"] == "ab" * 32
+    schema = shipped("model_meta-musicgen")
+    assert schema is not None and sidecar["model"] == "model_meta-musicgen"
+    assert sidecar["schemaDigest"] == schema.digest() and len(schema.digest()) == 16
     ledger.close()
