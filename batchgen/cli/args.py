@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="the audio models batchgen knows, or one model's inputs; no network")
     models.add_argument("show", nargs="?", choices=["show"], help="show one model's inputs")
     models.add_argument("model", nargs="?", metavar="ID", help="the model's id, e.g. model_elevenlabs-sound-effects-v2")
+    models.add_argument("--live", action="store_true", help="ask the API for the model's schema now (cached a day)")
+    models.add_argument("--simulate", action="store_true", help="ask the built-in simulator instead")
     return parser
 
 

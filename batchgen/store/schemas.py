@@ -1,18 +1,31 @@
-"""The model schemas that ship with batchgen: what `validate` and `plan` know with no network.
+"""Model schemas kept on this machine: the ones that ship, and live ones cached per user.
 
-One JSON file per model in the package's `schemas/` folder, in the SDK's `ModelInput`
-shape, holding only what Scenario's own pages document (see `schemas/README.md`): no
-guessed steps, no guessed price flags.
+Shipped: one JSON file per model in the package's `schemas/` folder, in the SDK's
+`ModelInput` shape, holding only what Scenario's own pages document (see
+`schemas/README.md`): no guessed steps, no guessed price flags; `validate` and `plan`
+know them with no network. Cached: a live `GET /models/{id}` answer, kept for a day in
+the platform's cache folder (`$XDG_CACHE_HOME/batchgen/models`, else
+`~/.cache/batchgen/models`), written atomically and never through a symlink; a damaged
+or stale cache file is simply not used.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import time
 from importlib import resources
+from pathlib import Path
 
-from ..core.schema import ModelSchema, parse
+from ..core import text
+from ..core.errors import BatchgenError
+from ..core.schema import ModelSchema, SchemaError, parse, to_json
 from ..core.task import is_safe_id
+from . import files
+
+CACHE_SECONDS = 24 * 3600  # a live schema is asked again after a day
+MAX_SCHEMA_BYTES = 4 * 1024 * 1024
 
 _FOLDER = "schemas"
 
@@ -47,4 +60,46 @@ def shipped(model_id: str) -> ModelSchema | None:
     return parse(json.loads(path.read_text(encoding="utf-8")), f"batchgen's shipped schema {model_id}")
 
 
-__all__ = ["MAKES", "shipped", "shipped_ids"]
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "batchgen" / "models"
+
+
+def cached(model_id: str, max_age: float = CACHE_SECONDS) -> tuple[ModelSchema, float] | None:
+    """A live schema fetched less than `max_age` seconds ago, and when; None if there is none usable."""
+    if not is_safe_id(model_id):
+        return None
+    path = cache_dir() / f"{model_id}.json"
+    try:
+        data = files.read_regular(path, MAX_SCHEMA_BYTES)
+        if data is None:
+            return None
+        doc = text.loads(data)
+        fetched = doc.get("fetched") if isinstance(doc, dict) else None
+        if not isinstance(fetched, int | float) or not 0 <= time.time() - fetched <= max_age:
+            return None
+        schema = parse(doc.get("model"), str(path))
+    except (OSError, ValueError, RecursionError, BatchgenError):
+        return None
+    return (schema, float(fetched)) if schema.id == model_id else None
+
+
+def remember(schema: ModelSchema) -> None:
+    """Keep a live schema in the user's cache for a day (a cache that cannot be written is skipped)."""
+    folder = cache_dir()
+    try:
+        files.ensure_dir(folder)
+        files.write_json_atomic(folder / f"{schema.id}.json", {"fetched": time.time(), "model": to_json(schema)})
+    except (OSError, BatchgenError):
+        pass  # a read-only home still shows the live schema; it is asked again next time
+
+
+def cached_ids() -> tuple[str, ...]:
+    try:
+        names = os.listdir(cache_dir())
+    except OSError:
+        return ()
+    return tuple(sorted(n.removesuffix(".json") for n in names if n.endswith(".json") and is_safe_id(n[:-5])))
+
+
+__all__ = ["MAKES", "SchemaError", "cache_dir", "cached", "cached_ids", "remember", "shipped", "shipped_ids"]

@@ -73,3 +73,33 @@ def test_models_lists_the_shipped_schemas_and_shows_one(capsys: pytest.CaptureFi
     assert "duration" in shown and "1..30" in shown and "stereo-melody-large" in shown
     assert main(["models", "show", "model_nope"]) == 2
     assert "model_nope" in capsys.readouterr().err
+
+
+def test_a_live_schema_is_cached_for_a_day_and_a_bad_cache_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import time
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("BATCHGEN_SIMULATE_JOB_TIME", "0.05")
+    assert main(["models", "show", "model_lyria-2", "--simulate"]) == 0
+    assert "(music, live schema)" in capsys.readouterr().out
+    kept = tmp_path / "cache" / "batchgen" / "models" / "model_lyria-2.json"
+    assert json.loads(kept.read_text())["model"]["id"] == "model_lyria-2"
+    assert main(["models", "show", "model_lyria-2"]) == 0
+    assert "live schema, fetched" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line.split()[1:4] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["model_lyria-2"] == ["music", "3", "live"] and rows["model_meta-musicgen"][2] == "shipped"
+    stale = json.loads(kept.read_text())
+    stale["fetched"] = time.time() - 2 * 86400
+    kept.write_text(json.dumps(stale))
+    assert main(["models", "show", "model_lyria-2"]) == 0
+    assert "shipped schema" in capsys.readouterr().out  # a day old: the shipped one again
+    kept.write_text('{"fetched": 1e99, "model": {"id": "model_lyria-2"')
+    assert main(["models", "show", "model_lyria-2"]) == 0
+    assert "shipped schema" in capsys.readouterr().out
+    assert main(["models", "show", "model_unknown-thing", "--simulate"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "404" in err
