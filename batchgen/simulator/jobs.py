@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..core import modelrules
 from ..core.params import MODEL_ID, channels, check_params
 from ..store.schemas import MAKES, shipped
 from . import shapes
@@ -110,7 +111,10 @@ class JobsApi(World):
         """Why the API would refuse this body: the model's schema (MusicGen: the manifest's own
         rules, which include it), plus what only the API knows."""
         schema = shipped(model)
-        problems = check_params(body) if model == MODEL_ID or schema is None else schema.check(body)
+        if model == MODEL_ID or schema is None:
+            problems = check_params(body)
+        else:
+            problems = schema.check(body) + modelrules.check(model, body)
         audio_id = body.get("inputAudio")
         if audio_id is not None and audio_id not in self.assets:
             problems.append(("inputAudio", f"asset {audio_id} not found"))

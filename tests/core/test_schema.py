@@ -171,3 +171,14 @@ def test_musicgen_schema_refuses_what_the_musicgen_rules_refuse(params: dict[str
     assert schema is not None
     body = {"prompt": "calm", **params}
     assert schema.check(body) and check_params(body)
+
+
+def test_a_rule_no_schema_can_say_is_checked_on_top() -> None:
+    from batchgen.core import modelrules
+
+    ace = "model_ace-step-1-5-turbo-text-to-music"
+    schema = shipped(ace)
+    assert schema is not None and schema.check({}) == []  # its schema marks neither required
+    assert modelrules.check(ace, {}) == [("prompt", "a prompt or lyrics is required")]
+    assert modelrules.check(ace, {"lyrics": "[Verse] la"}) == [] and modelrules.check(ace, {"prompt": "x"}) == []
+    assert modelrules.check("model_lyria-2", {}) == []

@@ -118,3 +118,16 @@ def test_effects_and_speech_sound_like_their_kind() -> None:
     short = samples(render_kind("speech", "Halt!", 1, 1.0, 1, False))
     assert len(short) == 16000 and max(map(abs, short)) > 3000
     assert render_kind("speech", "Halt!", 1, 1.0, 1, False) == render_kind("speech", "Halt!", 1, 1.0, 1, False)
+
+
+async def test_a_generate_body_is_held_to_the_models_schema_and_its_rules() -> None:
+    from batchgen.core.errors import ApiError
+
+    sim = Simulator(key=KEY, secret=SECRET, job_time=0.02)
+    async with serve(sim) as url, ScenarioClient(url, Credentials(KEY, SECRET)) as client:
+        with pytest.raises(ApiError, match="prompt: a prompt or lyrics is required"):
+            await client.generate("model_ace-step-1-5-turbo-text-to-music", {"duration": 10})
+        with pytest.raises(ApiError, match="outputFormat: must be one of"):
+            await client.generate("model_elevenlabs-sound-effects-v2", {"text": "door", "outputFormat": "flac"})
+        made = await client.generate("model_ace-step-1-5-turbo-text-to-music", {"lyrics": "[Verse] la", "duration": 10})
+        assert made.cost == 10  # a creative unit per second made
