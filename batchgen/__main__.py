@@ -20,6 +20,9 @@ import threading
 
 
 def _leave(signum: int, frame: object) -> None:
+    from .core import interrupts  # a few lines, no imports of its own
+
+    interrupts.mark(signum)  # kept even if the exit below lands where Python drops it
     raise SystemExit(130)
 
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..core import interrupts
 from ..core.errors import BatchgenError
 from ..core.gcpause import paused_gc, settle
 from .args import build_parser
@@ -16,16 +17,18 @@ from .common import EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        with contextlib.suppress(ValueError):  # startup's quiet handler: Ctrl-C is KeyboardInterrupt now
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    with contextlib.suppress(ValueError):  # startup's quiet handler: Ctrl-C is KeyboardInterrupt now
+        signal.signal(signal.SIGINT, _interrupt)
     previous = _terminate_like_interrupt()
     for stream in (sys.stdout, sys.stderr):  # a path or name with broken Unicode is shown, never a crash
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         args = build_parser().parse_args(argv)
-        return _dispatch(args)
+        code = _dispatch(args)
+        if interrupts.pending() and code != 130:  # a signal whose KeyboardInterrupt Python dropped: still a stop
+            raise KeyboardInterrupt
+        return code
     except BatchgenError as err:
         print(f"batchgen: {' '.join(str(err).split())}", file=sys.stderr)  # always one line
         return err.exit_code
@@ -57,6 +60,7 @@ def entry() -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    interrupts.mark(signum)
     raise KeyboardInterrupt
 
 

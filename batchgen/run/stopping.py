@@ -16,6 +16,8 @@ import signal
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from ..core import interrupts
+
 T = TypeVar("T")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -47,6 +49,8 @@ class Stop:
                 previous[sig] = old
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread (tests) or not supported: default handling
+        if interrupts.pending():
+            self.signal()  # one arrived before these handlers, and its exception was lost on the way
         try:
             yield self
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,36 @@ def test_the_halt_state_only_moves_to_a_graver_reason() -> None:
     assert Halt.HELD_OFF.leaving and not Halt.HELD_OFF.stopping
     assert Halt.SIGNAL.stopping and Halt.DISK.stopping and not Halt.RUNNING.stopping
     assert not Halt.SIGNAL.leaving
+
+
+async def test_a_signal_whose_exception_was_dropped_still_stops_the_run() -> None:
+    """A handler's KeyboardInterrupt can land where Python only prints it (an import's lock
+    clean-up); the mark it left makes the run's own handling stop at once all the same."""
+    from batchgen.core import interrupts
+
+    stop = Stop(grace=5)
+    interrupts.mark(2)
+    try:
+        with stop.signals():
+            assert stop.requested
+            with pytest.raises(Interrupted):
+                await stop.run(asyncio.sleep(10))
+    finally:
+        interrupts.clear()
+    fresh = Stop(grace=5)
+    with fresh.signals():
+        assert not fresh.requested
+
+
+def test_a_command_that_finished_after_a_dropped_signal_exits_130(tmp_path: Path) -> None:
+    from batchgen.cli.app import main
+    from batchgen.core import interrupts
+
+    path = tmp_path / "m.yaml"
+    path.write_text("batch: b\ntracks:\n  - {name: a, prompt: p}\n")
+    interrupts.mark(15)
+    try:
+        assert main(["validate", str(path)]) == 130
+    finally:
+        interrupts.clear()
+    assert main(["validate", str(path)]) == 0
