@@ -31,6 +31,10 @@ def run() -> None:
     signal.signal(signal.SIGTERM, _leave)
     gc.disable()  # until the command settles: what loads now lives as long as the process
     from .cli import entry
+    from .core import interrupts
+
+    if interrupts.pending():  # a signal during the imports whose exit Python dropped
+        raise SystemExit(130)
 
     code = entry()
     if threading.active_count() == 1:  # no thread of ours is left to finish its work

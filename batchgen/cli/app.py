@@ -17,8 +17,10 @@ from .common import EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    interrupts.clear()  # each command starts unsignalled (a startup signal was acted on before)
+    previous_int = None
     with contextlib.suppress(ValueError):  # startup's quiet handler: Ctrl-C is KeyboardInterrupt now
-        signal.signal(signal.SIGINT, _interrupt)
+        previous_int = signal.signal(signal.SIGINT, _interrupt)
     previous = _terminate_like_interrupt()
     for stream in (sys.stdout, sys.stderr):  # a path or name with broken Unicode is shown, never a crash
         with contextlib.suppress(AttributeError, ValueError):
@@ -45,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
+        interrupts.clear()  # the command is over: its signal is not the next one's (in one process)
 
 
 def entry() -> int:

@@ -85,15 +85,24 @@ async def test_a_signal_whose_exception_was_dropped_still_stops_the_run() -> Non
         assert not fresh.requested
 
 
-def test_a_command_that_finished_after_a_dropped_signal_exits_130(tmp_path: Path) -> None:
+def test_a_command_that_finished_after_a_dropped_signal_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal marked during a command (its exception lost) makes the command exit 130; the
+    mark is the command's own: the next command starts unsignalled."""
+    from batchgen.cli import plan
     from batchgen.cli.app import main
     from batchgen.core import interrupts
 
     path = tmp_path / "m.yaml"
     path.write_text("batch: b\ntracks:\n  - {name: a, prompt: p}\n")
-    interrupts.mark(15)
-    try:
-        assert main(["validate", str(path)]) == 130
-    finally:
-        interrupts.clear()
+    load = plan.load
+
+    def load_then_signalled(where: str) -> object:
+        interrupts.mark(15)  # as the handler does, before its KeyboardInterrupt went missing
+        return load(where)
+
+    monkeypatch.setattr(plan, "load", load_then_signalled)
+    assert main(["validate", str(path)]) == 130
+    monkeypatch.setattr(plan, "load", load)
     assert main(["validate", str(path)]) == 0
