@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from .schema import given
+
 Problems = list[tuple[str, str]]
-
-
-def _given(body: Mapping[str, object], name: str) -> bool:
-    value = body.get(name)
-    return value is not None and value != ""
 
 
 def _prompt_or_lyrics(body: Mapping[str, object]) -> Problems:
     """ACE-Step 1.5: "Either `prompt` or `lyrics` is required" (its model page, 2026-07-29)."""
-    if _given(body, "prompt") or _given(body, "lyrics"):
+    if given(body, "prompt") or given(body, "lyrics"):
         return []
     return [("prompt", "a prompt or lyrics is required")]
 

@@ -53,15 +53,15 @@ class Required:
     when: Mapping[str, tuple[object, ...]] = field(default_factory=dict)  # required when inputs hold these values
     every: bool = False  # `when` needs all its conditions (and), not any one (or)
 
-    def applies(self, given: Mapping[str, object]) -> bool:
+    def applies(self, body: Mapping[str, object]) -> bool:
         if self.always:
             return True
-        if any(_given(given, name) for name in self.if_defined):
+        if any(given(body, name) for name in self.if_defined):
             return True
-        if any(not _given(given, name) for name in self.if_not_defined):
+        if any(not given(body, name) for name in self.if_not_defined):
             return True
         if self.when:
-            hits = (given.get(name) in values for name, values in self.when.items())
+            hits = (body.get(name) in values for name, values in self.when.items())
             return all(hits) if self.every else any(hits)
         return False
 
@@ -154,7 +154,7 @@ def check_inputs(inputs: Iterable[Input], params: Mapping[str, object]) -> list[
         elif value is not None and (problem := spec.check(value)) is not None:
             problems.append((name, problem))
     for spec in known.values():
-        if not _given(params, spec.name) and spec.required.applies(params):
+        if not given(params, spec.name) and spec.required.applies(params):
             problems.append((spec.name, "is required"))
     return problems
 
@@ -186,7 +186,8 @@ def to_json(schema: ModelSchema) -> dict[str, Any]:
     return out
 
 
-def _given(params: Mapping[str, object], name: str) -> bool:
+def given(params: Mapping[str, object], name: str) -> bool:
+    """Whether a body gives `name` a value (absent, null, "" and [] give none)."""
     value = params.get(name)
     return value is not None and value != "" and value != []
 
@@ -366,4 +367,14 @@ def _input_json(spec: Input) -> dict[str, Any]:
     return out
 
 
-__all__ = ["INPUT_TYPES", "Input", "ModelSchema", "Required", "SchemaError", "check_inputs", "parse", "to_json"]
+__all__ = [
+    "INPUT_TYPES",
+    "Input",
+    "ModelSchema",
+    "Required",
+    "SchemaError",
+    "check_inputs",
+    "given",
+    "parse",
+    "to_json",
+]

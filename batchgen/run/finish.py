@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from enum import Enum
@@ -80,13 +79,7 @@ class Finisher:
 
     def hop_files(self) -> dict[str, int]:
         """The hop files of chained tracks on disk, and their sizes."""
-        try:
-            with os.scandir(self._layout.hops) as entries:
-                return {
-                    e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)
-                }
-        except OSError:
-            return {}
+        return files.sizes(self._layout.hops)
 
     def mark(self, task: str, moment: str) -> None:
         self.marks.setdefault(task, {})[moment] = time.time()

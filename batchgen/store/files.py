@@ -197,6 +197,17 @@ def write_json_atomic(path: Path, data: dict[str, Any], *, durable: bool = True)
     write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), durable=durable)
 
 
+def sizes(folder: Path | str) -> dict[str, int]:
+    """The regular files directly in `folder` and their sizes, in one listing; {} if it cannot be read.
+
+    A symlink or a folder under a file's name is not a file here."""
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)}
+    except OSError:
+        return {}
+
+
 def unlink_quietly(path: Path | str) -> None:
     """Remove a regular file batchgen made, ignoring one that is already gone."""
     try:

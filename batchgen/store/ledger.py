@@ -9,7 +9,6 @@ counts, spending and what is left are computed from the states, never kept along
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -21,6 +20,7 @@ from ..core.errors import JournalError
 from ..core.events import BatchStarted, Event, encode
 from ..core.state import VERSION, Book, PlanStatus, Status, TaskState, admit, apply, plan_status, replay
 from ..core.task import Task
+from . import files
 from .journal import Journal, journal_path, read_lines
 
 PLAN_STATUSES = tuple(PlanStatus)
@@ -161,13 +161,7 @@ class Ledger:
 
     def files_present(self) -> dict[str, int]:
         """The regular files in the batch folder and their sizes (one listing)."""
-        try:
-            with os.scandir(self.folder) as entries:
-                return {
-                    e.name: e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)
-                }
-        except OSError:
-            return {}
+        return files.sizes(self.folder)
 
     def rows(self, tasks: Iterable[Task]) -> list[tuple[Task, PlanStatus]]:
         present = self.files_present()
