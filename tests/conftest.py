@@ -21,6 +21,12 @@ class Served:
     url: str
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test has its own model cache: a schema cached by the user (or another test) never leaks in."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
     """A fault-free simulator with 50 ms jobs, served in the test's own loop."""

@@ -162,6 +162,9 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--confirm-above", type=_money, metavar="CU", help="ask before spending more than CU")
     run.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     run.add_argument("--no-report", action="store_true", help="do not write index.html at the end")
+    run.add_argument(
+        "--refresh-models", action="store_true", help="record the models' live schemas in place of the batch's"
+    )
     run.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from ..core import text
 from ..core.errors import UsageError
 from ..core.task import Task
-from ..manifest.parse import Manifest, expand_as_recorded
+from ..manifest.parse import Manifest, expand_as_recorded, load
 from ..store.ledger import Ledger
 
 T = TypeVar("T")
@@ -55,6 +55,13 @@ def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     finally:
         if coro is not None:
             coro.close()  # a no-op once it ran; stops the warning when it never did
+
+
+def _load(args: Any) -> Manifest:
+    """The manifest named on the command line, checked against the schemas its batch recorded."""
+    from ..run.models import BatchSchemas
+
+    return load(args.manifest, BatchSchemas(Path(args.out)))
 
 
 def _read_batch(manifest: Manifest, out: str) -> tuple[list[Task], Ledger]:

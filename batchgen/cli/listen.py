@@ -7,14 +7,13 @@ import sys
 from pathlib import Path
 
 from ..core.errors import UsageError
-from ..manifest.parse import load
-from .common import EXIT_FAILED, EXIT_OK, _run_async
+from .common import EXIT_FAILED, EXIT_OK, _load, _run_async
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ..listen import report
 
-    manifest = load(args.manifest)
+    manifest = _load(args)
     if not (Path(args.out) / manifest.batch).is_dir():
         raise UsageError(f"{Path(args.out) / manifest.batch}: no such batch folder; run the batch first")
     print(report.build(manifest, Path(args.out)))
@@ -26,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..listen.room import Room
     from ..listen.serve import loopback, serve
 
-    manifest = load(args.manifest)
+    manifest = _load(args)
     room = Room(manifest, Path(args.out), multi=args.multi_pick)
     if not loopback(args.host):
         print(
@@ -47,7 +46,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     from ..listen.deliver import Options, deliver, require_extra
 
     require_extra()  # before anything else: one line saying what to install
-    manifest = load(args.manifest)
+    manifest = _load(args)
     options = Options(
         to=Path(args.to),
         loudness=args.loudness,

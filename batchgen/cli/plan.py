@@ -13,7 +13,7 @@ from ..core.state import PlanStatus
 from ..core.task import Task
 from ..manifest.parse import Manifest, expand_as_recorded, load
 from ..store.ledger import TO_PAY, Ledger
-from .common import EXIT_OK, _read_batch, _run_async, _with_client
+from .common import EXIT_OK, _load, _read_batch, _run_async, _with_client
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -25,7 +25,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    manifest = load(args.manifest)
+    manifest = _load(args)
     tasks, ledger = _read_batch(manifest, args.out)
     rows = ledger.rows(tasks)
     if args.cost:
@@ -105,7 +105,7 @@ def _plan_cost(
 def cmd_status(args: argparse.Namespace) -> int:
     from ..store.cost import load_prices, shape
 
-    manifest = load(args.manifest)
+    manifest = _load(args)
     tasks, ledger = _read_batch(manifest, args.out)
     planned = ledger.rows(tasks)  # one plan per task, shared by every figure below
     figures = ledger.figures(planned)

@@ -9,16 +9,24 @@ from typing import Any
 
 from ..core.errors import UsageError
 from ..core.gcpause import settle
-from ..manifest.parse import Manifest, load
+from ..manifest.parse import Manifest, UnknownModel, load
 from .common import EXIT_OK, _read_batch, _run_async, _with_client
 from .plan import _print_plan
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..run.models import BatchSchemas
     from ..run.progress import Reporter
 
-    manifest = load(args.manifest)
+    resolve = BatchSchemas(Path(args.out))
+    try:
+        manifest: Manifest | None = load(args.manifest, resolve)
+    except UnknownModel:
+        if args.dry_run:
+            raise
+        manifest = None  # its schema is asked of the API below, then recorded with the batch
     if args.dry_run:
+        assert manifest is not None
         tasks, ledger = _read_batch(manifest, args.out)
         _print_plan(ledger.rows(tasks), ledger, as_json=False)
         print("dry run: nothing submitted")
@@ -33,17 +41,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def go(client: Any) -> Any:
         nonlocal runner
-        runner = Runner(manifest, client, config, reporter, confirm)
+        from ..run.models import load_for_run
+
+        def say(message: str) -> None:
+            reporter.event("model", message=message, error=True)
+
+        refresh = args.refresh_models
+        checked = await load_for_run(args.manifest, resolve, client, config.backoff, refresh=refresh, say=say)
+        runner = Runner(checked, client, config, reporter, confirm)
         return await runner.run()
 
     connections = config.max_in_flight + config.downloaders + config.poll_concurrency
     settle()
+    project = manifest.project if manifest is not None else None
     try:
-        result = _run_async(
-            lambda: _with_client(go, simulate=args.simulate, connections=connections, project=manifest.project)
-        )
+        result = _run_async(lambda: _with_client(go, simulate=args.simulate, connections=connections, project=project))
     finally:
         reporter.close()
+    manifest = runner.manifest
     _print_summary(manifest, result, args.max_cost, args.simulate)
     if not args.no_report and (result.done or result.failed or result.skipped):
         from ..listen import report
@@ -144,4 +159,4 @@ def _print_summary(manifest: Manifest, result: Any, max_cost: float | None, simu
     if result.interrupted:
         print("stopped by signal: state saved; run the same command again to resume")
     if simulated:
-        print("  (on the built-in simulator: the files are its synthesized stand-ins, not MusicGen's)")
+        print("  (on the built-in simulator: the files are its synthesized stand-ins, not the models' own)")

@@ -55,6 +55,14 @@ class Task:
     length: float | None = None  # seconds of the finished track (a loop's exact length)
     loop: Loop | None = None  # the track is cut to its bars and closed by a crossfade
     chain: ChainSettings | None = None  # the manifest's chain settings, for a shaped track
+    file_input: str = "inputAudio"  # the input a local file (input_audio) is uploaded for
+    duration_input: str = "duration"  # the input that says how long a job is
+    prompt_input: str = "prompt"  # the input that holds the prompt
+    schema_digest: str | None = None  # the schema the task was checked against: beside its identity, not in it
+    # What decides the price (None: MusicGen's rule, every input but prompt and seed), and
+    # the longest text of this task's length band, priced in its place (an upper bound).
+    price_inputs: tuple[str, ...] | None = None
+    price_text: str | None = None
 
     @property
     def hop_count(self) -> int:
@@ -66,16 +74,20 @@ class Task:
         return bool(self.hops)
 
     @property
-    def seed(self) -> int:
-        seed = self.params["seed"]
-        assert isinstance(seed, int)
-        return seed
+    def seed(self) -> int | None:
+        """The seed sent, or None for a model that takes no seed."""
+        seed = self.params.get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+    @property
+    def prompt(self) -> object:
+        return self.params.get(self.prompt_input)
 
     def body(self, asset_id: str | None = None) -> dict[str, object]:
         """The JSON body to POST, with a local inputAudio replaced by its uploaded asset."""
         body = dict(self.params)
         if self.input_audio is not None:
-            body["inputAudio"] = asset_id
+            body[self.file_input] = asset_id
         return body
 
     def hop_body(self, hop: int, input_asset: str | None) -> dict[str, object]:
@@ -87,7 +99,9 @@ class Task:
             return self.body(input_asset)
         plan = self.hops[hop]
         body = self.body(input_asset) if hop == 0 else dict(self.params)
-        body["duration"], body["seed"] = plan.duration, plan.seed
+        body[self.duration_input] = plan.duration
+        if "seed" in self.params:
+            body["seed"] = plan.seed
         if plan.continue_from is not None:
             body["inputAudio"] = input_asset
             body["continuation"] = True
@@ -135,6 +149,11 @@ def derive_seed(base: int, track: str, take: int, point: Mapping[str, object], p
         point_text = canonical(point) if point else ""
     key = f"{base}\x00{track}\x00{take}\x00{point_text}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & SEED_MAX
+
+
+def text_band(length: int) -> int:
+    """The length band a text of `length` characters is priced in: the next power of two, 64 at least."""
+    return max(64, 1 << max(0, length - 1).bit_length())
 
 
 def format_value(value: object) -> str:

@@ -288,7 +288,7 @@ def _tags(take: Take) -> Tags:
     seed = about.get("seed", task.seed)
     return Tags(
         title=about.get("track", task.track),
-        prompt=about.get("prompt", str(task.params.get("prompt", ""))),
+        prompt=about.get("prompt", str(task.prompt or "")),
         software=f"batchgen {__version__}",
         date=made[:10],
         time=made[11:19],
@@ -311,7 +311,7 @@ def _record(take: Take, name: str, key: str, sha: str, measured: dict[str, Any],
         "track": about.get("track", take.task.track),
         "take": about.get("take", take.task.take),
         "task": take.task.name,
-        "prompt": about.get("prompt", take.task.params.get("prompt")),
+        "prompt": about.get("prompt", take.task.prompt),
         "seed": about.get("seed", take.task.seed),
         "model": about.get("model", take.task.model),
         "jobId": about.get("jobId"),

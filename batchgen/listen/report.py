@@ -194,7 +194,7 @@ def _track_view(name: str, group: Sequence[Entry], marks: Mapping[str, Mark]) ->
         params = {**params, "loop": f"{first.loop.bars} bars at {first.loop.bpm:g} bpm"}
     return {
         "name": name,
-        "prompt": str(first.params.get("prompt", "")),
+        "prompt": str(first.prompt or ""),
         "duration": f"{max((x.seconds or 0.0) for x in group):.3f}",
         "cost": f"{sum(x.cost or 0.0 for x in group):g}",
         "model": first.model,

@@ -17,16 +17,19 @@ import re
 import stat
 import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..core import modelrules
 from ..core.chain import ChainSettings, Loop, hop_count, plan
 from ..core.errors import ManifestError, UnsafeFileError, quote
 from ..core.gcpause import paused_gc
 from ..core.params import MODEL_ID, PARAMS, check_combination, check_value, nearest
+from ..core.schema import ModelSchema, SchemaError
 from ..core.task import (
     MAX_HOPS,
+    HopPlan,
     Task,
     canonical,
     default_name,
@@ -36,9 +39,12 @@ from ..core.task import (
     is_safe_name,
     params_digest,
     point_suffix,
+    text_band,
 )
 from ..core.text import loads as load_json
 from ..store import files
+from ..store import schemas as schema_store
+from .models import Model, Resolve
 from .yamldoc import LineDict, LineList, YamlError
 from .yamldoc import load as load_yaml
 
@@ -59,8 +65,7 @@ TOP_KEYS = (
 # `length` and `loop` shape the finished track; they go anywhere a parameter can but are
 # never sent to the API (a chain of jobs, or a loop cut, makes them).
 SHAPES = ("length", "loop")
-KNOWN = (*PARAMS, *SHAPES)
-TRACK_KEYS = ("name", "takes", "seed", *KNOWN)
+TRACK_OWN = ("name", "takes", "seed", "model")  # a track's keys that are not inputs
 MAX_LENGTH = 3600.0  # seconds of one finished track
 MAX_JOB = 30  # seconds one job can make
 LOOP_KEYS = ("bpm", "bars", "beats_per_bar")
@@ -91,6 +96,18 @@ class Track:
         return self.lines.get(key, self.line)
 
 
+class UnknownModel(ManifestError):
+    """A model named in the manifest whose schema is not known here (not shipped, recorded or cached)."""
+
+    def __init__(self, path: str, line: int | None, field: str | None, model: str) -> None:
+        self.model = model
+        message = (
+            f"no schema is known for model {quote(model)} (not shipped, not recorded with the batch, "
+            f"not cached): `batchgen models show {model} --live` fetches it, and `run` does"
+        )
+        super().__init__(path, line, field, message)
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """A validated manifest, before expansion into tasks."""
@@ -109,25 +126,43 @@ class Manifest:
     # local inputAudio as written -> (absolute path, sha256 of its content)
     audio: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     lines: Mapping[str, int] = field(default_factory=dict)
+    models: Mapping[str, Model] = field(default_factory=dict)  # every model the manifest names, by id
+    sizes: Mapping[str, int] = field(default_factory=dict)  # bytes of each local file in `audio`
 
     def task_count(self) -> int:
         points = _product_size(self.sweep) * (len(self.zip[0][1]) if self.zip else 1)
         return sum(t.takes for t in self.tracks) * points
 
 
-def load(path: str | os.PathLike[str]) -> Manifest:
-    """Read and validate a manifest file and the files it names."""
+def known_schema(batch: str, model_id: str) -> ModelSchema | None:
+    """The schema `validate` and `plan` use with no network: shipped, else cached live."""
+    del batch  # the folder's recorded schemas are the caller's (`run` and the CLI know the folder)
+    found = schema_store.shipped(model_id)
+    if found is None and (cached := schema_store.cached(model_id)) is not None:
+        found = cached[0]
+    return found
+
+
+def load(path: str | os.PathLike[str], resolve: Resolve = known_schema) -> Manifest:
+    """Read and validate a manifest file and the files it names.
+
+    `resolve` gives each model's schema; a model it does not know raises `UnknownModel`.
+    """
     with paused_gc():
-        return _Reader(Path(path)).read()
+        return _Reader(Path(path), resolve).read()
 
 
 class _Reader:
     """One manifest read: keeps the file name for every error it raises."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, resolve: Resolve) -> None:
         self.path = path
         self.name = str(path)
+        self.resolve = resolve
+        self.batch = ""
         self.audio: dict[str, tuple[str, str]] = {}
+        self.sizes: dict[str, int] = {}
+        self.models: dict[str, Model] = {}
 
     def fail(self, line: int | None, field: str | None, message: str, *, source: str | None = None) -> ManifestError:
         return ManifestError(source or self.name, line, field, message)
@@ -142,19 +177,23 @@ class _Reader:
         for key in doc:
             if key not in TOP_KEYS:
                 raise self.fail(doc.lines[key], key, f"unknown key{_hint(key, TOP_KEYS)}")
-        batch = self._name(doc, "batch", required=True)
-        model = doc.get("model", MODEL_ID)
-        if model != MODEL_ID:
-            raise self.fail(doc.lines.get("model"), "model", f"only {MODEL_ID} is supported, not {quote(model)}")
-        defaults = self._params(doc, "defaults", allow_seed=False)
+        batch = self.batch = self._name(doc, "batch", required=True)
+        model = self._model(doc.get("model", MODEL_ID), doc.lines.get("model"), "model", self.name).id
         takes = self._int(doc, "takes", 1, 1, MAX_TAKES)
         seed = self._seed(doc, "seed")
-        sweep, zipped = self._sweep_and_zip(doc)
-        tracks = [
-            self._track(item, line, takes, self.name) for item, line in _items(doc.get("tracks"), doc, "tracks", self)
-        ]
+        rows = [(item, line, self.name, False) for item, line in _items(doc.get("tracks"), doc, "tracks", self)]
         if "tracks_file" in doc:
-            tracks.extend(self._tracks_file(doc, takes))
+            rows.extend(self._tracks_file(doc))
+        everywhere = self._scan_models(doc, rows)
+        defaults = self._params(doc, "defaults", everywhere)
+        sweep, zipped = self._sweep_and_zip(doc, everywhere)
+        varied = any(key == "model" for key, _ in (*sweep, *zipped))
+        usual = self.models[str(defaults.get("model", model))]
+        tracks = []
+        for item, line, source, csv_row in rows:
+            own = item.get("model") if isinstance(item, LineDict) else None
+            scope = everywhere if varied else ((self.models[own] if isinstance(own, str) else usual),)
+            tracks.append(self._track(item, line, takes, source, scope, csv_row=csv_row))
         if not tracks:
             raise self.fail(
                 doc.lines.get("tracks", doc.line), "tracks", "at least one track is required (tracks or tracks_file)"
@@ -162,7 +201,7 @@ class _Reader:
         self._check_tracks(tracks, {key for key, _ in (*sweep, *zipped)})
         filename = doc.get("filename")
         if filename is not None:
-            self._check_template(filename, doc.lines["filename"])
+            self._check_template(filename, doc.lines["filename"], everywhere)
         manifest = Manifest(
             path=self.name,
             batch=batch,
@@ -177,11 +216,47 @@ class _Reader:
             chain=self._chain(doc),
             audio=self.audio,
             lines=dict(doc.lines),
+            models=dict(self.models),
+            sizes=self.sizes,
         )
         count = manifest.task_count()
         if count > MAX_TASKS:
             raise self.fail(doc.line, None, f"expands to {count:,} tasks, more than the limit of {MAX_TASKS:,}")
         return manifest
+
+    def _model(self, value: object, line: int | None, where: str, source: str) -> Model:
+        """The model named by `value`, its schema resolved once per manifest."""
+        if not isinstance(value, str) or not is_safe_id(value):
+            raise self.fail(line, where, f"{quote(value)} is not a Scenario model id", source=source)
+        if (found := self.models.get(value)) is not None:
+            return found
+        try:
+            schema = self.resolve(self.batch, value)
+        except SchemaError as err:
+            raise self.fail(line, where, str(err), source=source) from None
+        if schema is None:
+            raise UnknownModel(source, line, where, value)
+        found = self.models[value] = Model.of(schema)
+        return found
+
+    def _scan_models(self, doc: LineDict, rows: Sequence[tuple[object, int | None, str, bool]]) -> tuple[Model, ...]:
+        """Every model the manifest names (top, defaults, sweep, zip, tracks), each resolved."""
+        named = [self.models[str(doc.get("model", MODEL_ID))]]
+        defaults = doc.get("defaults")
+        if isinstance(defaults, LineDict) and "model" in defaults:
+            named.append(self._model(defaults["model"], defaults.lines["model"], "defaults.model", self.name))
+        for key in ("sweep", "zip"):
+            block = doc.get(key)
+            if not isinstance(block, LineDict):
+                continue
+            values = block.get("model")
+            if isinstance(values, list):
+                at = block.lines["model"]
+                named.extend(self._model(value, at, f"{key}.model", self.name) for value in values)
+        for item, line, source, _ in rows:
+            if isinstance(item, LineDict) and "model" in item:
+                named.append(self._model(item["model"], item.lines.get("model", line), "model", source))
+        return tuple({model.id: model for model in named}.values())
 
     def _chain(self, doc: LineDict) -> ChainSettings:
         block = doc.get("chain")
@@ -213,9 +288,9 @@ class _Reader:
             raise self.fail(doc.lines["project"], "project", f"{quote(value)} is not a Scenario project id")
         return str(value)
 
-    def _sweep_and_zip(self, doc: LineDict) -> tuple[Axes, Axes]:
-        sweep = self._axes(doc, "sweep")
-        zipped = self._axes(doc, "zip")
+    def _sweep_and_zip(self, doc: LineDict, scope: tuple[Model, ...]) -> tuple[Axes, Axes]:
+        sweep = self._axes(doc, "sweep", scope)
+        zipped = self._axes(doc, "zip", scope)
         if zipped:
             lengths = {key: len(values) for key, values in zipped}
             if len(set(lengths.values())) > 1:
@@ -300,7 +375,7 @@ class _Reader:
         seed = int(value)
         return None if seed == -1 else seed  # -1 is the API's "random": derive one instead
 
-    def _params(self, doc: LineDict, key: str, *, allow_seed: bool) -> dict[str, object]:
+    def _params(self, doc: LineDict, key: str, scope: tuple[Model, ...]) -> dict[str, object]:
         block = doc.get(key)
         if block is None:
             return {}
@@ -309,25 +384,33 @@ class _Reader:
         out: dict[str, object] = {}
         for name, value in block.items():
             line = block.lines[name]
-            if name == "seed" and not allow_seed:
+            if name == "seed":
                 raise self.fail(line, f"{key}.seed", "set the base seed with the top-level `seed:` instead")
-            if name not in KNOWN:
-                raise self.fail(line, f"{key}.{name}", f"unknown parameter{_hint(name, KNOWN)}")
-            out[name] = self._value(name, value, line, f"{key}.{name}", self.name)
+            out[name] = self._value(name, value, line, f"{key}.{name}", self.name, scope)
         return out
 
-    def _value(self, name: str, value: object, line: int | None, where: str, source: str) -> object:
+    def _value(
+        self, name: str, value: object, line: int | None, where: str, source: str, scope: tuple[Model, ...]
+    ) -> object:
+        """A parameter's value, checked by every model in `scope` that takes it (one must)."""
+        if name == "model":
+            return self._model(value, line, where, source).id
         if name in SHAPES:
             shaped, problem = _shape_value(name, value)
             if problem:
                 raise self.fail(line, where, problem, source=source)
             return shaped
-        if problem := check_value(name, value):
-            raise self.fail(line, where, problem, source=source)
-        if name == "inputAudio":
+        takers = [m for m in scope if m.takes(name)]
+        if not takers:
+            raise self.fail(line, where, f"unknown parameter{_unknown(name, scope)}", source=source)
+        for model in takers:
+            if problem := model.check(name, value):
+                about = "" if len(scope) == 1 or model.musicgen else f" ({model.id})"
+                raise self.fail(line, where, problem + about, source=source)
+        if any(model.native(name) in model.file_inputs for model in takers):
             assert isinstance(value, str)
             return self._audio(value, line, where, source)
-        if PARAMS[name].type is int:
+        if any(m.musicgen for m in takers) and PARAMS[name].type is int:
             return int(value)  # type: ignore[call-overload]
         return value
 
@@ -347,9 +430,10 @@ class _Reader:
             problem = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
             raise self.fail(line, where, f"input audio {quote(value)}: {problem}", source=source) from None
         self.audio[value] = (str(local), digest)
+        self.sizes[value] = local.stat().st_size
         return value
 
-    def _axes(self, doc: LineDict, key: str) -> Axes:
+    def _axes(self, doc: LineDict, key: str, scope: tuple[Model, ...]) -> Axes:
         block = doc.get(key)
         if block is None:
             return ()
@@ -358,30 +442,32 @@ class _Reader:
         axes = []
         for name, values in block.items():
             line, where = block.lines[name], f"{key}.{name}"
-            if name not in KNOWN:
-                raise self.fail(line, where, f"unknown parameter{_hint(name, KNOWN)}")
             if not isinstance(values, list) or not values:
                 raise self.fail(line, where, "must be a non-empty list of values")
             item_lines = getattr(values, "lines", [line] * len(values))
             checked = tuple(
-                self._value(name, v, ln, where, self.name) for v, ln in zip(values, item_lines, strict=True)
+                self._value(name, v, ln, where, self.name, scope) for v, ln in zip(values, item_lines, strict=True)
             )
             if len({format_value(v) for v in checked}) != len(checked):
                 raise self.fail(line, where, "lists the same value twice")
             axes.append((name, checked))
         return tuple(axes)
 
-    def _track(self, item: object, line: int | None, takes: int, source: str) -> Track:
+    def _track(
+        self, item: object, line: int | None, takes: int, source: str, scope: tuple[Model, ...], *, csv_row: bool
+    ) -> Track:
         if not isinstance(item, LineDict):
             raise self.fail(line, "tracks", "each track must be a mapping with name and prompt", source=source)
+        if csv_row:
+            _coerce_row(item, scope)
         params: dict[str, object] = {}
         for key, value in item.items():
             key_line = item.lines.get(key, line)
-            if key not in TRACK_KEYS:
-                raise self.fail(key_line, key, f"unknown key{_hint(key, TRACK_KEYS)}", source=source)
+            if key not in TRACK_OWN and key not in SHAPES and not any(m.takes(key) for m in scope):
+                raise self.fail(key_line, key, f"unknown key{_unknown(key, scope, TRACK_OWN)}", source=source)
             if key in ("name", "takes", "seed"):
                 continue
-            params[key] = self._value(key, value, key_line, key, source)
+            params[key] = self._value(key, value, key_line, key, source, scope)
         name = self._name(item, "name", required=True, source=source)
         return Track(
             name=name,
@@ -393,7 +479,8 @@ class _Reader:
             lines=item.lines,
         )
 
-    def _tracks_file(self, doc: LineDict, takes: int) -> list[Track]:
+    def _tracks_file(self, doc: LineDict) -> list[tuple[object, int | None, str, bool]]:
+        """The rows of a tracks_file, read but not yet checked; CSV rows still hold text."""
         value, line = doc["tracks_file"], doc.lines["tracks_file"]
         if not isinstance(value, str):
             raise self.fail(line, "tracks_file", "must be a file path")
@@ -412,7 +499,7 @@ class _Reader:
             rows = list(zip(items, items.lines, strict=True))
         else:
             raise self.fail(line, "tracks_file", f"{quote(value)} must end in .csv, .jsonl, .yaml or .yml")
-        return [self._track(item, row_line, takes, source) for item, row_line in rows]
+        return [(item, row_line, source, suffix == ".csv") for item, row_line in rows]
 
     def _csv_rows(self, text: str, source: str) -> list[tuple[LineDict, int]]:
         import csv  # only manifests with a CSV tracks_file need it
@@ -431,7 +518,6 @@ class _Reader:
         if len(set(header)) != len(header):
             twice = next(h for h in header if header.count(h) > 1)
             raise self.fail(1, twice, "the CSV header names this column twice", source=source)
-        columns = [(key, _coercer(key)) for key in header]
         rows = []
         for cells in reader:
             row_line = reader.line_num
@@ -442,10 +528,10 @@ class _Reader:
             item = LineDict()
             lines: dict[str, int] = {}
             item.line, item.lines = row_line, lines
-            for (key, coerce), cell in zip(columns, cells, strict=True):
+            for key, cell in zip(header, cells, strict=True):
                 cell = cell.strip()
                 if cell:  # an empty cell leaves the parameter to the defaults
-                    item[key] = coerce(cell)
+                    item[key] = cell  # read as its parameter's type once the row's model is known
                     lines[key] = row_line
             rows.append((item, row_line))
         return rows
@@ -468,10 +554,10 @@ class _Reader:
             rows.append((item, row_line))
         return rows
 
-    def _check_template(self, template: object, line: int) -> None:
+    def _check_template(self, template: object, line: int, scope: tuple[Model, ...]) -> None:
         if not isinstance(template, str) or not template:
             raise self.fail(line, "filename", "must be a non-empty template string like '{track}-{take}'")
-        fields = ("track", "take", "seed", *PARAMS)
+        fields = tuple(dict.fromkeys(("track", "take", "seed", "model", *(n for m in scope for n in m.names()))))
         try:
             parsed = list(string.Formatter().parse(template))
         except ValueError as err:
@@ -549,7 +635,9 @@ def _items(value: object, doc: LineDict, key: str, reader: _Reader) -> list[tupl
 
 
 def _as_loop(cell: str) -> object:
-    """A CSV `loop` cell: `bpm/bars` or `bpm/bars/beats_per_bar`, e.g. `96/16`."""
+    """A CSV `loop` cell: `bpm/bars` or `bpm/bars/beats_per_bar`, e.g. `96/16`; or true/false."""
+    if cell.lower() in _BOOLS:
+        return _as_bool(cell)
     parts = cell.split("/")
     if len(parts) not in (2, 3):
         return cell  # the check names it
@@ -565,8 +653,10 @@ def _shape_value(name: str, value: object) -> tuple[object, str | None]:
         if not 1 <= value <= MAX_LENGTH:
             return value, f"must be between 1 and {MAX_LENGTH:g} seconds, not {quote(value)}"
         return float(value), None
+    if isinstance(value, bool):
+        return value, None  # the model's own seamless loop, for a model with a `loop` input
     if not isinstance(value, dict):
-        return value, f"must be a mapping like {{bpm: 96, bars: 16}}, not {quote(value)}"
+        return value, f"must be a mapping like {{bpm: 96, bars: 16}}, or true, not {quote(value)}"
     for key in value:
         if key not in LOOP_KEYS:
             return value, f"unknown key {quote(key)}{_hint(str(key), LOOP_KEYS)}; a loop takes bpm, bars, beats_per_bar"
@@ -609,7 +699,14 @@ def _as_float(cell: str) -> object:
     return int(number) if number.is_integer() and "." not in cell else number
 
 
-def _coercer(key: str) -> Callable[[str], object]:
+def _coerce_row(item: LineDict, scope: tuple[Model, ...]) -> None:
+    """A CSV row's cells, read as the types their parameters expect."""
+    for key, cell in item.items():
+        if isinstance(cell, str):
+            item[key] = _coercer(key, scope)(cell)
+
+
+def _coercer(key: str, scope: tuple[Model, ...]) -> Callable[[str], object]:
     """How to read a CSV column: by the type its parameter expects (text if unsure)."""
     if key in ("takes", "seed"):
         return _as_int
@@ -617,13 +714,20 @@ def _coercer(key: str) -> Callable[[str], object]:
         return _as_float
     if key == "loop":
         return _as_loop
-    param = PARAMS.get(key)
-    kind = param.type if param else str
+    taker = next((m for m in scope if m.takes(key)), None)
+    kind = taker.kind(key) if taker is not None else str
     if kind is bool:
         return _as_bool
     if kind in (int, float):
         return _as_int if kind is int else _as_float
     return str
+
+
+def _unknown(name: str, scope: tuple[Model, ...], extra: Sequence[str] = ()) -> str:
+    """`unknown ...` + which model(s) it means and the nearest name any of them takes."""
+    options = tuple(dict.fromkeys((*extra, *SHAPES, *(n for m in scope for n in m.names()))))
+    models = " or ".join(m.id for m in scope[:3]) + (" or ..." if len(scope) > 3 else "")
+    return f" for {models}{_hint(name, options)}"
 
 
 def _hint(word: str, options: Sequence[str] | Mapping[str, object]) -> str:
@@ -680,37 +784,42 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
         merged = {**manifest.defaults, **track.params}
         variants = []
         for point, point_text, suffix in zip(points, point_texts, suffixes, strict=True):
-            params, audio, shape = _variant(manifest, track, merged, point)
-            variants.append((point, point_text, suffix, params, audio, shape))
+            model, params, audio, shape = _variant(manifest, track, merged, point)
+            variants.append((point, point_text, suffix, model, params, audio, shape))
             text += track.takes * sum(len(v) for v in params.values() if isinstance(v, str))
         if text > MAX_EXPANDED_TEXT:
             message = f"expands to more than {MAX_EXPANDED_TEXT // 1024**2} MB of prompt text (track {track.name})"
             raise ManifestError(manifest.path, track.line, None, message)
         for take in range(1, track.takes + 1):
-            for point, point_text, suffix, params, audio, shape in variants:
-                seed = _seed_for(track, take, point, point_text, base)
-                body = {**params, "seed": seed}
+            for point, point_text, suffix, model, params, audio, shape in variants:
+                seed = model.fit_seed(_seed_for(track, take, point, point_text, base))
+                body = {**params, "seed": seed} if model.seeds is not None or model.musicgen else params
                 if manifest.filename is None and track.takes == 1 and not point:
                     name = track.name  # the common case, without the template machinery
                 else:
                     name = _output_name(manifest, track, take, point, body, suffix)
-                shaping = _shaping(manifest, params, shape, seed) if shape else None
+                shaping = _shaping(manifest, model, params, shape, seed) if shape else None
                 task = Task(
                     name=name,
                     track=track.name,
                     take=take,
                     params=body,
                     digest=params_digest(
-                        manifest.model, body, audio[1] if audio else None, shaping["digest"] if shaping else None
+                        model.id, body, audio[2] if audio else None, shaping["digest"] if shaping else None
                     ),
-                    model=manifest.model,
+                    model=model.id,
                     point=point,
-                    input_audio=audio[0] if audio else None,
-                    audio_sha256=audio[1] if audio else None,
+                    input_audio=audio[1] if audio else None,
+                    audio_sha256=audio[2] if audio else None,
                     hops=shaping["hops"] if shaping else (),
                     length=shaping["length"] if shaping else None,
                     loop=shaping["loop"] if shaping else None,
                     chain=manifest.chain if shaping else None,
+                    file_input=audio[0] if audio else "inputAudio",
+                    duration_input=model.duration.name if model.duration is not None else "duration",
+                    prompt_input=model.prompt or "prompt",
+                    schema_digest=model.digest,
+                    price_inputs=None if model.musicgen else modelrules.price_inputs(model.schema),
                 )
                 _claim(manifest, track, owners, task)
                 tasks.append(task)
@@ -718,7 +827,31 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
                 if jobs > MAX_TASKS:  # a chain's hops are jobs too: bound them all, not just tasks
                     message = f"expands to more than {MAX_TASKS:,} jobs (each hop of a chain is one)"
                     raise ManifestError(manifest.path, None, None, message)
-    return tasks
+    return _priced_by_band(tasks)
+
+
+def _priced_by_band(tasks: list[Task]) -> list[Task]:
+    """Tasks whose price follows their text, each priced by the longest text of its length band.
+
+    Texts are banded by length (powers of two); a dry run of a band's longest text is an
+    upper bound for every task in it, so `--max-cost` stays a guarantee while 500 lines in
+    one voice cost a handful of dry runs.
+    """
+    longest: dict[tuple[str, str, int], str] = {}
+    keys: list[tuple[str, str, int] | None] = []
+    for task in tasks:
+        text = task.prompt
+        if task.price_inputs is None or task.prompt_input not in task.price_inputs or not isinstance(text, str):
+            keys.append(None)
+            continue
+        rest = {k: v for k, v in task.params.items() if k in task.price_inputs and k != task.prompt_input}
+        key = (task.model, canonical(rest), text_band(len(text)))
+        keys.append(key)
+        if len(text) > len(longest.get(key, "")):
+            longest[key] = text
+    if not longest:
+        return tasks
+    return [t if k is None else replace(t, price_text=longest[k]) for t, k in zip(tasks, keys, strict=True)]
 
 
 def _claim(manifest: Manifest, track: Track, owners: dict[str, Task], task: Task) -> None:
@@ -737,12 +870,21 @@ def _claim(manifest: Manifest, track: Track, owners: dict[str, Task], task: Task
     owners[key] = task
 
 
+Audio = tuple[str, str, str]  # a local file input: (input name, absolute path, sha256)
+
+
 def _variant(
     manifest: Manifest, track: Track, merged: dict[str, object], point: Mapping[str, object]
-) -> tuple[dict[str, object], tuple[str, str] | None, dict[str, object]]:
-    """A track at one sweep point: the body's parameters (checked together), its input audio, its shape."""
+) -> tuple[Model, dict[str, object], Audio | None, dict[str, object]]:
+    """A track at one sweep point: its model, the body (checked together), its input file, its shape."""
     params = {**merged, **point}
+    model = manifest.models[str(params.pop("model", manifest.model))]
+    if not model.musicgen:
+        return _schema_variant(manifest, track, model, params, point)
     shape = {key: params.pop(key) for key in SHAPES if key in params}
+    if isinstance(shape.get("loop"), bool):
+        message = f"track {quote(track.name)}: {model.id} has no loop input; use loop: {{bpm, bars}} for a cut loop"
+        raise ManifestError(track.source, track.line_of("loop"), "loop", message)
     length = shape.get("length")
     if isinstance(length, int | float) and "loop" not in shape and length <= _duration(params):
         params["duration"] = shape.pop("length")  # fits in one job: just ask for that long
@@ -754,10 +896,98 @@ def _variant(
         else:  # the offending value came from defaults
             source, line = manifest.path, manifest.lines.get("defaults")
         raise ManifestError(source, line, field_name, f"track {quote(track.name)}: {message}")
-    audio = manifest.audio.get(params["inputAudio"]) if "inputAudio" in params else None  # type: ignore[call-overload]
+    local = manifest.audio.get(params["inputAudio"]) if "inputAudio" in params else None  # type: ignore[call-overload]
     if shape:
         _check_chain(manifest, track, params, shape)
-    return params, audio, shape
+    return model, params, ("inputAudio", *local) if local else None, shape
+
+
+def _schema_variant(
+    manifest: Manifest, track: Track, model: Model, params: dict[str, object], point: Mapping[str, object]
+) -> tuple[Model, dict[str, object], Audio | None, dict[str, object]]:
+    """A track for a model described by its schema: keys mapped to its inputs, shapes to one job, checked."""
+    for key in list(params):
+        if key in SHAPES or model.takes(key):
+            continue
+        if key in track.params or key in point:
+            message = f"track {quote(track.name)}: {model.id} has no input {quote(key)}{_hint(key, model.names())}"
+            raise _at(manifest, track, point, key, message)
+        del params[key]  # a default meant for the manifest's other models: this one does not take it
+    if "prompt" in params and model.prompt not in (None, "prompt"):
+        if model.prompt in params:
+            message = f"track {quote(track.name)}: give prompt or {model.prompt}, not both ({model.id})"
+            raise _at(manifest, track, point, "prompt", message)
+        params[str(model.prompt)] = params.pop("prompt")
+    shape = {key: params.pop(key) for key in SHAPES if key in params}
+    _one_job(manifest, track, model, params, shape, point)
+    problems = model.schema.check(params) + modelrules.check(model.id, params)
+    for name, problem in problems:
+        key = "prompt" if name == model.prompt and name not in {**track.params, **point} else name
+        raise _at(manifest, track, point, key, f"track {quote(track.name)}: {problem} ({model.id})")
+    return model, params, _local_file(manifest, track, model, params, point), shape
+
+
+def _one_job(
+    manifest: Manifest,
+    track: Track,
+    model: Model,
+    params: dict[str, object],
+    shape: dict[str, object],
+    point: Mapping[str, object],
+) -> None:
+    """`loop: true` to the model's own loop input; `length` and a cut loop to one job's duration."""
+    if isinstance(shape.get("loop"), bool):
+        if not model.native_loop:
+            message = f"track {quote(track.name)}: {model.id} has no loop input, so loop: true cannot be asked of it"
+            raise _at(manifest, track, point, "loop", message)
+        params["loop"] = shape.pop("loop")
+    if not shape:
+        return
+    key = "length" if "length" in shape else "loop"
+    target, _ = _target(shape, manifest.chain)
+    spec = model.duration
+    if spec is None:
+        raise _at(manifest, track, point, key, f"track {quote(track.name)}: {model.id} takes no duration")
+    if (key == "length" and spec.max is not None and target > spec.max) or model.job_seconds(target) is None:
+        most = f"{spec.max:g}" if spec.max is not None else "?"
+        message = (
+            f"track {quote(track.name)}: {model.id} makes at most {most}s in one job and cannot continue "
+            f"a job, so {target:g}s is more than it can make"
+        )
+        raise _at(manifest, track, point, key, message)
+    if key == "length":
+        params[spec.name] = shape.pop("length")  # one job of exactly that length
+
+
+def _local_file(
+    manifest: Manifest, track: Track, model: Model, params: Mapping[str, object], point: Mapping[str, object]
+) -> Audio | None:
+    """The task's one local file input (uploaded before its job), checked against the input's maxSize."""
+    found: list[Audio] = []
+    for name in model.file_inputs:
+        value = params.get(name)
+        if not isinstance(value, str) or value not in manifest.audio:
+            continue
+        spec = model.schema.input(name)
+        size = manifest.sizes.get(value, 0)
+        if spec is not None and spec.max_size is not None and size > spec.max_size:
+            message = f"{quote(value)} is {size:,} bytes, more than the {spec.max_size:,.0f} {model.id} takes"
+            raise _at(manifest, track, point, name, message)
+        found.append((name, *manifest.audio[value]))
+    if len(found) > 1:
+        message = f"track {quote(track.name)}: one local file per job; give the others as asset ids"
+        raise _at(manifest, track, point, found[1][0], message)
+    return found[0] if found else None
+
+
+def _at(manifest: Manifest, track: Track, point: Mapping[str, object], key: str, message: str) -> ManifestError:
+    """An error about `key` of one task, placed where its value was written."""
+    if key in point:
+        where = next(k for k in ("sweep", "zip") if k in manifest.lines)
+        return ManifestError(manifest.path, manifest.lines.get(where), key, message)
+    if key in track.params or key not in manifest.defaults:
+        return ManifestError(track.source, track.line_of(key), key, message)
+    return ManifestError(manifest.path, manifest.lines.get("defaults"), key, message)
 
 
 def _duration(params: Mapping[str, object]) -> float:
@@ -792,10 +1022,15 @@ def _check_chain(manifest: Manifest, track: Track, params: Mapping[str, object],
         raise ManifestError(track.source, track.line_of(where), where, message)
 
 
-def _shaping(manifest: Manifest, params: Mapping[str, object], shape: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def _shaping(
+    manifest: Manifest, model: Model, params: Mapping[str, object], shape: Mapping[str, Any], seed: int
+) -> dict[str, Any]:
     """A long track's or a loop's hops, and what of it the digest covers (it is not in the body)."""
     target, loop = _target(shape, manifest.chain)
-    hops = plan(_duration(params), target, manifest.chain, seed)
+    if model.musicgen:
+        hops = plan(_duration(params), target, manifest.chain, seed)
+    else:  # one job (checked by _schema_variant): a model without continuation cannot chain
+        hops = (HopPlan(duration=model.job_seconds(target) or target, seed=seed),)
     settings = {"context": manifest.chain.context, "crossfade": manifest.chain.crossfade}
     digest = {**shape, "chain": settings}
     return {"hops": hops, "length": target if loop is None else loop.seconds, "loop": loop, "digest": digest}

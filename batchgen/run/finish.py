@@ -32,7 +32,6 @@ from ..scenario.models import Asset, iso
 from ..store import files
 from ..store.layout import Layout
 from ..store.ledger import Ledger
-from ..store.schemas import shipped
 from .download import FileInfo, Limits, download_asset
 
 
@@ -182,7 +181,7 @@ def sidecar_for(task: Task, st: TaskState, made: list[FileInfo], timings: dict[s
         "track": task.track,
         "take": task.take,
         "name": task.name,
-        "prompt": task.params.get("prompt"),
+        "prompt": task.prompt,
         "params": dict(task.params),
         "point": dict(task.point),
         "seed": task.seed,
@@ -203,8 +202,8 @@ def sidecar_for(task: Task, st: TaskState, made: list[FileInfo], timings: dict[s
         out.update(last.detail)
     if task.input_audio:
         out["inputAudio"] = {"file": task.params.get("inputAudio"), "sha256": task.audio_sha256}
-    if (schema := shipped(task.model)) is not None:
-        out["schemaDigest"] = schema.digest()  # the inputs the request was checked against
+    if task.schema_digest is not None:
+        out["schemaDigest"] = task.schema_digest  # the inputs the request was checked against
     return out
 
 

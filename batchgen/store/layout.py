@@ -8,6 +8,7 @@
       .batchgen/lock            held by a running `run`
       .batchgen/picks.lock      held while picks.json changes
       .batchgen/prices.json     dry-run prices by shape
+      .batchgen/models/         the schema of each model the batch uses: <model id>.json
       .batchgen/hops/           the hop files of long tracks and loops: <task>.h<k>.<ext>
 
 Paths are built here and nowhere else; what is written at them (atomically, never
@@ -55,6 +56,14 @@ class Layout:
     @property
     def page(self) -> Path:
         return self.folder / "index.html"
+
+    @property
+    def models(self) -> Path:
+        return self.folder / STATE_DIR / "models"
+
+    def model(self, model_id: str) -> Path:
+        """The schema a batch recorded for `model_id` (a safe id: checked by the caller)."""
+        return self.models / f"{model_id}.json"
 
     def hop(self, task: str, hop: int) -> Path:
         """Where hop `hop` (0-based) of a chained task lands, before its extension."""

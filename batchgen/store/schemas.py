@@ -23,6 +23,7 @@ from ..core.errors import BatchgenError
 from ..core.schema import ModelSchema, SchemaError, parse, to_json
 from ..core.task import is_safe_id
 from . import files
+from .layout import Layout
 
 CACHE_SECONDS = 24 * 3600  # a live schema is asked again after a day
 MAX_SCHEMA_BYTES = 4 * 1024 * 1024
@@ -58,6 +59,54 @@ def shipped(model_id: str) -> ModelSchema | None:
         return None
     path = resources.files("batchgen").joinpath(_FOLDER, f"{model_id}.json")
     return parse(json.loads(path.read_text(encoding="utf-8")), f"batchgen's shipped schema {model_id}")
+
+
+def recorded(folder: Path, model_id: str) -> tuple[ModelSchema, str | None] | None:
+    """The schema the batch in `folder` recorded for `model_id`, and the digest of a newer live
+    one already reported (so it is reported once); None when none is recorded.
+
+    A recorded schema that cannot be read is an error naming its file: it is what the
+    batch's tasks were checked against, and silently using another would change them.
+    """
+    if not is_safe_id(model_id):
+        return None
+    path = Layout(folder).model(model_id)
+    try:
+        data = files.read_regular(path, MAX_SCHEMA_BYTES)
+    except OSError as err:
+        raise SchemaError(f"{path}: cannot read the recorded schema: {err.strerror or err}") from None
+    if data is None:
+        return None
+    try:
+        doc = text.loads(data)
+    except (ValueError, RecursionError):
+        raise SchemaError(f"{path}: the recorded schema is not JSON; delete it to record the live one again") from None
+    schema = parse(doc.get("model") if isinstance(doc, dict) else None, str(path))
+    if schema.id != model_id:
+        raise SchemaError(f"{path}: records model {schema.id}, not {model_id}")
+    noticed = doc.get("noticed")
+    return schema, noticed if isinstance(noticed, str) else None
+
+
+def record(folder: Path, schema: ModelSchema, *, source: str, noticed: str | None = None) -> None:
+    """Record `schema` with the batch in `folder` (`source`: live or shipped)."""
+    path = Layout(folder).model(schema.id)
+    files.ensure_dir(path.parent)
+    doc: dict[str, object] = {"model": to_json(schema), "source": source, "recorded": time.time()}
+    if noticed is not None:
+        doc["noticed"] = noticed
+    files.write_json_atomic(path, doc)
+
+
+def differences(old: ModelSchema, new: ModelSchema) -> list[str]:
+    """What differs between two schemas of one model, input by input, in words."""
+    before, after = {i.name: i for i in old.inputs}, {i.name: i for i in new.inputs}
+    out = [f"+{name}" for name in after if name not in before]
+    out += [f"-{name}" for name in before if name not in after]
+    out += [f"~{name}" for name in after if name in before and after[name] != before[name]]
+    if old.disable_refund != new.disable_refund:
+        out.append("~disableRefund")
+    return out
 
 
 def cache_dir() -> Path:
@@ -102,4 +151,16 @@ def cached_ids() -> tuple[str, ...]:
     return tuple(sorted(n.removesuffix(".json") for n in names if n.endswith(".json") and is_safe_id(n[:-5])))
 
 
-__all__ = ["MAKES", "SchemaError", "cache_dir", "cached", "cached_ids", "remember", "shipped", "shipped_ids"]
+__all__ = [
+    "MAKES",
+    "SchemaError",
+    "cache_dir",
+    "cached",
+    "cached_ids",
+    "differences",
+    "record",
+    "recorded",
+    "remember",
+    "shipped",
+    "shipped_ids",
+]

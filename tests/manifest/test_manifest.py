@@ -124,7 +124,7 @@ BAD = [
         "greater than 0",
     ),
     ("batch: x\ntracks:\n  - name: a\n    prompt: p\n    duration: true\n", 5, "duration", "must be a number"),
-    ("batch: x\nmodel: model_other\ntracks:\n  - name: a\n    prompt: p\n", 2, "model", "only model_meta-musicgen"),
+    ("batch: x\nmodel: model_other\ntracks:\n  - name: a\n    prompt: p\n", 2, "model", "no schema is known"),
     (
         "batch: x\nsweep:\n  temperature: [1, 2]\ntracks:\n  - name: a\n    prompt: p\n    temperature: 1\n",
         7,
