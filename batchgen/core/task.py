@@ -63,6 +63,7 @@ class Task:
     # the longest text of this task's length band, priced in its place (an upper bound).
     price_inputs: tuple[str, ...] | None = None
     price_text: str | None = None
+    keeps_charge: bool = False  # the model's failed jobs are not refunded (its `disableRefund`)
 
     @property
     def hop_count(self) -> int:

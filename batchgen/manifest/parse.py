@@ -790,9 +790,10 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
         if text > MAX_EXPANDED_TEXT:
             message = f"expands to more than {MAX_EXPANDED_TEXT // 1024**2} MB of prompt text (track {track.name})"
             raise ManifestError(manifest.path, track.line, None, message)
+        drawn: list[set[int]] = [set() for _ in variants]  # each point's seeds so far, for narrow ranges
         for take in range(1, track.takes + 1):
-            for point, point_text, suffix, model, params, audio, shape in variants:
-                seed = model.fit_seed(_seed_for(track, take, point, point_text, base))
+            for (point, point_text, suffix, model, params, audio, shape), seeds in zip(variants, drawn, strict=True):
+                seed = _distinct(model, _seed_for(track, take, point, point_text, base), seeds)
                 body = {**params, "seed": seed} if model.seeds is not None or model.musicgen else params
                 if manifest.filename is None and track.takes == 1 and not point:
                     name = track.name  # the common case, without the template machinery
@@ -820,6 +821,7 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
                     prompt_input=model.prompt or "prompt",
                     schema_digest=model.digest,
                     price_inputs=None if model.musicgen else modelrules.price_inputs(model.schema),
+                    keeps_charge=model.schema.disable_refund,
                 )
                 _claim(manifest, track, owners, task)
                 tasks.append(task)
@@ -881,6 +883,7 @@ def _variant(
     model = manifest.models[str(params.pop("model", manifest.model))]
     if not model.musicgen:
         return _schema_variant(manifest, track, model, params, point)
+    _own_keys(manifest, track, model, params, point)
     shape = {key: params.pop(key) for key in SHAPES if key in params}
     if isinstance(shape.get("loop"), bool):
         message = f"track {quote(track.name)}: {model.id} has no loop input; use loop: {{bpm, bars}} for a cut loop"
@@ -906,13 +909,8 @@ def _schema_variant(
     manifest: Manifest, track: Track, model: Model, params: dict[str, object], point: Mapping[str, object]
 ) -> tuple[Model, dict[str, object], Audio | None, dict[str, object]]:
     """A track for a model described by its schema: keys mapped to its inputs, shapes to one job, checked."""
-    for key in list(params):
-        if key in SHAPES or model.takes(key):
-            continue
-        if key in track.params or key in point:
-            message = f"track {quote(track.name)}: {model.id} has no input {quote(key)}{_hint(key, model.names())}"
-            raise _at(manifest, track, point, key, message)
-        del params[key]  # a default meant for the manifest's other models: this one does not take it
+    _own_keys(manifest, track, model, params, point)
+    _own_seed(manifest, track, model, point)
     if "prompt" in params and model.prompt not in (None, "prompt"):
         if model.prompt in params:
             message = f"track {quote(track.name)}: give prompt or {model.prompt}, not both ({model.id})"
@@ -925,6 +923,31 @@ def _schema_variant(
         key = "prompt" if name == model.prompt and name not in {**track.params, **point} else name
         raise _at(manifest, track, point, key, f"track {quote(track.name)}: {problem} ({model.id})")
     return model, params, _local_file(manifest, track, model, params, point), shape
+
+
+def _own_keys(
+    manifest: Manifest, track: Track, model: Model, params: dict[str, object], point: Mapping[str, object]
+) -> None:
+    """Keep the keys `model` takes: a default meant for another model is left out, anything else refused."""
+    for key in list(params):
+        if key in SHAPES or model.takes(key):
+            continue
+        if key in track.params or key in point:
+            message = f"track {quote(track.name)}: {model.id} has no input {quote(key)}{_hint(key, model.names())}"
+            raise _at(manifest, track, point, key, message)
+        del params[key]  # a default meant for the manifest's other models: this one does not take it
+
+
+def _own_seed(manifest: Manifest, track: Track, model: Model, point: Mapping[str, object]) -> None:
+    """A track's fixed seed must be one its model takes."""
+    if track.seed is None:
+        return
+    if model.seeds is None:
+        raise _at(manifest, track, point, "seed", f"track {quote(track.name)}: {model.id} takes no seed")
+    low, high = model.seeds
+    if not low <= track.seed <= high:
+        message = f"track {quote(track.name)}: {model.id} takes seeds from {low} to {high}"
+        raise _at(manifest, track, point, "seed", message)
 
 
 def _one_job(
@@ -1034,6 +1057,22 @@ def _shaping(
     settings = {"context": manifest.chain.context, "crossfade": manifest.chain.crossfade}
     digest = {**shape, "chain": settings}
     return {"hops": hops, "length": target if loop is None else loop.seconds, "loop": loop, "digest": digest}
+
+
+def _distinct(model: Model, seed: int, drawn: set[int]) -> int:
+    """`seed` in the model's range, moved on past seeds this track's earlier takes drew there.
+
+    In a range as narrow as MM Audio's (0..65535) 40 takes would share a seed one time in
+    eighty; MusicGen's seeds are never moved, so its batches keep theirs.
+    """
+    seed = model.fit_seed(seed)
+    if model.musicgen or model.seeds is None:
+        return seed
+    low, high = model.seeds
+    while seed in drawn and len(drawn) <= high - low:
+        seed = model.fit_seed(seed + 1)
+    drawn.add(seed)
+    return seed
 
 
 def _seed_for(track: Track, take: int, point: Mapping[str, object], point_text: str, base: int | None) -> int:

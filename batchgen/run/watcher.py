@@ -198,7 +198,7 @@ class Watcher:
                 active.polls += 1
                 active.misses = 0
                 if job.terminal:
-                    await self._end(active, ended(job), job)
+                    await self._end(active, _ended(active, job), job)
                 elif self._timed_out(active):
                     active.next_poll = float("inf")
                     late.append(active)
@@ -244,7 +244,7 @@ class Watcher:
         if (created := epoch(job.created_at)) is not None:
             active.created, active.margin = created, SERVER_MARGIN
         if job.terminal:
-            await self._end(active, ended(job), job)
+            await self._end(active, _ended(active, job), job)
         elif self._timed_out(active):
             await self._give_up(active, f"job still {job.status}")
         else:
@@ -255,3 +255,7 @@ class Watcher:
         with contextlib.suppress(ApiError):
             await self.client.cancel_job(active.job_id)
         await self._end(active, TimedOut(f"{why} after {self._job_timeout:.0f}s (--job-timeout)"))
+
+
+def _ended(active: Watch, job: Job) -> JobEnd:
+    return ended(job, keeps_charge=active.task.keeps_charge, quoted=active.cost)

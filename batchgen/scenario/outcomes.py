@@ -47,13 +47,18 @@ class Gone:
 JobEnd = Succeeded | Failed | Canceled | TimedOut | Gone
 
 
-def ended(job: Job) -> JobEnd:
-    """The outcome of a job in a terminal status."""
+def ended(job: Job, *, keeps_charge: bool = False, quoted: float | None = None) -> JobEnd:
+    """The outcome of a job in a terminal status.
+
+    A failure is refunded unless the job's billing says `disableRefund`, or its model does
+    (`keeps_charge`); an unrefunded failure costs the job's charge, else what was quoted.
+    """
     if job.status == JobStatus.SUCCESS:
         return Succeeded(job)
     if job.status == JobStatus.CANCELED:
         return Canceled(f"job was canceled{': ' + job.error if job.error else ''}")
     reason = job.error or "job failed without a reason"
-    if job.refundable:
+    if job.refundable and not keeps_charge:
         return Failed(reason)
-    return Failed(reason, refunded=False, charge=job.charge if job.charge is not None else 0.0)
+    charge = job.charge if job.charge is not None else quoted
+    return Failed(reason, refunded=False, charge=charge if charge is not None else 0.0)

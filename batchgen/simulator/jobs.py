@@ -14,7 +14,8 @@ from aiohttp import web
 
 from ..core import modelrules
 from ..core.params import MODEL_ID, channels, check_params
-from ..store.schemas import MAKES, shipped
+from ..core.schema import ModelSchema
+from ..store.schemas import MAKES
 from . import shapes
 from .answers import charged, error, json_body, parse_iso
 from .model import JOB_STATUSES, SimAsset, SimJob, output_format, price, seconds_of
@@ -73,7 +74,7 @@ class JobsApi(World):
 
     async def generate(self, request: web.Request) -> web.Response:
         model = request.match_info["model"]
-        if model != MODEL_ID and shipped(model) is None:
+        if model != MODEL_ID and self.schema(model) is None:
             return error(404, f"model {model} not found")
         body = await json_body(request)
         if body is None:
@@ -86,7 +87,7 @@ class JobsApi(World):
             body = {k: v for k, v in body.items() if k != "dryRun"}
         if problems := self._problems(model, body):
             return error(400, "; ".join(f"{f}: {m}" for f, m in problems))
-        cost = price(body) if model == MODEL_ID else _stand_in_price(model, body)
+        cost = price(body) if model == MODEL_ID else _stand_in_price(model, body, self.schema(model))
         discount = round(cost * self.faults.discount, 3)
         if dry_run is not None:
             self.dry_runs += 1
@@ -110,7 +111,7 @@ class JobsApi(World):
     def _problems(self, model: str, body: dict[str, Any]) -> list[tuple[str, str]]:
         """Why the API would refuse this body: the model's schema (MusicGen: the manifest's own
         rules, which include it), plus what only the API knows."""
-        schema = shipped(model)
+        schema = self.schema(model)
         if model == MODEL_ID or schema is None:
             problems = check_params(body)
         else:
@@ -150,12 +151,12 @@ class JobsApi(World):
             id=self._id("asset"),
             prompt=str(body.get("prompt") or body.get("text") or ""),
             seed=int(seed) if isinstance(seed, int) and seed >= 0 else secrets.randbelow(2**31),
-            duration=seconds_of(model, body, _default_seconds(model)),
+            duration=seconds_of(model, body, _default_seconds(self.schema(model))),
             channels=channels(body) if model == MODEL_ID else 1 if "tts" in model else 2,
             job=job,
             project=project,
             created=job.created_wall + job.job_time,
-            format=output_format({"outputFormat": _default(model, "outputFormat"), **body}),
+            format=output_format({"outputFormat": _default(self.schema(model), "outputFormat"), **body}),
             kind=MAKES.get(model, "music"),
             loop=body.get("loop") is True,
         )
@@ -271,22 +272,21 @@ class JobsApi(World):
         return web.json_response(out)
 
 
-def _default(model: str, name: str) -> object:
+def _default(schema: ModelSchema | None, name: str) -> object:
     """The default of a model's input, as its schema gives it (None: no such input, or no default)."""
-    schema = shipped(model)
     spec = schema.input(name) if schema is not None else None
     return spec.default if spec is not None else None
 
 
-def _default_seconds(model: str) -> float:
+def _default_seconds(schema: ModelSchema | None) -> float:
     """The length of a model's output when the request names none: its schema's duration default."""
     for key in ("duration", "durationSeconds"):
-        value = _default(model, key)
+        value = _default(schema, key)
         if isinstance(value, int | float):
             return float(value)
     return 8.0
 
 
-def _stand_in_price(model: str, body: dict[str, Any]) -> float:
+def _stand_in_price(model: str, body: dict[str, Any], schema: ModelSchema | None) -> float:
     """The simulator's price for a model other than MusicGen: a creative unit per second made."""
-    return float(math.ceil(seconds_of(model, body, _default_seconds(model))))
+    return float(math.ceil(seconds_of(model, body, _default_seconds(schema))))

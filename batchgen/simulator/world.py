@@ -7,6 +7,8 @@ import itertools
 import secrets
 from collections import Counter, deque
 
+from ..core.schema import ModelSchema
+from ..store.schemas import shipped
 from .faults import Faults
 from .model import SimAsset, SimJob, SimUpload
 
@@ -30,6 +32,9 @@ class World:
         self.fast_audio = fast_audio
         self.faults = faults or Faults()
         self._url_key = secrets.token_bytes(16)
+        # Schemas served and enforced in place of (or beside) the shipped ones: a model
+        # whose live schema changed, or one that ships none.
+        self.catalog: dict[str, ModelSchema] = {}
         self.jobs: dict[str, SimJob] = {}
         self.assets: dict[str, SimAsset] = {}
         self.uploads: dict[str, SimUpload] = {}
@@ -50,6 +55,10 @@ class World:
         self.downloads_complete: Counter[str] = Counter()
         self.charged = 0.0
         self.projects: Counter[str | None] = Counter()  # projectId of each API request (None: none given)
+
+    def schema(self, model: str) -> ModelSchema | None:
+        """The schema the simulator serves and enforces for `model` (None: no such model)."""
+        return self.catalog.get(model) or shipped(model)
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()

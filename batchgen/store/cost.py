@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..core import text
-from ..core.task import Task, canonical
+from ..core.task import Task, canonical, text_band
 from . import files
 from .layout import Layout
 
@@ -34,16 +34,29 @@ def pricing_body(task: Task, hop: int, asset_id: str | None) -> dict[str, object
     """
     body = task.hop_body(hop, asset_id)
     if asset_id is None or hop > 0:
-        for key in _CONTINUATION:
+        for key in (*_CONTINUATION, task.file_input):
             body.pop(key, None)
+    if task.price_text is not None:
+        body[task.prompt_input] = task.price_text  # the longest text of its band: an upper bound
     return body
 
 
 def shape(task: Task, hop: int = 0) -> str:
-    """The part of a job that decides its price: model and every parameter but prompt and seed."""
-    params = {k: v for k, v in pricing_body(task, hop, None).items() if k not in _FREE_OF_CHARGE}
+    """The part of a job that decides its price.
+
+    MusicGen: the model and every parameter but prompt and seed. A model described by
+    its schema: the inputs it marks `costImpact` (every input when it marks none), the
+    seed never, and a priced text by its length band rather than its words.
+    """
+    body = pricing_body(task, hop, None)
+    if task.price_inputs is None:
+        params = {k: v for k, v in body.items() if k not in _FREE_OF_CHARGE}
+    else:
+        params = {k: v for k, v in body.items() if k in task.price_inputs and k != "seed"}
+        if isinstance(text := params.get(task.prompt_input), str):
+            params[task.prompt_input] = f"band:{text_band(len(text))}"
     if hop == 0 and task.audio_sha256:
-        params["inputAudio"] = f"sha256:{task.audio_sha256}"
+        params[task.file_input] = f"sha256:{task.audio_sha256}"
     return canonical({"model": task.model, "params": params})
 
 
