@@ -798,7 +798,7 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
                 if manifest.filename is None and track.takes == 1 and not point:
                     name = track.name  # the common case, without the template machinery
                 else:
-                    name = _output_name(manifest, track, take, point, body, suffix)
+                    name = _output_name(manifest, track, take, point, body, suffix, model)
                 shaping = _shaping(manifest, model, params, shape, seed) if shape else None
                 task = Task(
                     name=name,
@@ -1088,13 +1088,21 @@ def _seed_for(track: Track, take: int, point: Mapping[str, object], point_text: 
 
 
 def _output_name(
-    manifest: Manifest, track: Track, take: int, point: Mapping[str, object], body: Mapping[str, object], suffix: str
+    manifest: Manifest,
+    track: Track,
+    take: int,
+    point: Mapping[str, object],
+    body: Mapping[str, object],
+    suffix: str,
+    model: Model,
 ) -> str:
     if manifest.filename is None:
         name = default_name(track.name, take, track.takes, point, suffix)
     else:
-        values: dict[str, object] = {k: p.default for k, p in PARAMS.items()}
-        values.update(body)
+        values: dict[str, object] = {n: None for m in manifest.models.values() for n in m.names()}
+        values.update({k: p.default for k, p in PARAMS.items()} if model.musicgen else {})
+        values.update({i.name: i.default for i in model.schema.inputs} if not model.musicgen else {})
+        values.update(body, model=model.id, prompt=body.get(model.prompt or "prompt"))
         # Numbers stay numbers so format specs like {temperature:.1f} work; text is
         # made file-name safe so a prompt can never add a path separator.
         values = {
