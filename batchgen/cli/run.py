@@ -18,7 +18,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..run.models import BatchSchemas
     from ..run.progress import Reporter
 
-    resolve = BatchSchemas(Path(args.out))
+    resolve = BatchSchemas(Path(args.out), refresh=args.refresh_models)
     try:
         manifest: Manifest | None = load(args.manifest, resolve)
     except UnknownModel:
@@ -47,8 +47,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             reporter.event("model", message=message, error=True)
 
         refresh = args.refresh_models
-        checked = await load_for_run(args.manifest, resolve, client, config.backoff, refresh=refresh, say=say)
-        runner = Runner(checked, client, config, reporter, confirm)
+        checked = await load_for_run(
+            args.manifest, resolve, client, config.backoff, refresh=refresh, say=say, loaded=manifest
+        )
+        runner = Runner(checked.manifest, client, config, reporter, confirm, started=checked.save)
         return await runner.run()
 
     connections = config.max_in_flight + config.downloaders + config.poll_concurrency

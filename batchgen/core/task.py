@@ -39,6 +39,16 @@ class HopPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A local file a task sends as an asset: uploaded once per batch (by content), then its id sent."""
+
+    input: str  # the input it is sent as
+    path: str  # absolute path on this machine
+    sha256: str  # its content hash, the upload cache key
+    index: int | None = None  # its place in a file_array input (None: a file input)
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     """One generation: a track, a take and a sweep/zip point, sent as one job."""
 
@@ -64,6 +74,7 @@ class Task:
     price_inputs: tuple[str, ...] | None = None
     price_text: str | None = None
     keeps_charge: bool = False  # the model's failed jobs are not refunded (its `disableRefund`)
+    more_files: tuple[LocalFile, ...] = ()  # local files beyond input_audio (file_array items among them)
 
     @property
     def hop_count(self) -> int:
@@ -84,22 +95,44 @@ class Task:
     def prompt(self) -> object:
         return self.params.get(self.prompt_input)
 
-    def body(self, asset_id: str | None = None) -> dict[str, object]:
-        """The JSON body to POST, with a local inputAudio replaced by its uploaded asset."""
+    @property
+    def local_files(self) -> tuple[LocalFile, ...]:
+        """Every local file the task uploads: input_audio first, then the others."""
+        first = (
+            () if self.input_audio is None else (LocalFile(self.file_input, self.input_audio, self.audio_sha256 or ""),)
+        )
+        return (*first, *self.more_files)
+
+    def body(self, asset_id: str | None = None, uploads: Mapping[str, str] | None = None) -> dict[str, object]:
+        """The JSON body to POST, each local file replaced by its uploaded asset.
+
+        `asset_id` is input_audio's asset; `uploads` (sha256 -> asset id) gives the others'
+        (None where a file is not uploaded yet).
+        """
         body = dict(self.params)
         if self.input_audio is not None:
             body[self.file_input] = asset_id
+        for item in self.more_files:
+            asset = uploads.get(item.sha256) if uploads is not None else None
+            if item.index is None:
+                body[item.input] = asset
+                continue
+            values = list(body[item.input])  # type: ignore[call-overload]  # a file_array: a list
+            values[item.index] = asset
+            body[item.input] = values
         return body
 
-    def hop_body(self, hop: int, input_asset: str | None) -> dict[str, object]:
+    def hop_body(
+        self, hop: int, input_asset: str | None, uploads: Mapping[str, str] | None = None
+    ) -> dict[str, object]:
         """The body of hop `hop` (0-based): hop 0 as `body`, later hops continue the previous one.
 
         `input_asset` is the uploaded inputAudio for hop 0, the previous hop's output after.
         """
         if not self.hops:
-            return self.body(input_asset)
+            return self.body(input_asset, uploads)
         plan = self.hops[hop]
-        body = self.body(input_asset) if hop == 0 else dict(self.params)
+        body = self.body(input_asset, uploads) if hop == 0 else dict(self.params)
         body[self.duration_input] = plan.duration
         if "seed" in self.params:
             body["seed"] = plan.seed

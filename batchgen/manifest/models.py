@@ -62,7 +62,13 @@ class Model:
 
     @property
     def file_inputs(self) -> tuple[str, ...]:
+        """Inputs that take one file: a local path (uploaded first) or an asset id."""
         return tuple(i.name for i in self.schema.inputs if i.type == "file")
+
+    @property
+    def array_inputs(self) -> tuple[str, ...]:
+        """Inputs that take a list of files, each a local path or an asset id."""
+        return tuple(i.name for i in self.schema.inputs if i.type == "file_array")
 
     def names(self) -> tuple[str, ...]:
         """Every key a manifest may give this model (`prompt` included where it maps)."""

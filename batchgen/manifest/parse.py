@@ -30,6 +30,7 @@ from ..core.schema import ModelSchema, SchemaError
 from ..core.task import (
     MAX_HOPS,
     HopPlan,
+    LocalFile,
     Task,
     canonical,
     default_name,
@@ -410,6 +411,9 @@ class _Reader:
         if any(model.native(name) in model.file_inputs for model in takers):
             assert isinstance(value, str)
             return self._audio(value, line, where, source)
+        if any(model.native(name) in model.array_inputs for model in takers):
+            assert isinstance(value, list)
+            return [self._audio(str(item), line, where, source) for item in value]
         if any(m.musicgen for m in takers) and PARAMS[name].type is int:
             return int(value)  # type: ignore[call-overload]
         return value
@@ -805,18 +809,17 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
                     track=track.name,
                     take=take,
                     params=body,
-                    digest=params_digest(
-                        model.id, body, audio[2] if audio else None, shaping["digest"] if shaping else None
-                    ),
+                    digest=_digest(model, body, audio, shaping["digest"] if shaping else None),
                     model=model.id,
                     point=point,
-                    input_audio=audio[1] if audio else None,
-                    audio_sha256=audio[2] if audio else None,
+                    input_audio=audio[0].path if audio and audio[0].index is None else None,
+                    audio_sha256=audio[0].sha256 if audio and audio[0].index is None else None,
                     hops=shaping["hops"] if shaping else (),
                     length=shaping["length"] if shaping else None,
                     loop=shaping["loop"] if shaping else None,
                     chain=manifest.chain if shaping else None,
-                    file_input=audio[0] if audio else "inputAudio",
+                    file_input=audio[0].input if audio and audio[0].index is None else "inputAudio",
+                    more_files=audio[1:] if audio and audio[0].index is None else audio,
                     duration_input=model.duration.name if model.duration is not None else "duration",
                     prompt_input=model.prompt or "prompt",
                     schema_digest=model.digest,
@@ -830,6 +833,21 @@ def _expand(manifest: Manifest, base_seed: int | None) -> list[Task]:
                     message = f"expands to more than {MAX_TASKS:,} jobs (each hop of a chain is one)"
                     raise ManifestError(manifest.path, None, None, message)
     return _priced_by_band(tasks)
+
+
+def _digest(model: Model, body: Mapping[str, object], files: Files, shape: Mapping[str, object] | None) -> str:
+    """The task's digest: its body with each local file by content, so moving a file changes nothing."""
+    if model.musicgen:  # as it always was: inputAudio's hash folded in by params_digest
+        return params_digest(model.id, body, files[0].sha256 if files else None, shape)
+    sent = dict(body)
+    for item in files:
+        if item.index is None:
+            sent[item.input] = f"sha256:{item.sha256}"
+        else:
+            values = list(sent[item.input])  # type: ignore[call-overload]  # a file_array: a list
+            values[item.index] = f"sha256:{item.sha256}"
+            sent[item.input] = values
+    return params_digest(model.id, sent, None, shape)
 
 
 def _priced_by_band(tasks: list[Task]) -> list[Task]:
@@ -872,13 +890,13 @@ def _claim(manifest: Manifest, track: Track, owners: dict[str, Task], task: Task
     owners[key] = task
 
 
-Audio = tuple[str, str, str]  # a local file input: (input name, absolute path, sha256)
+Files = tuple[LocalFile, ...]  # a task's local file inputs, each uploaded before its job
 
 
 def _variant(
     manifest: Manifest, track: Track, merged: dict[str, object], point: Mapping[str, object]
-) -> tuple[Model, dict[str, object], Audio | None, dict[str, object]]:
-    """A track at one sweep point: its model, the body (checked together), its input file, its shape."""
+) -> tuple[Model, dict[str, object], Files, dict[str, object]]:
+    """A track at one sweep point: its model, the body (checked together), its input files, its shape."""
     params = {**merged, **point}
     model = manifest.models[str(params.pop("model", manifest.model))]
     if not model.musicgen:
@@ -902,12 +920,12 @@ def _variant(
     local = manifest.audio.get(params["inputAudio"]) if "inputAudio" in params else None  # type: ignore[call-overload]
     if shape:
         _check_chain(manifest, track, params, shape)
-    return model, params, ("inputAudio", *local) if local else None, shape
+    return model, params, (LocalFile("inputAudio", *local),) if local else (), shape
 
 
 def _schema_variant(
     manifest: Manifest, track: Track, model: Model, params: dict[str, object], point: Mapping[str, object]
-) -> tuple[Model, dict[str, object], Audio | None, dict[str, object]]:
+) -> tuple[Model, dict[str, object], Files, dict[str, object]]:
     """A track for a model described by its schema: keys mapped to its inputs, shapes to one job, checked."""
     _own_keys(manifest, track, model, params, point)
     _own_seed(manifest, track, model, point)
@@ -922,7 +940,7 @@ def _schema_variant(
     for name, problem in problems:
         key = "prompt" if name == model.prompt and name not in {**track.params, **point} else name
         raise _at(manifest, track, point, key, f"track {quote(track.name)}: {problem} ({model.id})")
-    return model, params, _local_file(manifest, track, model, params, point), shape
+    return model, params, _local_files(manifest, track, model, params, point), shape
 
 
 def _own_keys(
@@ -982,25 +1000,60 @@ def _one_job(
         params[spec.name] = shape.pop("length")  # one job of exactly that length
 
 
-def _local_file(
+def _local_files(
     manifest: Manifest, track: Track, model: Model, params: Mapping[str, object], point: Mapping[str, object]
-) -> Audio | None:
-    """The task's one local file input (uploaded before its job), checked against the input's maxSize."""
-    found: list[Audio] = []
-    for name in model.file_inputs:
+) -> Files:
+    """The task's local files (each uploaded before its job), checked against their input's limits."""
+    found: list[LocalFile] = []
+    for name in (*model.file_inputs, *model.array_inputs):
         value = params.get(name)
-        if not isinstance(value, str) or value not in manifest.audio:
-            continue
-        spec = model.schema.input(name)
-        size = manifest.sizes.get(value, 0)
-        if spec is not None and spec.max_size is not None and size > spec.max_size:
-            message = f"{quote(value)} is {size:,} bytes, more than the {spec.max_size:,.0f} {model.id} takes"
-            raise _at(manifest, track, point, name, message)
-        found.append((name, *manifest.audio[value]))
-    if len(found) > 1:
-        message = f"track {quote(track.name)}: one local file per job; give the others as asset ids"
-        raise _at(manifest, track, point, found[1][0], message)
-    return found[0] if found else None
+        items = [(value, None)] if not isinstance(value, list) else [(v, i) for i, v in enumerate(value)]
+        for item, index in items:
+            if not isinstance(item, str) or item not in manifest.audio:
+                continue  # an asset id: sent as it is
+            _check_file(manifest, track, model, point, name, item)
+            found.append(LocalFile(name, *manifest.audio[item], index=index))
+    return tuple(found)
+
+
+def _check_file(
+    manifest: Manifest, track: Track, model: Model, point: Mapping[str, object], name: str, item: str
+) -> None:
+    """A local file against its input's maxSize, minDuration and maxDuration, before any upload."""
+    spec = model.schema.input(name)
+    if spec is None:
+        return
+    size = manifest.sizes.get(item, 0)
+    if spec.max_size is not None and size > spec.max_size:
+        message = f"{quote(item)} is {size:,} bytes, more than the {spec.max_size:,.0f} {model.id} takes"
+        raise _at(manifest, track, point, name, message)
+    if spec.min_duration is None and spec.max_duration is None:
+        return
+    seconds = audio_seconds(manifest.audio[item][0])
+    if seconds is None:
+        return  # a format only the API can measure: it says if it refuses it
+    if spec.max_duration is not None and seconds > spec.max_duration:
+        message = f"{quote(item)} lasts {seconds:.1f}s, more than the {spec.max_duration:g}s {model.id} takes"
+        raise _at(manifest, track, point, name, message)
+    if spec.min_duration is not None and seconds < spec.min_duration:
+        message = f"{quote(item)} lasts {seconds:.1f}s, less than the {spec.min_duration:g}s {model.id} needs"
+        raise _at(manifest, track, point, name, message)
+
+
+def audio_seconds(path: str) -> float | None:
+    """How long a local audio file lasts, through soundfile (the deliver extra); None when unknown.
+
+    Without the extra, a file input's duration limits are left to the API, which says if
+    it refuses the file.
+    """
+    try:
+        import soundfile
+    except ImportError:
+        return None
+    try:
+        return float(soundfile.info(path).duration)
+    except (RuntimeError, OSError, ValueError, TypeError):  # soundfile's LibsndfileError is a RuntimeError
+        return None
 
 
 def _at(manifest: Manifest, track: Track, point: Mapping[str, object], key: str, message: str) -> ManifestError:

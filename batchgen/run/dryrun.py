@@ -29,7 +29,7 @@ def dry_runner(
     """A function that prices hop `hop` (0-based) of a task with one dry run."""
 
     async def price(task: Task, hop: int) -> float:
-        body = pricing_body(task, hop, uploads.get(task.audio_sha256 or "") if hop == 0 else None)
+        body = pricing_body(task, hop, uploads.get(task.audio_sha256 or "") if hop == 0 else None, uploads)
 
         async def once() -> float:
             async with gate.slot() as slot:

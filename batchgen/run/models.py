@@ -12,6 +12,7 @@ change a batch halfway. A newer live schema is reported once, with what differs;
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ApiError, UsageError
@@ -27,14 +28,30 @@ MAX_MODELS = 100  # distinct models one manifest may name
 class BatchSchemas:
     """`load`'s resolver: the batch's recorded schema, else one fetched this run, else shipped or cached."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, *, refresh: bool = False) -> None:
         self.out = out
+        self.refresh = refresh  # a live schema fetched this run wins over the recorded one
         self.live: dict[str, ModelSchema] = {}
 
     def __call__(self, batch: str, model_id: str) -> ModelSchema | None:
+        if self.refresh and model_id in self.live:
+            return self.live[model_id]
         if batch and (hit := schemas.recorded(self.out / batch, model_id)) is not None:
             return hit[0]
         return self.live.get(model_id) or known_schema(batch, model_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A manifest checked for a run, and the schemas to record with its batch once the run starts."""
+
+    manifest: Manifest
+    record: tuple[tuple[ModelSchema, str], ...] = ()
+
+    def save(self, folder: Path) -> None:
+        """Record the schemas (called once the whole batch has expanded, so a bad manifest writes nothing)."""
+        for schema, source in self.record:
+            schemas.record(folder, schema, source=source)
 
 
 async def live_schema(client: ScenarioClient, model_id: str, policy: Backoff) -> tuple[ModelSchema, str]:
@@ -62,18 +79,23 @@ async def load_for_run(
     *,
     refresh: bool,
     say: Callable[[str], None],
-) -> Manifest:
-    """The manifest checked against the schemas its batch records, recording those it lacks."""
-    while True:
+    loaded: Manifest | None = None,
+) -> Checked:
+    """The manifest checked against the schemas its batch records, and those it lacks, to record.
+
+    `loaded` is the manifest as already read with `resolve`, if it could be (not read again).
+    """
+    while loaded is None:
         try:
-            manifest = load(path, resolve)
-            break
+            loaded = load(path, resolve)
         except UnknownModel as err:
             if err.model in resolve.live or len(resolve.live) >= MAX_MODELS:
                 raise
             resolve.live[err.model] = (await live_schema(client, err.model, policy))[0]
+    manifest = loaded
     folder = resolve.out / manifest.batch
     changed = False
+    record: list[tuple[ModelSchema, str]] = []
     for model_id, model in manifest.models.items():
         hit = schemas.recorded(folder, model_id)
         if hit is not None and not refresh:
@@ -81,10 +103,10 @@ async def load_for_run(
             continue
         schema, source = await _fresh(client, model_id, policy, resolve)
         if hit is not None and (differs := schemas.differences(hit[0], schema)):
-            say(f"model {model_id}: recorded the live schema ({', '.join(differs)})")
-        schemas.record(folder, schema, source=source)
+            say(f"model {model_id}: the batch now uses the live schema ({', '.join(differs)})")
+        record.append((schema, source))
         changed |= schema.digest() != model.digest
-    return load(path, resolve) if changed else manifest
+    return Checked(load(path, resolve) if changed else manifest, tuple(record))
 
 
 async def _fresh(
@@ -120,4 +142,4 @@ async def _compare(
     schemas.record(folder, recorded, source="live", noticed=live.digest())
 
 
-__all__ = ["BatchSchemas", "live_schema", "load_for_run"]
+__all__ = ["BatchSchemas", "Checked", "live_schema", "load_for_run"]

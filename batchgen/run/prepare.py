@@ -60,14 +60,16 @@ class Prepare:
     async def upload_inputs(self, plan: Plan) -> None:
         """Upload each distinct local input file once per batch (cached by content hash)."""
         ledger = self._ledger
-        users: dict[str, list[Task]] = {}
+        users: dict[str, tuple[str, list[Task]]] = {}
         for task, hop in (*plan.submit, *plan.reconcile):
-            if hop == 0 and task.audio_sha256 and task.input_audio and task.audio_sha256 not in ledger.uploads:
-                users.setdefault(task.audio_sha256, []).append(task)
+            if hop != 0:
+                continue
+            for item in task.local_files:
+                if item.sha256 not in ledger.uploads:
+                    users.setdefault(item.sha256, (item.path, []))[1].append(task)
         if users:
-            from ..scenario.uploads import upload_audio  # only batches with local input audio upload
-        for sha, group in users.items():
-            path = group[0].input_audio or ""
+            from ..scenario.uploads import upload_audio  # only batches with local input files upload
+        for sha, (path, group) in users.items():
             try:
                 asset_id = await upload_audio(
                     self._client,
@@ -80,7 +82,7 @@ class Prepare:
                 if isinstance(err, CredentialsError):
                     raise
                 for task in group:
-                    self._fail(task.name, f"upload of input audio {path} failed: {err}")
+                    self._fail(task.name, f"upload of input file {path} failed: {err}")
                 continue
             await ledger.commit(Uploaded(sha256=sha, asset_id=asset_id, path=str(path)))
             self._reporter.event("uploaded", path=path, asset=asset_id)

@@ -15,6 +15,7 @@ import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from ..audio.stitch import make_track
 from ..core import events
@@ -56,8 +57,10 @@ class Runner:
         config: RunConfig,
         reporter: Reporter | None = None,
         confirm: Callable[[float, int], Awaitable[bool]] | None = None,
+        started: Callable[[Path], None] | None = None,
     ) -> None:
         self.manifest = manifest
+        self._started = started  # told the batch folder once the batch has expanded and its lock is held
         self.client = client
         self.config = config
         self.reporter = reporter or Reporter(quiet=True)
@@ -85,6 +88,8 @@ class Runner:
                         base = random.SystemRandom().randrange(2**31)  # drawn once, kept in the journal
                     self.tasks = expand(self.manifest, base)
                 ledger.start(self.manifest.batch, base if self.manifest.seed is None else None)
+                if self._started is not None:
+                    self._started(self.folder)
                 return await _Run(self.client, ledger, self.tasks, self.config, self.reporter, self._confirm).run(t0)
             finally:
                 ledger.close()

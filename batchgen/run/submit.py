@@ -54,7 +54,7 @@ class Sent:
 def hop_body(ledger: Ledger, task: Task, hop: int) -> dict[str, object]:
     """What to POST for hop `hop` of `task`: its input is the upload, or the previous hop's output."""
     if hop == 0:
-        return task.hop_body(0, ledger.uploads.get(task.audio_sha256 or ""))
+        return task.hop_body(0, ledger.uploads.get(task.audio_sha256 or ""), ledger.uploads)
     st = ledger.state(task.name)
     assert st is not None and st.hops[hop - 1].asset_ids
     return task.hop_body(hop, st.hops[hop - 1].asset_ids[0])

@@ -116,9 +116,12 @@ class JobsApi(World):
             problems = check_params(body)
         else:
             problems = schema.check(body) + modelrules.check(model, body)
-        audio_id = body.get("inputAudio")
-        if audio_id is not None and audio_id not in self.assets:
-            problems.append(("inputAudio", f"asset {audio_id} not found"))
+        files = [i.name for i in schema.inputs if i.type in ("file", "file_array")] if schema else ["inputAudio"]
+        for name in files:
+            value = body.get(name)
+            for asset_id in value if isinstance(value, list) else [value]:
+                if isinstance(asset_id, str) and asset_id not in self.assets:
+                    problems.append((name, f"asset {asset_id} not found"))
         prompt = str(body.get("prompt", "")).lower()
         if any(word in prompt for word in self.faults.refuse_prompts):
             problems.append(("prompt", "flagged by content moderation (simulated)"))

@@ -25,17 +25,23 @@ _FREE_OF_CHARGE = ("prompt", "seed")  # the price does not depend on these
 _CONTINUATION = ("inputAudio", "continuation", "continuationStart", "continuationEnd")
 
 
-def pricing_body(task: Task, hop: int, asset_id: str | None) -> dict[str, object]:
+def pricing_body(
+    task: Task, hop: int, asset_id: str | None, uploads: Mapping[str, str] | None = None
+) -> dict[str, object]:
     """What to send to the dry run for hop `hop` of a task.
 
     Input audio that does not exist yet on the API (a local file not uploaded, a
     previous hop not made) is left out, with the fields that need it: the price is the
     generation's, and pricing must not upload or generate anything.
     """
-    body = task.hop_body(hop, asset_id)
+    body = task.hop_body(hop, asset_id, uploads)
     if asset_id is None or hop > 0:
         for key in (*_CONTINUATION, task.file_input):
             body.pop(key, None)
+    for item in task.more_files:  # a file not uploaded yet is left out, as input audio is
+        value = body.get(item.input)
+        if value is None or (isinstance(value, list) and None in value):
+            body.pop(item.input, None)
     if task.price_text is not None:
         body[task.prompt_input] = task.price_text  # the longest text of its band: an upper bound
     return body
@@ -55,8 +61,11 @@ def shape(task: Task, hop: int = 0) -> str:
         params = {k: v for k, v in body.items() if k in task.price_inputs and k != "seed"}
         if isinstance(text := params.get(task.prompt_input), str):
             params[task.prompt_input] = f"band:{text_band(len(text))}"
-    if hop == 0 and task.audio_sha256:
-        params[task.file_input] = f"sha256:{task.audio_sha256}"
+    if hop == 0:
+        for item in task.local_files:
+            if task.price_inputs is None or item.input in task.price_inputs:
+                key = item.input if item.index is None else f"{item.input}[{item.index}]"
+                params[key] = f"sha256:{item.sha256}"
     return canonical({"model": task.model, "params": params})
 
 

@@ -46,3 +46,12 @@ def test_a_final_answer_is_one_outcome(job: Job, outcome: object) -> None:
             assert got.job.asset_ids == ("asset_1",)
     else:
         assert got == outcome
+
+
+def test_a_model_that_disables_refunds_keeps_a_failed_jobs_charge() -> None:
+    """A model whose schema says disableRefund keeps the charge though the job's billing says nothing."""
+    job = _job("failure", error="bad input")
+    assert ended(job) == Failed("bad input")
+    assert ended(job, keeps_charge=True) == Failed("bad input", refunded=False, charge=4.0)
+    unpriced = Job(id="job_2", status="failure", error="bad input")
+    assert ended(unpriced, keeps_charge=True, quoted=2.5) == Failed("bad input", refunded=False, charge=2.5)
