@@ -34,6 +34,7 @@ LRA_GATE = -20.0
 OVERSAMPLE = 4
 BLOCK = 1 << 18  # frames oversampled at a time for the true peak
 SILENCE = -math.inf
+GATE_SECONDS = 0.4  # one BS.1770 gating block: a shorter clip has no integrated loudness
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +150,11 @@ def _column_max(a: Any) -> Any:
     return out
 
 
-def true_peak(x: Audio) -> float:
-    """True peak in dBTP (4x oversampled)."""
+def true_peak(x: Audio, *, loop: bool = False) -> float:
+    """True peak in dBTP (4x oversampled); a loop's across its seam too."""
     if len(x) == 0:
         return SILENCE
-    peak = float(_peaks(x).max())
+    peak = float(_peaks(wrapped(x, 64) if loop else x).max())
     return 20 * math.log10(peak) if peak > 0 else SILENCE
 
 
@@ -175,8 +176,38 @@ def measure(x: Audio, rate: int) -> Loudness:
     )
 
 
-def limit(x: Audio, rate: int, ceiling_db: float) -> Audio:
-    """`x` with every oversampled peak brought under `ceiling_db` dBTP by a smooth gain curve."""
+def clip_loudness(x: Audio, rate: int) -> float:
+    """The loudness of a clip too short for a gating block: the K-weighted level of all of it, ungated.
+
+    BS.1770's integrated loudness needs one 400 ms block at least; a shorter clip is
+    measured as one block as long as itself (its momentary loudness over its own length).
+    """
+    if len(x) == 0:
+        return SILENCE
+    weighted = signal.sosfilt(k_filter(rate), x, axis=0)
+    energy = float((weighted**2).mean(axis=0) @ _weights(x.shape[1]))
+    return float(_lufs(energy)) if energy > 0 else SILENCE
+
+
+def wrapped(x: Audio, pad: int) -> Audio:
+    """A loop with `pad` frames of its end before it and of its start after it: the circle, unrolled."""
+    return np.take(x, np.arange(-pad, len(x) + pad), axis=0, mode="wrap")
+
+
+def loop_pad(rate: int) -> int:
+    """Frames of context either side of a loop's seam: beyond the limiter's and the filters' reach."""
+    return max(1, round(0.1 * rate))
+
+
+def limit(x: Audio, rate: int, ceiling_db: float, *, loop: bool = False) -> Audio:
+    """`x` with every oversampled peak brought under `ceiling_db` dBTP by a smooth gain curve.
+
+    A loop is limited as the circle it is: the end's peaks reach into the start and back,
+    so the gain is the same either side of the seam and levelling adds no click there.
+    """
+    if loop:
+        pad = loop_pad(rate)
+        return limit(wrapped(x, pad), rate, ceiling_db)[pad : pad + len(x)]
     ceiling = 10 ** (ceiling_db / 20)
     peaks = _peaks(x)
     if peaks.max(initial=0.0) <= ceiling:
@@ -188,40 +219,70 @@ def limit(x: Audio, rate: int, ceiling_db: float) -> Audio:
     return x * gain[:, None]
 
 
-def normalize(x: Audio, rate: int, target: float | None, ceiling_db: float | None) -> tuple[Audio, float]:
+def level_of(x: Audio, rate: int) -> tuple[float, str]:
+    """The measure a file is levelled and judged by: integrated loudness, or a short clip's own."""
+    if len(x) < GATE_SECONDS * rate:
+        return clip_loudness(x, rate), "clip"
+    return integrated(_energies(x, rate)), "integrated"
+
+
+def normalize(
+    x: Audio, rate: int, target: float | None, ceiling_db: float | None, *, loop: bool = False
+) -> tuple[Audio, float]:
     """`x` at `target` LUFS (None: as it is) with true peaks at or under `ceiling_db` (None: no limit).
 
     Gain first, then the limiter; what the limiter takes off is made up and limited again
-    (three rounds at most), so a dense track still lands on the target. Returns the audio
-    and the gain applied before limiting, in dB.
+    (three rounds at most), so a dense track still lands on the target. Levelled by
+    `level_of`'s measure. Returns the audio and the gain applied before limiting, in dB.
     """
     gain_db = 0.0
     if target is not None:
-        now = integrated(_energies(x, rate))
+        now, _ = level_of(x, rate)
         if not math.isfinite(now):
             return x, 0.0  # silence stays silence: no gain can make it loud
         gain_db = target - now
     out = x * 10 ** (gain_db / 20)
     if ceiling_db is None:
         return out, gain_db
-    out = limit(out, rate, ceiling_db - 0.05)  # a little headroom for the final quantization
+    out = limit(out, rate, ceiling_db - 0.05, loop=loop)  # a little headroom for the final quantization
     for _ in range(3):
         if target is None:
             break
-        short = target - integrated(_energies(out, rate))
+        short = target - level_of(out, rate)[0]
         if short < 0.05:
             break
         gain_db += short
-        out = limit(x * 10 ** (gain_db / 20), rate, ceiling_db - 0.05)
+        out = limit(x * 10 ** (gain_db / 20), rate, ceiling_db - 0.05, loop=loop)
     return out, gain_db
 
 
-def resample(x: Audio, rate: int, to: int) -> Audio:
-    """`x` at `to` Hz: polyphase resampling with scipy's anti-aliasing FIR."""
+def resample(x: Audio, rate: int, to: int, *, loop: bool = False) -> Audio:
+    """`x` at `to` Hz: polyphase resampling with scipy's anti-aliasing FIR.
+
+    A loop is resampled as a circle (its end filters into its start), so the seam stays
+    as continuous as the rest; it comes out ceil(frames x to / rate) frames long.
+    """
     if rate == to:
         return x
     g = math.gcd(rate, to)
-    return signal.resample_poly(x, to // g, rate // g, axis=0)
+    up, down = to // g, rate // g
+    if not loop:
+        return signal.resample_poly(x, up, down, axis=0)
+    steps = math.ceil(loop_pad(rate) / down)  # whole input periods, so the cut lands on output frames
+    out = signal.resample_poly(wrapped(x, steps * down), up, down, axis=0)
+    return out[steps * up : steps * up + math.ceil(len(x) * up / down)]
 
 
-__all__ = ["Loudness", "integrated_loudness", "k_filter", "limit", "measure", "normalize", "resample", "true_peak"]
+__all__ = [
+    "Loudness",
+    "clip_loudness",
+    "integrated_loudness",
+    "k_filter",
+    "level_of",
+    "limit",
+    "measure",
+    "normalize",
+    "resample",
+    "true_peak",
+    "wrapped",
+]

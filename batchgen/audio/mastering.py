@@ -1,10 +1,20 @@
-"""One delivered file from one take: decode, resample, level, limit, quantize, tag, encode.
+"""One delivered file from one take: decode, resample, level, limit, quantize or encode, tag.
 
-Decoding and FLAC encoding go through `soundfile` (libsndfile), the signal work through
-`loudness.py` (numpy and scipy): the `deliver` extra. A WAV take delivered as WAV with
-nothing to change keeps its samples bit for bit; only the tags are new. Processed audio
-is written as 16-bit PCM with TPDF dither (24-bit when the source had more than 16
-bits), the dither seeded from the source's sha256 so the same take makes the same file.
+Decoding and encoding go through `soundfile` (libsndfile), the signal work through
+`loudness.py` (numpy and scipy): the `deliver` extra; no ffmpeg at run time. A WAV take
+delivered as WAV with nothing to change keeps its samples bit for bit; only the tags
+are new. Processed audio is written as 16-bit PCM with TPDF dither (24-bit when the
+source had more than 16 bits), the dither seeded from the source's sha256 so the same
+take makes the same file. Ogg Vorbis, Ogg Opus (always 48 kHz) and MP3 are encoded
+from the levelled floats, then decoded again: their true peak and loudness are measured
+on what a player will decode (lossy encoding adds inter-sample peaks; a peak over the
+ceiling is limited off and the file encoded again). A loop is processed as a circle.
+
+libsndfile sets lossy bitrates through one "compression level" from 0 (best) to 1:
+Vorbis quality Q (oggenc's 0..10 scale) is level 1 - Q/10; an Opus bitrate of B kbps
+is level 1 - (B / channels - 6) / 250 (libopus' 6..256 kbps a channel); an MP3 bitrate
+B is constant (CBR) at level (hi - B) / (hi - lo) with [lo, hi] = [32, 320] kbps at
+32 kHz and above (MPEG-1), [8, 160] from 16 kHz (MPEG-2) and [8, 64] below (MPEG-2.5).
 """
 
 from __future__ import annotations
@@ -16,16 +26,23 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BatchgenError
-from . import wavfile
-from .tags import Tags, flac_with_comments, wav_header
+from . import ogg, wavfile
+from .tags import Tags, flac_with_comments, vorbis_comments, wav_header
 
 MAX_SECONDS = 15 * 60  # audio is processed in memory: longer files are refused
 # ... and so is what it becomes: at most 15 minutes of 48 kHz stereo, in samples, in or out
 # (a 10-minute take at --sample-rate 384000 would otherwise need gigabytes).
 MAX_SAMPLES = MAX_SECONDS * 48000 * 2
-GATE_SECONDS = 0.4  # one BS.1770 gating block: anything shorter has no integrated loudness
 TOLERANCE = 0.5  # LU: a delivered file further than this from its target is a problem, named
 FINE = ("PCM_24", "PCM_32", "FLOAT", "DOUBLE")  # sources kept at 24 bits
+LOSSY = ("ogg", "opus", "mp3")
+FORMATS = ("wav", "flac", *LOSSY)
+OPUS_RATE = 48000  # Opus always decodes at 48 kHz
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+QUALITY = 6.0  # Ogg Vorbis, oggenc's scale: about 192 kbps for stereo
+BITRATE = {"opus": 128, "mp3": 192}  # kbps, the whole file (all channels)
+SILENT_LUFS = -70.0  # quieter than this (or a true peak under SILENT_PEAK) is not raised: refused
+SILENT_PEAK = -60.0
 
 
 class MasteringError(BatchgenError):
@@ -37,19 +54,72 @@ class Settings:
     loudness: float | None  # LUFS target; None: the level as it is
     ceiling: float | None  # dBTP; None: no limiter
     sample_rate: int | None
-    fmt: str  # "wav" or "flac"
+    fmt: str  # one of FORMATS
+    quality: float | None = None  # Ogg Vorbis quality, 0..10 (QUALITY when None)
+    bitrate: int | None = None  # Opus and MP3, kbps (BITRATE when None)
+    loop: bool = False  # a loop: processed as a circle, delivered with its loop points
 
 
-def master(source: Path, settings: Settings, tags: Tags, seed: int) -> tuple[bytes, dict[str, float | None], float]:
-    """The delivered file's bytes, its measured loudness figures and its length in seconds."""
+@dataclass(frozen=True, slots=True)
+class Mastered:
+    """A delivered file: its bytes, what was measured on what it decodes to, and its length."""
+
+    data: bytes
+    measured: dict[str, Any]
+    frames: int
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.rate
+
+
+def master(source: Path, settings: Settings, tags: Tags, seed: int) -> Mastered:
+    """The delivered file, levelled and limited as `settings` ask, tagged, and measured."""
+    import numpy as np
+
+    from .loudness import normalize, resample
+
+    audio, rate, subtype, kind = _decode(source, settings)
+    bits = 24 if subtype in FINE else 16
+    out_rate = OPUS_RATE if settings.fmt == "opus" else settings.sample_rate or rate
+    untouched = settings.loudness is None and settings.ceiling is None and out_rate == rate
+    if untouched and settings.fmt == "wav" and kind == "WAV" and subtype in ("PCM_16", "PCM_24"):
+        return _wav_as_is(source, audio, rate, replace(tags, loop=len(audio) if settings.loop else None))
+    if settings.fmt == "mp3" and out_rate not in MP3_RATES:
+        raise MasteringError(f"{source.name}: MP3 has no {out_rate} Hz; --sample-rate 48000 or lower")
+    if out_rate != rate:
+        audio, rate = resample(audio, rate, out_rate, loop=settings.loop), out_rate
+    if settings.loudness is not None:
+        _check_levellable(source.name, audio, rate, settings.loop)
+    if not untouched:
+        # A DC offset is inaudible, but it is in every sample's peak: left in, the limiter
+        # would hold the level far under the target. Taken out before levelling.
+        audio = audio - audio.mean(axis=0)
+        audio, _ = normalize(audio, rate, settings.loudness, settings.ceiling, loop=settings.loop)
+    tags = replace(tags, loop=len(audio) if settings.loop else None)
+    if settings.fmt in LOSSY:
+        data, decoded = _lossy(audio, rate, settings, tags)
+    else:
+        pcm = _quantize(audio, bits, np.random.default_rng(seed) if not untouched else None)
+        decoded = pcm.astype("float64") / float(1 << (bits - 1))
+        data = b""
+    measured = _measured(decoded, rate, settings)
+    _check_target(source.name, measured, settings.loudness)
+    if settings.fmt not in LOSSY:
+        data = _pcm_file(pcm, rate, bits, settings.fmt, replace(tags, loudness=measured))
+    return Mastered(data, measured, len(decoded), rate)
+
+
+def _decode(source: Path, settings: Settings) -> tuple[Any, int, str, str]:
+    """The take's samples as floats, its rate, subtype and container; refused when unusable."""
     import numpy as np
     import soundfile as sf
 
-    from .loudness import measure, normalize, resample
-
     try:
         info = sf.info(str(source))
-        _check_size(source.name, info.frames, info.samplerate, info.channels, settings.sample_rate)
+        to = OPUS_RATE if settings.fmt == "opus" else settings.sample_rate
+        _check_size(source.name, info.frames, info.samplerate, info.channels, to)
         audio, rate = sf.read(str(source), dtype="float64", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as err:
         raise MasteringError(f"{source.name}: cannot decode: {err}") from None
@@ -57,31 +127,103 @@ def master(source: Path, settings: Settings, tags: Tags, seed: int) -> tuple[byt
         raise MasteringError(f"{source.name} holds no audio (0 frames)")
     if not np.isfinite(audio).all():
         raise MasteringError(f"{source.name} holds samples that are not numbers (NaN or infinite): a damaged take")
-    bits = 24 if info.subtype in FINE else 16
-    untouched = settings.loudness is None and settings.ceiling is None and settings.sample_rate in (None, rate)
-    if untouched and settings.fmt == "wav" and info.format == "WAV" and info.subtype in ("PCM_16", "PCM_24"):
-        return _wav_as_is(source, audio, rate, tags)
-    if settings.sample_rate not in (None, rate):
-        audio, rate = resample(audio, rate, settings.sample_rate), settings.sample_rate
-    if settings.loudness is not None:
-        _check_levellable(source.name, len(audio) / rate)
-    if not untouched:
-        # A DC offset is inaudible, but it is in every sample's peak: left in, the limiter
-        # would hold the level far under the target. Taken out before levelling.
-        audio = audio - audio.mean(axis=0)
-        audio, _ = normalize(audio, rate, settings.loudness, settings.ceiling)
-    pcm = _quantize(audio, bits, np.random.default_rng(seed) if not untouched else None)
-    measured = measure(pcm.astype("float64") / float(1 << (bits - 1)), rate).as_dict()
-    _check_target(source.name, measured, settings.loudness)
-    tags = replace(tags, loudness=measured)
-    seconds = len(pcm) / rate
-    if settings.fmt == "flac":
+    if settings.fmt == "mp3" and audio.shape[1] > 2:
+        raise MasteringError(f"{source.name} has {audio.shape[1]} channels; MP3 holds two at most")
+    return audio, rate, info.subtype, info.format
+
+
+def _measured(decoded: Any, rate: int, settings: Settings) -> dict[str, Any]:
+    """Loudness figures of what the file decodes to, and the measure it was levelled and is judged by."""
+    from .loudness import level_of, measure, true_peak
+
+    figures: dict[str, Any] = measure(decoded, rate).as_dict()
+    if settings.loop:
+        peak = true_peak(decoded, loop=True)
+        figures["truePeakDbtp"] = round(peak, 2) if peak != float("-inf") else None
+    level, by = level_of(decoded, rate)
+    figures["levelledBy"] = by if settings.loudness is not None else None
+    if by == "clip":
+        figures["clipLufs"] = round(level, 2) if level != float("-inf") else None
+    figures["target"] = settings.loudness
+    return figures
+
+
+def _pcm_file(pcm: Any, rate: int, bits: int, fmt: str, tags: Tags) -> bytes:
+    import soundfile as sf
+
+    if fmt == "flac":
         buffer = io.BytesIO()
         sf.write(buffer, pcm, rate, format="FLAC", subtype=f"PCM_{bits}")
-        return flac_with_comments(buffer.getvalue(), tags), measured, seconds
+        return flac_with_comments(buffer.getvalue(), tags)
     body = _pcm_bytes(pcm, bits)
     head = wav_header(_fmt(pcm.shape[1], rate, bits), tags, len(body))
-    return head + body + (b"\0" if len(body) % 2 else b""), measured, seconds
+    return head + body + (b"\0" if len(body) % 2 else b"")
+
+
+def _lossy(audio: Any, rate: int, settings: Settings, tags: Tags) -> tuple[bytes, Any]:
+    """Encoded, and decoded again; a true peak the encoding pushed over the ceiling is limited off."""
+    from .loudness import limit, true_peak
+
+    data = _encode(audio, rate, settings, tags)
+    decoded = _decoded(data)
+    if settings.ceiling is not None:
+        over = true_peak(decoded, loop=settings.loop) - settings.ceiling
+        if over > 0:
+            audio = limit(audio, rate, settings.ceiling - 0.05 - over, loop=settings.loop)
+            data = _encode(audio, rate, settings, tags)
+            decoded = _decoded(data)
+    return data, decoded
+
+
+def _encode(audio: Any, rate: int, settings: Settings, tags: Tags) -> bytes:
+    """Ogg Vorbis, Ogg Opus or MP3 through libsndfile, with the take's tags (and loop points)."""
+    import numpy as np
+    import soundfile as sf
+
+    channels = audio.shape[1]
+    buffer = io.BytesIO()
+    if settings.fmt == "mp3":
+        level = mp3_level(settings.bitrate or BITRATE["mp3"], rate)
+        with sf.SoundFile(
+            buffer,
+            "w",
+            rate,
+            channels,
+            "MPEG_LAYER_III",
+            format="MP3",
+            compression_level=level,
+            bitrate_mode="CONSTANT",
+        ) as fh:
+            fh.title, fh.comment, fh.date = tags.title[:250], tags.description[:250], tags.date
+            fh.write(np.clip(audio, -1.0, 1.0))
+        return buffer.getvalue()
+    if settings.fmt == "opus":
+        subtype, level = "OPUS", opus_level(settings.bitrate or BITRATE["opus"], channels)
+    else:
+        subtype, level = "VORBIS", 1.0 - (QUALITY if settings.quality is None else settings.quality) / 10.0
+    with sf.SoundFile(buffer, "w", rate, channels, subtype, format="OGG", compression_level=level) as fh:
+        fh.write(np.clip(audio, -1.0, 1.0))
+    return ogg.with_comments(buffer.getvalue(), vorbis_comments(tags))
+
+
+def _decoded(data: bytes) -> Any:
+    import soundfile as sf
+
+    audio, _ = sf.read(io.BytesIO(data), dtype="float64", always_2d=True)
+    return audio
+
+
+def opus_level(kbps: int, channels: int) -> float:
+    """libsndfile's compression level for an Opus file of `kbps` in all (6..256 kbps a channel)."""
+    each = min(256.0, max(6.0, kbps / channels))
+    return min(1.0, max(0.0, 1.0 - (each - 6.0) / 250.0))
+
+
+def mp3_level(kbps: int, rate: int) -> float:
+    """libsndfile's compression level for constant-bitrate MP3 at `kbps` (see the module's notes)."""
+    low, high = (32, 320) if rate >= 32000 else (8, 160) if rate >= 16000 else (8, 64)
+    chosen = min(high, max(low + 1, kbps))  # level 1.0 itself is refused by libsndfile
+    return (high - chosen) / (high - low)
 
 
 def _check_size(name: str, frames: int, rate: int, channels: int, to: int | None) -> None:
@@ -96,19 +238,26 @@ def _check_size(name: str, frames: int, rate: int, channels: int, to: int | None
         )
 
 
-def _check_levellable(name: str, seconds: float) -> None:
-    if seconds < GATE_SECONDS:
+def _check_levellable(name: str, audio: Any, rate: int, loop: bool) -> None:
+    """A near-silent take is refused rather than raised by 50 dB into its noise."""
+    from .loudness import level_of, true_peak
+
+    level, by = level_of(audio, rate)
+    peak = true_peak(audio, loop=loop)
+    if level < SILENT_LUFS or peak < SILENT_PEAK:
+        shown = "silent" if level == float("-inf") else f"{level:.1f} LUFS ({by}), true peak {peak:.1f} dBTP"
         raise MasteringError(
-            f"{name} lasts {seconds * 1000:.0f} ms, less than one 400 ms loudness block: it has no integrated "
-            "loudness to level by; deliver it without --loudness"
+            f"{name} is near silent ({shown}): under {SILENT_LUFS:g} LUFS or {SILENT_PEAK:g} dBTP it is not "
+            "raised to a loudness; deliver it without --loudness"
         )
 
 
-def _check_target(name: str, measured: dict[str, float | None], target: float | None) -> None:
-    """A delivered file that misses its loudness target is a problem, named: never silent."""
+def _check_target(name: str, measured: dict[str, Any], target: float | None) -> None:
+    """A delivered file that misses its loudness target, by the measure it was levelled by, is a
+    problem, named: never silent."""
     if target is None:
         return
-    reached = measured.get("integratedLufs")
+    reached = measured.get("clipLufs" if measured.get("levelledBy") == "clip" else "integratedLufs")
     if reached is None:
         raise MasteringError(f"{name} is silent: no gain can bring it to {target:g} LUFS")
     if abs(reached - target) > TOLERANCE:
@@ -119,17 +268,15 @@ def _check_target(name: str, measured: dict[str, float | None], target: float | 
         )
 
 
-def _wav_as_is(source: Path, audio: Any, rate: int, tags: Tags) -> tuple[bytes, dict[str, float | None], float]:
+def _wav_as_is(source: Path, audio: Any, rate: int, tags: Tags) -> Mastered:
     """The source's PCM bytes unchanged under a new header with the tags."""
-    from .loudness import measure
-
     info = wavfile.read_info(source)
-    measured = measure(audio, rate).as_dict()
+    measured = _measured(audio, rate, Settings(None, None, None, "wav", loop=tags.loop is not None))
     with source.open("rb") as fh:
         fh.seek(info.data_offset)
         data = fh.read(info.data_bytes)
     header = wav_header(_fmt(info.channels, info.rate, info.bits), replace(tags, loudness=measured), len(data))
-    return header + data + (b"\0" if len(data) % 2 else b""), measured, info.seconds
+    return Mastered(header + data + (b"\0" if len(data) % 2 else b""), measured, len(audio), rate)
 
 
 def _quantize(audio: Any, bits: int, rng: Any | None) -> Any:
@@ -158,4 +305,4 @@ def _fmt(channels: int, rate: int, bits: int) -> bytes:
     return struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, bits)
 
 
-__all__ = ["MasteringError", "Settings", "master"]
+__all__ = ["FORMATS", "LOSSY", "Mastered", "MasteringError", "Settings", "master", "mp3_level", "opus_level"]

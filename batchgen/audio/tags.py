@@ -1,4 +1,4 @@
-"""Metadata inside delivered files: RIFF LIST/INFO and BWF bext for WAV, Vorbis comments for FLAC.
+"""Metadata inside delivered files: RIFF LIST/INFO, BWF bext and smpl for WAV, Vorbis comments for FLAC and Ogg.
 
 Pure functions from a `Tags` value to bytes. The layouts are small and fixed, so they
 are written here rather than through a tagging library:
@@ -10,7 +10,12 @@ are written here rather than through a tagging library:
   180 reserved bytes, then CodingHistory. Both chunks go before `data`, where every
   reader looks; LIST first, so readers that keep one comment keep the fuller one.
 * FLAC: a VORBIS_COMMENT metadata block (TITLE, COMMENT, DESCRIPTION, ENCODER, DATE,
-  and SEED, MODEL, JOBID, PROMPT) replacing any the encoder wrote.
+  and SEED, MODEL, JOBID, PROMPT) replacing any the encoder wrote; Ogg Vorbis and Opus
+  carry the same comments (`ogg.py` writes them).
+* Loops: a WAV `smpl` chunk with one forward loop over the whole file (`dwStart` 0,
+  `dwEnd` frames - 1: the end is inclusive), as Unreal's and Godot's importers and
+  libsndfile read it; in Vorbis comments `LOOPSTART=0` and `LOOPLENGTH=<frames>` (RPG
+  Maker, SDL_mixer), counted in the samples the file decodes to (48 kHz for Opus).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Tags:
     model: str = ""
     job_id: str = ""
     loudness: dict[str, float | None] = field(default_factory=dict)
+    loop: int | None = None  # frames of a loop over the whole file; None: not a loop
 
     @property
     def description(self) -> str:
@@ -99,9 +105,20 @@ def bext_chunk(tags: Tags) -> bytes:
     return _chunk(b"bext", body)
 
 
+def smpl_chunk(frames: int, rate: int) -> bytes:
+    """A `smpl` chunk with one forward loop over all `frames` (its end is the last frame: inclusive)."""
+    period = round(1e9 / rate) if rate > 0 else 0  # nanoseconds per sample
+    head = struct.pack("<9I", 0, 0, period, 60, 0, 0, 0, 1, 0)  # manufacturer .. one loop, no sampler data
+    loop = struct.pack("<6I", 0, 0, 0, max(0, frames - 1), 0, 0)  # id, forward, start, end, fraction, for ever
+    return _chunk(b"smpl", head + loop)
+
+
 def wav_header(fmt: bytes, tags: Tags, data_bytes: int) -> bytes:
-    """RIFF header, `fmt ` (as given), bext, LIST/INFO, then the `data` chunk header."""
+    """RIFF header, `fmt ` (as given), smpl for a loop, bext, LIST/INFO, then the `data` chunk header."""
     extra = info_chunk(tags) + bext_chunk(tags)  # bext last: ffprobe then shows its full description
+    if tags.loop is not None:
+        rate = struct.unpack_from("<I", fmt, 4)[0]
+        extra = smpl_chunk(tags.loop, rate) + extra
     fmt_chunk = _chunk(b"fmt ", fmt)
     riff_size = 4 + len(fmt_chunk) + len(extra) + 8 + data_bytes + (data_bytes % 2)
     return (
@@ -121,6 +138,8 @@ def vorbis_comments(tags: Tags) -> list[tuple[str, str]]:
         ("MODEL", tags.model),
         ("JOBID", tags.job_id),
     ]
+    if tags.loop is not None:
+        pairs += [("LOOPSTART", "0"), ("LOOPLENGTH", str(tags.loop))]
     return [(key, value[:INFO_TEXT]) for key, value in pairs if value]
 
 
@@ -152,4 +171,4 @@ def flac_with_comments(data: bytes, tags: Tags) -> bytes:
     return b"".join(out) + data[pos:]
 
 
-__all__ = ["Tags", "bext_chunk", "flac_with_comments", "info_chunk", "vorbis_comments", "wav_header"]
+__all__ = ["Tags", "bext_chunk", "flac_with_comments", "info_chunk", "smpl_chunk", "vorbis_comments", "wav_header"]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
+from ..audio.presets import ENGINES, LEVELS
 from ..core.errors import UsageError
 from .common import EXIT_USAGE
 
@@ -89,6 +90,8 @@ _dbtp = _number(float, -20, most=0)
 
 
 _rate_hz = _number(int, 8000, most=384_000)
+_quality = _number(float, 0, most=10)
+_kbps = _number(int, 8, most=512)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,7 +132,14 @@ def _add_deliver(deliver: argparse.ArgumentParser) -> None:
     deliver.add_argument("--to", required=True, metavar="DIR", help="the delivery folder")
     deliver.add_argument("--loudness", type=_lufs, metavar="LUFS", help="integrated loudness target, e.g. -14 or -23")
     deliver.add_argument("--true-peak", type=_dbtp, metavar="DBTP", help="true-peak ceiling (-1 with --loudness)")
-    deliver.add_argument("--format", choices=("wav", "flac"), help="file format (default: keep WAV or FLAC)")
+    deliver.add_argument(
+        "--format", choices=("wav", "flac", "ogg", "opus", "mp3"), help="file format (default: keep WAV or FLAC)"
+    )
+    deliver.add_argument("--preset", choices=tuple(LEVELS), help="a loudness target and true-peak ceiling by name")
+    deliver.add_argument("--for", dest="engine", choices=tuple(ENGINES), help="the format an engine imports as is")
+    deliver.add_argument("--quality", type=_quality, metavar="Q", help="Ogg Vorbis quality, 0 to 10 (default 6)")
+    deliver.add_argument("--bitrate", type=_kbps, metavar="KBPS", help="Opus (128) and MP3 (192) bitrate in kbps")
+    deliver.add_argument("--allow-mp3-loops", action="store_true", help="deliver loops as MP3 (no loop points)")
     deliver.add_argument("--sample-rate", type=_rate_hz, metavar="HZ", help="resample to HZ")
     which = deliver.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every done take, picked or not")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import UsageError
 from .common import EXIT_FAILED, EXIT_OK, _load, _run_async
@@ -41,21 +42,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _options(args: argparse.Namespace, make: Any) -> Any:
+    """Deliver's options: a preset's and an engine's values, each given option winning over them."""
+    from ..audio.presets import ENGINES, LEVELS
+
+    level = LEVELS.get(args.preset) if args.preset else None
+    engine = ENGINES.get(args.engine) if args.engine else None
+    return make(
+        to=Path(args.to),
+        loudness=args.loudness if args.loudness is not None else level.loudness if level else None,
+        true_peak=args.true_peak if args.true_peak is not None else level.true_peak if level else None,
+        fmt=args.format or (engine.fmt if engine else None),
+        sample_rate=args.sample_rate or (engine.sample_rate if engine else None),
+        select="all" if args.all else "fill" if args.fill else "picks",
+        force=args.force,
+        quality=args.quality,
+        bitrate=args.bitrate,
+        loop_fmt=engine.loop_fmt if engine and not args.format else None,
+        allow_mp3_loops=args.allow_mp3_loops,
+        preset=args.preset,
+        engine=args.engine,
+    )
+
+
 def cmd_deliver(args: argparse.Namespace) -> int:
     """Deliver the picked takes; exit 1 when some could not be (each named), 2 for bad input."""
     from ..listen.deliver import Options, deliver, require_extra
 
     require_extra()  # before anything else: one line saying what to install
     manifest = _load(args)
-    options = Options(
-        to=Path(args.to),
-        loudness=args.loudness,
-        true_peak=args.true_peak,
-        fmt=args.format,
-        sample_rate=args.sample_rate,
-        select="all" if args.all else "fill" if args.fill else "picks",
-        force=args.force,
-    )
+    options = _options(args, Options)
     outcome = deliver(manifest, Path(args.out), options, print)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=sys.stderr)

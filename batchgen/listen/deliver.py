@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..audio.mastering import Mastered
 from ..audio.tags import Tags
 from ..audio.wavfile import WavError
 from ..core import text
@@ -42,7 +43,7 @@ from ..store.lock import BatchLock
 from .picks import Made, Picks, reconcile
 from .picks import load as load_picks
 
-PROCESS = 1  # bump when the processing changes, so a rerun makes every file again
+PROCESS = 2  # bump when the processing changes, so a rerun makes every file again
 DEFAULT_CEILING = -1.0  # dBTP
 RECORD = "delivery.json"
 LOCK = ".batchgen-delivery.lock"  # held while a deliver writes into the folder
@@ -58,6 +59,10 @@ CSV_COLUMNS = (
     "duration",
     "integratedLufs",
     "truePeakDbtp",
+    "levelledBy",
+    "target",
+    "loopStart",
+    "loopLength",
     "sha256",
 )
 EXTRA = "pip install 'batchgen[deliver]'"
@@ -76,10 +81,16 @@ class Options:
     to: Path
     loudness: float | None = None  # LUFS; None: leave the level as it is
     true_peak: float | None = None  # dBTP ceiling as given; -1 goes with --loudness when none is given
-    fmt: str | None = None  # "wav", "flac" or None: keep WAV and FLAC, other sources become WAV
+    fmt: str | None = None  # wav, flac, ogg, opus, mp3; None: keep WAV and FLAC, other sources become WAV
     sample_rate: int | None = None
     select: str = "picks"  # "picks", "fill" or "all"
     force: bool = False
+    quality: float | None = None  # Ogg Vorbis, 0..10
+    bitrate: int | None = None  # Opus and MP3, kbps
+    loop_fmt: str | None = None  # loops in this format instead (an engine preset's choice)
+    allow_mp3_loops: bool = False  # MP3 cannot hold loop points: loops as MP3 only when asked
+    preset: str | None = None  # the loudness preset's name, for the record
+    engine: str | None = None  # the engine preset's name, for the record
 
     @property
     def ceiling(self) -> float | None:
@@ -88,9 +99,18 @@ class Options:
             return self.true_peak
         return DEFAULT_CEILING if self.loudness is not None else None
 
-    def key(self, source_sha256: str, fmt: str) -> str:
-        shape = [PROCESS, source_sha256, fmt, self.loudness, self.ceiling, self.sample_rate]
+    def key(self, source_sha256: str, fmt: str, loop: bool) -> str:
+        shape = [PROCESS, source_sha256, fmt, self.loudness, self.ceiling, self.sample_rate, loop]
+        if fmt in ("ogg", "opus", "mp3"):
+            shape += [self.quality, self.bitrate]
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:32]
+
+    def format_for(self, source: Path, loop: bool) -> str:
+        """The delivered format of a take: a loop's own choice, the one asked, else WAV or FLAC as it is."""
+        if loop and self.loop_fmt is not None:
+            return self.loop_fmt
+        kept = source.suffix.lower().lstrip(".")
+        return self.fmt or (kept if kept in ("wav", "flac") else "wav")
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,10 +274,15 @@ def _deliver_one(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """One take into one file: skipped when the same source and options made what is there."""
-    kept = take.source.suffix.lower().lstrip(".")
-    ext = options.fmt or (kept if kept in ("wav", "flac") else "wav")
+    loop = is_loop(take.task)
+    ext = options.format_for(take.source, loop)
+    if loop and ext == "mp3" and not options.allow_mp3_loops:
+        raise DeliverError(
+            "a loop cannot be delivered as MP3: MP3 has no loop points and most decoders pad its start, "
+            "so it would not loop seamlessly; wav, flac, ogg or opus, or --allow-mp3-loops"
+        )
     name = f"{stem}.{ext}"
-    key = options.key(take.sha256, ext)
+    key = options.key(take.sha256, ext, loop)
     before = old.get(name)
     path = target / name
     current = _sha256_of(path)
@@ -271,14 +296,21 @@ def _deliver_one(
         raise DeliverError(f"{take.source.name} is not the file the run made (sha256 differs); run the batch again")
     from ..audio.mastering import Settings, master
 
-    settings = Settings(options.loudness, options.ceiling, options.sample_rate, ext)
-    data, measured, seconds = master(take.source, settings, _tags(take), int(take.sha256[:16] or "0", 16))
-    record = _record(take, name, key, hashlib.sha256(data).hexdigest(), measured, seconds)
+    settings = Settings(
+        options.loudness, options.ceiling, options.sample_rate, ext, options.quality, options.bitrate, loop
+    )
+    made = master(take.source, settings, _tags(take), int(take.sha256[:16] or "0", 16))
+    record = _record(take, name, key, hashlib.sha256(made.data).hexdigest(), made)
     landing.about_to_land(record, current)
-    files.write_atomic(path, data, durable=True)
+    files.write_atomic(path, made.data, durable=True)
     outcome.written.append(name)
-    say(_line(name, measured))
+    say(_line(name, made.measured))
     return record
+
+
+def is_loop(task: Task) -> bool:
+    """A take made to loop: batchgen's cut loop (bars at a tempo), or the model's own `loop: true`."""
+    return task.loop is not None or task.params.get("loop") is True
 
 
 def _tags(take: Take) -> Tags:
@@ -298,14 +330,16 @@ def _tags(take: Take) -> Tags:
     )
 
 
-def _line(name: str, measured: dict[str, float | None]) -> str:
-    lufs, peak = measured.get("integratedLufs"), measured.get("truePeakDbtp")
-    level = f"{lufs:.1f} LUFS" if lufs is not None else "silent"
+def _line(name: str, measured: dict[str, Any]) -> str:
+    clip = measured.get("levelledBy") == "clip"
+    lufs, peak = measured.get("clipLufs" if clip else "integratedLufs"), measured.get("truePeakDbtp")
+    level = f"{lufs:.1f} LUFS{' (short clip)' if clip else ''}" if lufs is not None else "silent"
     return f"wrote {name} ({level}, true peak {peak if peak is not None else '-inf'} dBTP)"
 
 
-def _record(take: Take, name: str, key: str, sha: str, measured: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _record(take: Take, name: str, key: str, sha: str, made: Mastered) -> dict[str, Any]:
     about = take.about
+    loop = {"loopStart": 0, "loopLength": made.frames} if is_loop(take.task) else {}
     return {
         "file": name,
         "track": about.get("track", take.task.track),
@@ -315,8 +349,11 @@ def _record(take: Take, name: str, key: str, sha: str, measured: dict[str, Any],
         "seed": about.get("seed", take.task.seed),
         "model": about.get("model", take.task.model),
         "jobId": about.get("jobId"),
-        "duration": round(seconds, 4),
-        **measured,
+        "duration": round(made.seconds, 4),
+        "frames": made.frames,
+        "sampleRate": made.rate,
+        **made.measured,
+        **loop,
         "sha256": sha,
         "source": {"file": take.source.name, "sha256": take.sha256},
         "key": key,
@@ -391,9 +428,14 @@ def _write_record(
         "batch": batch,
         "deliveredAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "options": {
+            "preset": options.preset,
+            "for": options.engine,
             "loudness": options.loudness,
             "truePeak": options.true_peak,
             "format": options.fmt,
+            "loopFormat": options.loop_fmt,
+            "quality": options.quality,
+            "bitrate": options.bitrate,
             "sampleRate": options.sample_rate,
             "select": options.select,
         },
@@ -426,4 +468,4 @@ def _number(text: str) -> bool:
     return True
 
 
-__all__ = ["DeliverError", "Options", "Outcome", "deliver", "require_extra", "select"]
+__all__ = ["DeliverError", "Options", "Outcome", "deliver", "is_loop", "require_extra", "select"]
