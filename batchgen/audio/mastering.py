@@ -153,7 +153,8 @@ def _pcm_file(pcm: Any, rate: int, bits: int, fmt: str, tags: Tags) -> bytes:
 
     if fmt == "flac":
         buffer = io.BytesIO()
-        sf.write(buffer, pcm, rate, format="FLAC", subtype=f"PCM_{bits}")
+        # soundfile reads int32 as full-scale 32-bit: 24-bit values go in its top three bytes.
+        sf.write(buffer, pcm if bits == 16 else pcm << 8, rate, format="FLAC", subtype=f"PCM_{bits}")
         return flac_with_comments(buffer.getvalue(), tags)
     body = _pcm_bytes(pcm, bits)
     head = wav_header(_fmt(pcm.shape[1], rate, bits), tags, len(body))

@@ -47,7 +47,8 @@ class Tags:
     @property
     def description(self) -> str:
         """Prompt, seed, model and job id in one line; the prompt is what gives way to fit 256 bytes."""
-        tail = f" | seed {self.seed} | {self.model} | job {self.job_id}"
+        seed = f" | seed {self.seed}" if self.seed is not None else ""
+        tail = f"{seed} | {self.model} | job {self.job_id}"
         room = 256 - len(_ascii(tail))
         prompt = _ascii(self.prompt)
         return (prompt if len(prompt) <= room else prompt[: max(0, room - 3)] + "...") + tail
