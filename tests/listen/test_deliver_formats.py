@@ -3,6 +3,7 @@ readers, lengths exact in samples, presets' loudness by ffmpeg's meter, short cl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import shutil
@@ -232,3 +233,25 @@ async def test_engines_and_mp3_loops(served: Served, tmp_path: Path) -> None:
     assert "loopLength" not in record["door.ogg"] and record["door.ogg"]["levelledBy"] == "integrated"
     rows = (tmp_path / "godot" / "delivery.csv").read_text().splitlines()
     assert "loopLength" in rows[0] and any(row.startswith("wind.wav") for row in rows)
+
+
+async def test_the_command_line_applies_a_preset_and_an_engine(served: Served, tmp_path: Path) -> None:
+    """`deliver --preset aswg-mobile --for godot`: -18 LUFS, loops as WAV and the rest as Ogg,
+    both presets named in delivery.json; an explicit --loudness wins over the preset's."""
+    from batchgen.cli import main
+
+    manifest = tmp_path / "kit.yaml"
+    manifest.write_text(LOOPS)
+    await run(served, manifest, fast(tmp_path / "out"))
+    to = tmp_path / "godot"
+    args = ["deliver", str(manifest), "--out", str(tmp_path / "out"), "--to", str(to), "--all"]
+    code = await asyncio.to_thread(main, [*args, "--preset", "aswg-mobile", "--for", "godot"])
+    assert code == 0
+    doc = json.loads((to / "delivery.json").read_text())
+    assert doc["options"]["preset"] == "aswg-mobile" and doc["options"]["for"] == "godot"
+    assert doc["options"]["loudness"] == -18.0 and doc["options"]["truePeak"] == -1.0
+    assert sorted(r["file"] for r in doc["files"]) == ["door.ogg", "wind.wav"]
+    code = await asyncio.to_thread(main, [*args, "--preset", "aswg-mobile", "--loudness", "-20", "--format", "flac"])
+    doc = json.loads((to / "delivery.json").read_text())
+    assert code == 0 and doc["options"]["loudness"] == -20.0
+    assert sorted(r["file"] for r in doc["files"]) == ["door.flac", "wind.flac"]
