@@ -23,66 +23,59 @@ Resolve = Callable[[str, str], ModelSchema | None]
 
 @dataclass(frozen=True, slots=True)
 class Model:
-    """One model as a manifest uses it."""
+    """One model as a manifest uses it; what its schema implies is worked out once, when it is made
+    (a 100,000-row manifest asks these for every cell)."""
 
     schema: ModelSchema
     digest: str  # of the schema: recorded beside each task, never hashed into it
+    musicgen: bool
+    prompt: str | None  # the input `prompt:` means
+    duration: Input | None  # the input that says how long a job is
+    seeds: tuple[int, int] | None  # the seeds it takes; None: it takes none
+    native_loop: bool  # it loops by itself (a boolean `loop` input)
+    file_inputs: frozenset[str]  # inputs that take one file: a local path (uploaded first) or an asset id
+    array_inputs: frozenset[str]  # inputs that take a list of files
+    _names: tuple[str, ...]
+    _taken: frozenset[str]  # every key a manifest may give it
 
     @classmethod
     def of(cls, schema: ModelSchema) -> Model:
-        return cls(schema, schema.digest())
+        musicgen = schema.id == MODEL_ID
+        prompt = "prompt" if musicgen else modelrules.prompt_input(schema)
+        own = tuple(PARAMS) if musicgen else tuple(i.name for i in schema.inputs)
+        names = own if prompt is None or "prompt" in own else ("prompt", *own)
+        return cls(
+            schema,
+            schema.digest(),
+            musicgen,
+            prompt,
+            modelrules.duration_input(schema),
+            modelrules.seed_range(schema),
+            modelrules.native_loop(schema),
+            frozenset(i.name for i in schema.inputs if i.type == "file"),
+            frozenset(i.name for i in schema.inputs if i.type == "file_array"),
+            names,
+            frozenset(names),
+        )
 
     @property
     def id(self) -> str:
         return self.schema.id
 
     @property
-    def musicgen(self) -> bool:
-        return self.schema.id == MODEL_ID
-
-    @property
-    def prompt(self) -> str | None:
-        return "prompt" if self.musicgen else modelrules.prompt_input(self.schema)
-
-    @property
-    def duration(self) -> Input | None:
-        return modelrules.duration_input(self.schema)
-
-    @property
-    def seeds(self) -> tuple[int, int] | None:
-        return modelrules.seed_range(self.schema)
-
-    @property
-    def native_loop(self) -> bool:
-        return modelrules.native_loop(self.schema)
-
-    @property
     def continues(self) -> bool:
         return self.musicgen or modelrules.continues(self.schema)
 
-    @property
-    def file_inputs(self) -> tuple[str, ...]:
-        """Inputs that take one file: a local path (uploaded first) or an asset id."""
-        return tuple(i.name for i in self.schema.inputs if i.type == "file")
-
-    @property
-    def array_inputs(self) -> tuple[str, ...]:
-        """Inputs that take a list of files, each a local path or an asset id."""
-        return tuple(i.name for i in self.schema.inputs if i.type == "file_array")
-
     def names(self) -> tuple[str, ...]:
         """Every key a manifest may give this model (`prompt` included where it maps)."""
-        own = tuple(PARAMS) if self.musicgen else tuple(i.name for i in self.schema.inputs)
-        return own if self.prompt is None or "prompt" in own else ("prompt", *own)
+        return self._names
 
     def native(self, name: str) -> str:
         """The input a manifest key sends: `prompt` becomes the model's prompt input."""
         return self.prompt if name == "prompt" and self.prompt is not None else name
 
     def takes(self, name: str) -> bool:
-        if self.musicgen:
-            return name in PARAMS
-        return self.schema.input(self.native(name)) is not None
+        return name in self._taken
 
     def check(self, name: str, value: object) -> str | None:
         """Why this model refuses `value` for `name`, or None (`takes(name)` must hold)."""

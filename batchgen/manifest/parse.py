@@ -110,6 +110,17 @@ class UnknownModel(ManifestError):
 
 
 @dataclass(frozen=True, slots=True)
+class _Key:
+    """What the models a value may go to make of its key: who takes it, how to read and keep it."""
+
+    takers: tuple[Model, ...]
+    file: bool  # a file input: a local path is hashed and uploaded
+    files: bool  # a file_array input
+    whole: bool  # MusicGen keeps it as a whole number
+    read: Callable[[str], object]  # a CSV cell's reading
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """A validated manifest, before expansion into tasks."""
 
@@ -164,6 +175,7 @@ class _Reader:
         self.audio: dict[str, tuple[str, str]] = {}
         self.sizes: dict[str, int] = {}
         self.models: dict[str, Model] = {}
+        self._keys: dict[tuple[str, int], _Key] = {}
 
     def fail(self, line: int | None, field: str | None, message: str, *, source: str | None = None) -> ManifestError:
         return ManifestError(source or self.name, line, field, message)
@@ -189,11 +201,12 @@ class _Reader:
         defaults = self._params(doc, "defaults", everywhere)
         sweep, zipped = self._sweep_and_zip(doc, everywhere)
         varied = any(key == "model" for key, _ in (*sweep, *zipped))
-        usual = self.models[str(defaults.get("model", model))]
+        usual = str(defaults.get("model", model))
+        alone = {model_id: (found,) for model_id, found in self.models.items()}  # one scope object per model
         tracks = []
         for item, line, source, csv_row in rows:
             own = item.get("model") if isinstance(item, LineDict) else None
-            scope = everywhere if varied else ((self.models[own] if isinstance(own, str) else usual),)
+            scope = everywhere if varied else alone[own if isinstance(own, str) and own in alone else usual]
             tracks.append(self._track(item, line, takes, source, scope, csv_row=csv_row))
         if not tracks:
             raise self.fail(
@@ -401,22 +414,36 @@ class _Reader:
             if problem:
                 raise self.fail(line, where, problem, source=source)
             return shaped
-        takers = [m for m in scope if m.takes(name)]
-        if not takers:
+        key = self._key(name, scope)
+        if not key.takers:
             raise self.fail(line, where, f"unknown parameter{_unknown(name, scope)}", source=source)
-        for model in takers:
+        for model in key.takers:
             if problem := model.check(name, value):
                 about = "" if len(scope) == 1 or model.musicgen else f" ({model.id})"
                 raise self.fail(line, where, problem + about, source=source)
-        if any(model.native(name) in model.file_inputs for model in takers):
+        if key.file:
             assert isinstance(value, str)
             return self._audio(value, line, where, source)
-        if any(model.native(name) in model.array_inputs for model in takers):
+        if key.files:
             assert isinstance(value, list)
             return [self._audio(str(item), line, where, source) for item in value]
-        if any(m.musicgen for m in takers) and PARAMS[name].type is int:
+        if key.whole:
             return int(value)  # type: ignore[call-overload]
         return value
+
+    def _key(self, name: str, scope: tuple[Model, ...]) -> _Key:
+        """What the models of `scope` make of a key, worked out once per key and scope."""
+        cache = (name, id(scope))
+        if (found := self._keys.get(cache)) is None:
+            takers = tuple(m for m in scope if m.takes(name))
+            found = self._keys[cache] = _Key(
+                takers,
+                file=any(m.native(name) in m.file_inputs for m in takers),
+                files=any(m.native(name) in m.array_inputs for m in takers),
+                whole=any(m.musicgen for m in takers) and PARAMS[name].type is int,
+                read=_coercer(name, scope),
+            )
+        return found
 
     def _audio(self, value: str, line: int | None, where: str, source: str) -> str:
         if value in self.audio:
@@ -463,14 +490,16 @@ class _Reader:
         if not isinstance(item, LineDict):
             raise self.fail(line, "tracks", "each track must be a mapping with name and prompt", source=source)
         if csv_row:
-            _coerce_row(item, scope)
+            for key, cell in item.items():  # a CSV row's cells, read as the types their parameters expect
+                if isinstance(cell, str):
+                    item[key] = self._key(key, scope).read(cell)
         params: dict[str, object] = {}
         for key, value in item.items():
             key_line = item.lines.get(key, line)
-            if key not in TRACK_OWN and key not in SHAPES and not any(m.takes(key) for m in scope):
-                raise self.fail(key_line, key, f"unknown key{_unknown(key, scope, TRACK_OWN)}", source=source)
             if key in ("name", "takes", "seed"):
                 continue
+            if key not in TRACK_OWN and key not in SHAPES and not self._key(key, scope).takers:
+                raise self.fail(key_line, key, f"unknown key{_unknown(key, scope, TRACK_OWN)}", source=source)
             params[key] = self._value(key, value, key_line, key, source, scope)
         name = self._name(item, "name", required=True, source=source)
         return Track(
@@ -701,13 +730,6 @@ def _as_float(cell: str) -> object:
     except ValueError:
         return cell  # left as text: the parameter check then names the bad cell
     return int(number) if number.is_integer() and "." not in cell else number
-
-
-def _coerce_row(item: LineDict, scope: tuple[Model, ...]) -> None:
-    """A CSV row's cells, read as the types their parameters expect."""
-    for key, cell in item.items():
-        if isinstance(cell, str):
-            item[key] = _coercer(key, scope)(cell)
 
 
 def _coercer(key: str, scope: tuple[Model, ...]) -> Callable[[str], object]:
@@ -1005,7 +1027,7 @@ def _local_files(
 ) -> Files:
     """The task's local files (each uploaded before its job), checked against their input's limits."""
     found: list[LocalFile] = []
-    for name in (*model.file_inputs, *model.array_inputs):
+    for name in (*sorted(model.file_inputs), *sorted(model.array_inputs)):
         value = params.get(name)
         items = [(value, None)] if not isinstance(value, list) else [(v, i) for i, v in enumerate(value)]
         for item, index in items:
