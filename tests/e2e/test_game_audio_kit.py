@@ -19,7 +19,8 @@ MAGIC = {".wav": (b"RIFF",), ".mp3": (b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\x
 
 def run_kit(out: Path) -> str:
     args = ["run", str(ROOT / "manifests" / "game-audio-kit.yaml"), "--simulate", "--out", str(out), "--yes"]
-    proc = run_cli(args, env_for(None, BATCHGEN_SIMULATE_JOB_TIME="0.2"), timeout=120)
+    args += ["--rate", "20", "--poll-interval", "0.05"]
+    proc = run_cli(args, env_for(None, BATCHGEN_SIMULATE_JOB_TIME="0.1"), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
