@@ -102,26 +102,60 @@ def _plan_cost(
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _money(planned: list[tuple[Task, PlanStatus]], figures: Any, folder: Path) -> dict[str, Any]:
+    """Spent, in flight, and an estimate for what is left from the prices known (none asked)."""
     from ..store.cost import load_prices, shape
 
+    prices = load_prices(folder)
+    left = [t for t, status in planned if status in TO_PAY]
+    shapes = {t.name: [shape(t, hop) for hop in range(t.hop_count)] for t in left}
+    return {
+        "spent": figures.spent,
+        "committed": figures.committed,
+        "remaining_estimate": sum(prices.get(key, 0.0) for keys in shapes.values() for key in keys),
+        "unpriced": sum(1 for keys in shapes.values() if any(key not in prices for key in keys)),
+    }
+
+
+def inputs_of(manifest: Manifest) -> list[Path]:
+    """The files a manifest read besides itself: its tracks file and local input files."""
+    read = {Path(track.source) for track in manifest.tracks if track.source != manifest.path}
+    return sorted(read | {Path(path) for path, _ in manifest.audio.values()})
+
+
+def _print_finished(done: Any, *, as_json: bool) -> None:
+    """`status` of a finished batch, as its whole computation would print it."""
+    made, need = done.hops
+    if as_json:
+        money = {"spent": done.spent, "committed": 0.0, "remaining_estimate": 0, "unpriced": 0}
+        out: dict[str, Any] = {"batch": done.batch, "counts": {"done": done.tasks}, "failed": {}, "cu": money}
+        if need:
+            out["hops"] = {"made": made, "total": need, "in_flight": {}}
+        print(json.dumps(out))
+        return
+    print(f"{done.batch}: {done.tasks} tasks: {done.tasks} done")
+    print(f"  CU: {done.spent:g} spent, 0 committed in flight, about 0 for the 0 task(s) left")
+    if need:
+        print(f"  hops of chained tracks: {made}/{need} made")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..store import finished
+
+    if (done := finished.check(Path(args.manifest), Path(args.out))) is not None:
+        _print_finished(done, as_json=args.json)  # nothing changed since it was finished: no replay
+        return EXIT_OK
     manifest = _load(args)
     tasks, ledger = _read_batch(manifest, args.out)
     planned = ledger.rows(tasks)  # one plan per task, shared by every figure below
     figures = ledger.figures(planned)
-    prices = load_prices(ledger.folder)
-    left = [t for t, status in planned if status in TO_PAY]
-    shapes = {t.name: [shape(t, hop) for hop in range(t.hop_count)] for t in left}
-    estimate = sum(prices.get(key, 0.0) for keys in shapes.values() for key in keys)
-    unpriced = sum(1 for keys in shapes.values() if any(key not in prices for key in keys))
-    money = {
-        "spent": figures.spent,
-        "committed": figures.committed,
-        "remaining_estimate": estimate,
-        "unpriced": unpriced,
-    }
+    money = _money(planned, figures, ledger.folder)
+    estimate, unpriced = money["remaining_estimate"], money["unpriced"]
     counts = dict(sorted(figures.counts.items()))
     need, made = ledger.hops_made(tasks)
+    if counts == {"done": len(tasks)} and not ledger.warnings and not figures.orphans:
+        answer = finished.Finished(manifest.batch, len(tasks), figures.spent, (made, need))
+        finished.record(Path(args.manifest), ledger.folder, inputs_of(manifest), answer)
     chains = {
         t.name: (_hop_of(t, ledger), t.hop_count)
         for t, status in planned

@@ -10,14 +10,18 @@ from typing import Any
 from ..core.errors import UsageError
 from ..core.gcpause import settle
 from ..manifest.parse import Manifest, UnknownModel, load
+from ..store import finished
 from .common import EXIT_OK, _read_batch, _run_async, _with_client
-from .plan import _print_plan
+from .plan import _print_plan, inputs_of
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..run.models import BatchSchemas
     from ..run.progress import Reporter
 
+    if not (args.dry_run or args.refresh_models) and (done := finished.check(Path(args.manifest), Path(args.out))):
+        _print_finished(done, Path(args.out), args.simulate)  # nothing changed since it was finished
+        return EXIT_OK
     resolve = BatchSchemas(Path(args.out), refresh=args.refresh_models)
     try:
         manifest: Manifest | None = load(args.manifest, resolve)
@@ -26,11 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         manifest = None  # its schema is asked of the API below, then recorded with the batch
     if args.dry_run:
-        assert manifest is not None
-        tasks, ledger = _read_batch(manifest, args.out)
-        _print_plan(ledger.rows(tasks), ledger, as_json=False)
-        print("dry run: nothing submitted")
-        return EXIT_OK
+        return _dry_run(manifest, args.out)
     config = _run_config(args)
     reporter = Reporter(args.log_format, args.quiet)
     confirm = _confirmer(args.confirm_above, args.yes)
@@ -69,8 +69,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         folder = Path(args.out) / manifest.batch
         page = report.write(folder, manifest.batch, report.collect(runner.tasks, runner.ledger, folder))
         print(f"  listening page: {page}")
+    _remember(args, manifest, runner, result)
     exit_code: int = result.exit_code
     return exit_code
+
+
+def _dry_run(manifest: Manifest | None, out: str) -> int:
+    assert manifest is not None  # a dry run needs no network: an unknown model was refused
+    tasks, ledger = _read_batch(manifest, out)
+    _print_plan(ledger.rows(tasks), ledger, as_json=False)
+    print("dry run: nothing submitted")
+    return EXIT_OK
+
+
+def _remember(args: argparse.Namespace, manifest: Manifest, runner: Any, result: Any) -> None:
+    """Every task is done: record it, so the next tick answers without replaying or expanding."""
+    finished_now = not result.failed and result.done + result.skipped == result.total
+    if result.exit_code == EXIT_OK and finished_now and not runner.ledger.warnings:
+        answer = finished.Finished(manifest.batch, result.total, result.batch_spent)
+        finished.record(Path(args.manifest), runner.folder, inputs_of(manifest), answer)
+
+
+def _print_finished(done: finished.Finished, out: Path, simulated: bool) -> None:
+    """A run's summary for a batch finished earlier, as a run that found nothing to do prints it."""
+    print(
+        f"batch {done.batch}: {done.tasks}/{done.tasks} done (0 new, {done.tasks} already done), 0 failed, "
+        f"0 CU spent ({done.spent:g} in all), 0.0s"
+    )
+    if simulated:
+        print("  (on the built-in simulator: the files are its synthesized stand-ins, not the models' own)")
+    page = out / done.batch / "index.html"
+    if page.exists():
+        print(f"  listening page: {page}")
 
 
 def _run_config(args: argparse.Namespace) -> Any:

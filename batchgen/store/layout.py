@@ -8,6 +8,7 @@
       .batchgen/lock            held by a running `run`
       .batchgen/picks.lock      held while picks.json changes
       .batchgen/prices.json     dry-run prices by shape
+      .batchgen/finished.json   a finished batch's answer, and what it rests on (a cron tick reads it)
       .batchgen/models/         the schema of each model the batch uses: <model id>.json
       .batchgen/hops/           the hop files of long tracks and loops: <task>.h<k>.<ext>
 
@@ -36,6 +37,10 @@ class Layout:
     @property
     def lock(self) -> Path:
         return self.folder / STATE_DIR / "lock"
+
+    @property
+    def finished(self) -> Path:
+        return self.folder / STATE_DIR / "finished.json"
 
     @property
     def prices(self) -> Path:

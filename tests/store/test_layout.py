@@ -14,7 +14,7 @@ def test_every_path_is_inside_the_batch_folder_and_documented(tmp_path: Path) ->
     layout = Layout(tmp_path / "b")
     on_disk = DESIGN.read_text().split("## On disk", 1)[1]
     paths = [layout.journal, layout.lock, layout.prices, layout.picks, layout.picks_lock, layout.page]
-    paths += [layout.hops, layout.audio("t"), layout.sidecar("t")]
+    paths += [layout.hops, layout.audio("t"), layout.sidecar("t"), layout.models, layout.finished]
     for path in paths:
         name = str(path.relative_to(layout.folder)).replace("t.", "<name>.")
         assert f"  {name} " in on_disk or f"  {name}/ " in on_disk, name
