@@ -41,6 +41,7 @@ OPUS_RATE = 48000  # Opus always decodes at 48 kHz
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 QUALITY = 6.0  # Ogg Vorbis, oggenc's scale: about 192 kbps for stereo
 BITRATE = {"opus": 128, "mp3": 192}  # kbps, the whole file (all channels)
+LEAD, TAIL = 9600, 960  # an Opus loop's own end encoded before it (200 ms), and its start after (20 ms)
 SILENT_LUFS = -70.0  # quieter than this (or a true peak under SILENT_PEAK) is not raised: refused
 SILENT_PEAK = -60.0
 
@@ -202,9 +203,18 @@ def _encode(audio: Any, rate: int, settings: Settings, tags: Tags) -> bytes:
         subtype, level = "OPUS", opus_level(settings.bitrate or BITRATE["opus"], channels)
     else:
         subtype, level = "VORBIS", 1.0 - (QUALITY if settings.quality is None else settings.quality) / 10.0
+    primed = settings.fmt == "opus" and settings.loop and len(audio) > LEAD + TAIL
+    whole = np.concatenate([audio[-LEAD:], audio, audio[:TAIL]]) if primed else audio
     with sf.SoundFile(buffer, "w", rate, channels, subtype, format="OGG", compression_level=level) as fh:
-        fh.write(np.clip(audio, -1.0, 1.0))
-    return ogg.with_comments(buffer.getvalue(), vorbis_comments(tags))
+        fh.write(np.clip(whole, -1.0, 1.0))
+    try:
+        if primed:  # the loop's end encoded before it and its start after it, skipped and cut on decoding
+            return ogg.with_comments(buffer.getvalue(), vorbis_comments(tags), lead=LEAD, frames=len(audio))
+        return ogg.with_comments(buffer.getvalue(), vorbis_comments(tags))
+    except ogg.OggError as err:
+        if primed:  # pages that leave no room to cut the end: the loop as it is, its edges unprimed
+            return _encode(audio, rate, replace(settings, loop=False), tags)
+        raise MasteringError(f"libsndfile wrote an Ogg stream batchgen cannot tag: {err}") from None
 
 
 def _decoded(data: bytes) -> Any:

@@ -108,8 +108,16 @@ def _paged(packets: Sequence[bytes], serial: int) -> list[Page]:
     return out
 
 
-def with_comments(data: bytes, comments: Sequence[tuple[str, str]]) -> bytes:
-    """The Ogg Vorbis or Opus stream `data` with its comments replaced by `comments` (vendor kept)."""
+def with_comments(
+    data: bytes, comments: Sequence[tuple[str, str]], *, lead: int = 0, frames: int | None = None
+) -> bytes:
+    """The Ogg Vorbis or Opus stream `data` with its comments replaced by `comments` (vendor kept).
+
+    For Opus, `lead` samples more are skipped at the start (OpusHead's pre-skip) and the
+    stream ends after `frames` samples (the last page's granule position): a loop encoded
+    with its own end before it and its start after it decodes as exactly the loop, its
+    first and last frames encoded in context, so it joins its own start with no click.
+    """
     stream = pages(data)
     if not stream:
         raise OggError("an empty Ogg stream")
@@ -130,12 +138,33 @@ def with_comments(data: bytes, comments: Sequence[tuple[str, str]]) -> bytes:
     packet = magic + struct.pack("<I", len(vendor)) + vendor + struct.pack("<I", len(fields))
     packet += b"".join(struct.pack("<I", len(f)) + f for f in fields) + framing
     serial = stream[0].serial
-    head = [Page(_FIRST, 0, serial, bytes([len(headers[0])]), headers[0])] if len(headers[0]) < 255 else None
+    audio = list(stream[audio_from:])
+    ident = headers[0]
+    if lead or frames is not None:
+        ident, audio = _trimmed(ident, audio, lead, frames)
+    head = [Page(_FIRST, 0, serial, bytes([len(ident)]), ident)] if len(ident) < 255 else None
     if head is None:
-        head = _paged(headers[:1], serial)
+        head = _paged([ident], serial)
         head[0] = Page(head[0].flags | _FIRST, head[0].granule, serial, head[0].segments, head[0].body)
-    new = head + _paged([packet, *headers[2:]], serial) + list(stream[audio_from:])
+    new = head + _paged([packet, *headers[2:]], serial) + audio
     return b"".join(_encode(page, sequence) for sequence, page in enumerate(new))
+
+
+def _trimmed(ident: bytes, audio: list[Page], lead: int, frames: int | None) -> tuple[bytes, list[Page]]:
+    """An Opus stream's pre-skip raised by `lead` and its end set after `frames` samples."""
+    if not ident.startswith(b"OpusHead") or len(ident) < 12 or not audio:
+        raise OggError("start and end trimming is for Ogg Opus")
+    skip = struct.unpack_from("<H", ident, 10)[0] + lead
+    if skip > 0xFFFF:
+        raise OggError("a lead longer than Opus' pre-skip can hold")
+    ident = ident[:10] + struct.pack("<H", skip) + ident[12:]
+    if frames is not None:
+        end = skip + frames
+        last, before = audio[-1], audio[-2].granule if len(audio) > 1 else 0
+        if not before < end <= last.granule:
+            raise OggError("the end falls outside the last page")
+        audio = [*audio[:-1], Page(last.flags, end, last.serial, last.segments, last.body)]
+    return ident, audio
 
 
 def comments(data: bytes) -> list[tuple[str, str]]:

@@ -97,9 +97,17 @@ def test_a_loop_carries_loop_points_and_decodes_to_its_exact_length(tmp_path: Pa
         tags = probe_tags(out)
         assert tags["LOOPSTART"] == "0" and tags["LOOPLENGTH"] == str(frames), tags
         assert tags["TITLE"] == "theme" and tags["SEED"] == "7"
+    if FFMPEG:  # an independent decoder counts the same samples (Opus: pre-skip and end trimming honoured)
+        pcm = subprocess.run(
+            [FFMPEG, "-v", "error", "-i", str(out), "-f", "f32le", "-ac", "2", "-"], capture_output=True, check=True
+        ).stdout
+        assert len(pcm) // 8 == frames
 
 
-@pytest.mark.parametrize(("fmt", "loop", "smooth"), [("wav", True, True), ("flac", True, True), ("wav", False, False)])
+@pytest.mark.parametrize(
+    ("fmt", "loop", "smooth"),
+    [("wav", True, True), ("flac", True, True), ("opus", True, True), ("wav", False, False), ("opus", False, False)],
+)
 def test_a_levelled_loop_has_no_step_at_its_seam(tmp_path: Path, fmt: str, loop: bool, smooth: bool) -> None:
     """Resampled and levelled into the limiter, a loop curves across its seam no more than next to
     it; processed as a line instead (loop=False), the limiter leaves a step there: the test tells."""
