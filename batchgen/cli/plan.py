@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from ..store import finished
+
+    if not args.cost and (done := finished.check(Path(args.manifest), Path(args.out))) is not None:
+        _print_finished_plan(done.rows, as_json=args.json)  # nothing changed since it was finished
+        return EXIT_OK
     manifest = _load(args)
     tasks, ledger = _read_batch(manifest, args.out)
     rows = ledger.rows(tasks)
@@ -51,6 +57,21 @@ def _print_plan(rows: list[tuple[Task, PlanStatus]], ledger: Ledger, *, as_json:
         print(f"{task.name:<{width}}  {task.digest}  {status}{where}")
     counts = Counter(status for _, status in rows)
     print(f"{len(rows)} tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+def _print_finished_plan(rows: Sequence[tuple[str, str, str, int]], *, as_json: bool) -> None:
+    """`plan` of a finished batch (every task done), as `_print_plan` prints it."""
+    if as_json:
+        for name, track, digest, hops in rows:
+            row: dict[str, object] = {"name": name, "track": track, "digest": digest, "status": "done"}
+            if hops:
+                row["hop"], row["hops"] = hops, hops
+            print(json.dumps(row))
+        return
+    width = max((len(row[0]) for row in rows), default=4)
+    print(f"{'NAME':<{width}}  {'DIGEST':<16}  STATUS")
+    print("\n".join(f"{name:<{width}}  {digest}  done" for name, _, digest, _ in rows))
+    print(f"{len(rows)} tasks: {len(rows)} done" if rows else "0 tasks: ")
 
 
 def _hop_of(task: Task, ledger: Ledger) -> int:
@@ -154,7 +175,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts = dict(sorted(figures.counts.items()))
     need, made = ledger.hops_made(tasks)
     if counts == {"done": len(tasks)} and not ledger.warnings and not figures.orphans:
-        answer = finished.Finished(manifest.batch, len(tasks), figures.spent, (made, need))
+        answer = finished.Finished(manifest.batch, len(tasks), figures.spent, (made, need), finished.rows_of(tasks))
         finished.record(Path(args.manifest), ledger.folder, inputs_of(manifest), answer)
     chains = {
         t.name: (_hop_of(t, ledger), t.hop_count)

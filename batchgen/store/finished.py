@@ -24,6 +24,7 @@ from pathlib import Path
 from .. import __version__
 from ..core import text
 from ..core.errors import BatchgenError
+from ..core.task import Task
 from . import files
 from .layout import Layout
 
@@ -40,6 +41,7 @@ class Finished:
     tasks: int
     spent: float
     hops: tuple[int, int] = (0, 0)  # hops of chained tracks made, and needed
+    rows: tuple[tuple[str, str, str, int], ...] = ()  # each task's name, track, digest and hops (0: one job)
 
 
 def folder_of(manifest: Path, out: Path) -> Path | None:
@@ -69,10 +71,18 @@ def check(manifest: Path, out: Path) -> Finished | None:
         if doc.get("listing") != _listing(folder):
             return None
         made, need = doc["hops"]
-        found = Finished(str(doc["batch"]), int(doc["tasks"]), float(doc["spent"]), (int(made), int(need)))
+        rows = tuple((str(n), str(t), str(d), int(h)) for n, t, d, h in doc["rows"])
+        found = Finished(str(doc["batch"]), int(doc["tasks"]), float(doc["spent"]), (int(made), int(need)), rows)
+        if len(rows) != found.tasks:
+            return None
     except (OSError, ValueError, KeyError, TypeError, RecursionError, BatchgenError):
         return None
     return found if found.batch == folder.name else None
+
+
+def rows_of(tasks: Iterable[Task]) -> tuple[tuple[str, str, str, int], ...]:
+    """What `plan` shows of each task of a finished batch."""
+    return tuple((t.name, t.track, t.digest, t.hop_count if t.shaped else 0) for t in tasks)
 
 
 def record(manifest: Path, folder: Path, inputs: Iterable[Path], answer: Finished) -> None:
@@ -86,6 +96,7 @@ def record(manifest: Path, folder: Path, inputs: Iterable[Path], answer: Finishe
             "tasks": answer.tasks,
             "spent": answer.spent,
             "hops": list(answer.hops),
+            "rows": [list(row) for row in answer.rows],
             "manifest": str(manifest.resolve()),
             "inputs": {str(p.resolve()): _sha(p) for p in paths},
             "journal": _journal(folder),
@@ -109,4 +120,4 @@ def _listing(folder: Path) -> str:
     return hashlib.sha256("\n".join(f"{name}\0{size}" for name, size in entries).encode()).hexdigest()
 
 
-__all__ = ["Finished", "check", "folder_of", "record"]
+__all__ = ["Finished", "check", "folder_of", "record", "rows_of"]

@@ -34,9 +34,13 @@ async def finished_batch(served: Served, tmp_path: Path) -> tuple[Path, Path]:
     return manifest, tmp_path / "out"
 
 
-def status(manifest: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
-    assert main(["status", str(manifest), "--out", str(out), *extra]) == 0
+def command(manifest: Path, out: Path, capsys: pytest.CaptureFixture[str], name: str, *extra: str) -> str:
+    assert main([name, str(manifest), "--out", str(out), *extra]) == 0
     return capsys.readouterr().out
+
+
+def status(manifest: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    return command(manifest, out, capsys, "status", *extra)
 
 
 def no_replay(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,6 +56,7 @@ async def test_status_of_a_finished_batch_answers_without_replaying_and_says_the
     manifest, out = await finished_batch(served, tmp_path)
     capsys.readouterr()
     record = Layout(out / "tick").finished
+    plans = [command(manifest, out, capsys, "plan", *extra) for extra in ((), ("--json",))]  # before any record
     text = status(manifest, out, capsys)  # computed in whole, then recorded
     assert record.exists()
     record.unlink()
@@ -59,8 +64,10 @@ async def test_status_of_a_finished_batch_answers_without_replaying_and_says_the
     with monkeypatch.context() as patched:
         no_replay(patched)
         quick = status(manifest, out, capsys), status(manifest, out, capsys, "--json")
+        quick_plans = [command(manifest, out, capsys, "plan", *extra) for extra in ((), ("--json",))]
         assert main(["run", str(manifest), "--out", str(out), "--simulate", "-q"]) == 0
-    assert quick == whole
+    assert quick == whole and quick_plans == plans
+    assert plans[0].splitlines()[-1] == "2 tasks: 2 done"
     assert json.loads(quick[1])["counts"] == {"done": 2}
     said = capsys.readouterr().out
     assert said.startswith("batch tick: 2/2 done (0 new, 2 already done), 0 failed, 0 CU spent (")
