@@ -98,19 +98,23 @@ def record(manifest: Path, folder: Path, inputs: Iterable[Path], answer: Finishe
             "hops": list(answer.hops),
             "rows": [list(row) for row in answer.rows],
             "manifest": str(manifest.resolve()),
-            "inputs": {str(p.resolve()): _sha(p) for p in paths},
+            "inputs": {str(p.resolve()): _sha(p.resolve()) for p in paths},
             "journal": _journal(folder),
             "listing": _listing(folder),
         }
         files.write_atomic(Layout(folder).finished, json.dumps(doc).encode(), durable=False)
 
 
-def _sha(path: Path) -> str | None:
-    data = files.read_regular(path, follow=True)
-    return None if data is None else hashlib.sha256(data).hexdigest()
+def _sha(path: Path) -> str:
+    """sha256 of a regular file, read in pieces (a record names the files: it is input too)."""
+    sha = hashlib.sha256()
+    with files.open_regular(path) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
 
-def _journal(folder: Path) -> str | None:
+def _journal(folder: Path) -> str:
     return _sha(Layout(folder).journal)
 
 
