@@ -22,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(ValueError):  # startup's quiet handler: Ctrl-C is KeyboardInterrupt now
         previous_int = signal.signal(signal.SIGINT, _interrupt)
     previous = _terminate_like_interrupt()
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _quiet_interrupt(unraisable)
     for stream in (sys.stdout, sys.stderr):  # a path or name with broken Unicode is shown, never a crash
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
@@ -45,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_FAILED
     finally:
+        sys.unraisablehook = unraisable
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         if previous_int is not None:
@@ -67,6 +70,23 @@ def entry() -> int:
 def _interrupt(signum: int, frame: object) -> None:
     interrupts.mark(signum)
     raise KeyboardInterrupt
+
+
+def _quiet_interrupt(default: Callable[[Any], object]) -> Callable[[Any], None]:
+    """An unraisable-exception hook that lets a signal's KeyboardInterrupt go quietly.
+
+    A signal can land while Python runs a callback it cannot raise from (a weakref's, in
+    the middle of an import); the KeyboardInterrupt is then printed with a traceback and
+    dropped. The signal was marked (`interrupts`), and `main` stops on the mark with its
+    one line and exit 130: the traceback would only alarm a cron log.
+    """
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and interrupts.pending():
+            return
+        default(unraisable)
+
+    return hook
 
 
 def _terminate_like_interrupt() -> Any:

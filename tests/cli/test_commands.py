@@ -103,3 +103,52 @@ def test_a_live_schema_is_cached_for_a_day_and_a_bad_cache_is_not_used(
     assert main(["models", "show", "model_unknown-thing", "--simulate"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "404" in err
+
+
+def test_a_signals_interrupt_that_python_cannot_raise_is_not_printed_as_a_traceback() -> None:
+    """A KeyboardInterrupt raised in a weakref callback (a signal landing mid-import) goes to
+    sys.unraisablehook: while its signal is marked, main's hook drops it quietly; anything
+    else still reaches the default hook."""
+    import signal
+    import weakref
+    from types import SimpleNamespace
+
+    from batchgen.cli.app import _quiet_interrupt
+    from batchgen.core import interrupts
+
+    seen: list[object] = []
+    hook = _quiet_interrupt(seen.append)
+    interrupts.mark(signal.SIGTERM)
+    try:
+        dropped = SimpleNamespace(exc_value=KeyboardInterrupt())
+        hook(dropped)
+        assert seen == []
+        other = SimpleNamespace(exc_value=ValueError("a real problem"))
+        hook(other)
+        assert seen == [other]
+    finally:
+        interrupts.clear()
+    unmarked = SimpleNamespace(exc_value=KeyboardInterrupt())
+    hook(unmarked)  # no signal marked: not ours to hide
+    assert seen[-1] is unmarked
+
+    class Thing:
+        pass
+
+    def callback(_: object) -> None:
+        raise KeyboardInterrupt
+
+    import sys
+
+    before = sys.unraisablehook
+    sys.unraisablehook = hook
+    try:
+        interrupts.mark(signal.SIGINT)
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        count = len(seen)
+        del thing  # the callback raises; Python hands the KeyboardInterrupt to the hook, which drops it
+        assert ref() is None and len(seen) == count
+    finally:
+        sys.unraisablehook = before
+        interrupts.clear()
