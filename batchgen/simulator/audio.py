@@ -20,6 +20,7 @@ import random
 import re
 import wave
 from array import array
+from typing import Any
 
 SAMPLE_RATE = 16_000  # modest on purpose: a 30 s stereo track renders in well under a second
 _TABLE_SIZE = 4096
@@ -52,12 +53,36 @@ def _freq(midi: int) -> float:
 
 @functools.lru_cache(maxsize=512)
 def _tone(freq: float, n: int, amp: float) -> list[float]:
-    """A decaying sine with a soft second harmonic, read from a wavetable for speed."""
+    """A decaying sine with a soft second harmonic, read from a wavetable for speed.
+
+    With numpy (the `deliver` extra) the same float64 operations run as arrays, in the
+    same order, so the samples are bit for bit those of the plain loop, ten times sooner.
+    """
     inc = freq * _TABLE_SIZE / SAMPLE_RATE
     mask = _TABLE_SIZE - 1
-    sine = _SINE
     step = amp / n
+    if (np := _numpy()) is not None:
+        i = np.arange(n)
+        table = _sine_array()
+        first, second = table[(i * inc).astype(np.int64) & mask], table[(2 * i * inc).astype(np.int64) & mask]
+        values: list[float] = ((first + 0.3 * second) * (amp - step * i)).tolist()
+        return values
+    sine = _SINE
     return [(sine[int(i * inc) & mask] + 0.3 * sine[int(2 * i * inc) & mask]) * (amp - step * i) for i in range(n)]
+
+
+@functools.cache
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:  # the core install: the plain loops, same samples
+        return None
+    return numpy
+
+
+@functools.cache
+def _sine_array() -> Any:
+    return _numpy().array(_SINE)
 
 
 def wav_size(duration: float, channels: int) -> int:
@@ -107,17 +132,27 @@ def render(prompt: str, seed: int, duration: float, channels: int = 2, key_seed:
         bar += 1
     # Peak amplitudes (bass .28, pad 3 x .06, melody .22, each x1.3 for the harmonic)
     # sum below 1.0, so no clipping check is needed per sample.
-    low = [x + y for x, y in zip(bass[:total], pad[:total], strict=False)]
     # No fade in or out: MusicGen's outputs start and end at full level, and a fade at
     # every clip's edge would put a dip at every seam of a chain and at a loop's wrap.
+    return wav16(_mixed(bass, pad, melody, total, channels), channels)
+
+
+def _mixed(bass: list[float], pad: list[float], melody: list[float], total: int, channels: int) -> bytes:
+    """16-bit PCM of bass + pad + melody (panned a little left in stereo, so channels differ)."""
+    if (np := _numpy()) is not None:  # the same float64 sums and truncations as the loops below
+        low = np.asarray(bass[:total]) + np.asarray(pad[:total])
+        tune = np.asarray(melody[:total])
+        sides = [low + tune] if channels == 1 else [low + 0.65 * tune, low + 0.35 * tune]
+        pcm = np.stack([(side * 32000).astype(np.int64) for side in sides], axis=1).astype("<i2")
+        return bytes(pcm.tobytes())
+    low = [x + y for x, y in zip(bass[:total], pad[:total], strict=False)]
     if channels == 1:
         mixed = [int((x + m) * 32000) for x, m in zip(low, melody, strict=False)]
     else:
-        # Melody panned a little left, so stereo files really differ between channels.
         mixed = [0] * (2 * total)
         mixed[0::2] = [int((x + 0.65 * m) * 32000) for x, m in zip(low, melody, strict=False)]
         mixed[1::2] = [int((x + 0.35 * m) * 32000) for x, m in zip(low, melody, strict=False)]
-    return wav16(array("h", mixed).tobytes(), channels)
+    return array("h", mixed).tobytes()
 
 
 def wav16(pcm: bytes, channels: int, rate: int = SAMPLE_RATE) -> bytes:
