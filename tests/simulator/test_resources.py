@@ -131,3 +131,19 @@ async def test_a_generate_body_is_held_to_the_models_schema_and_its_rules() -> N
             await client.generate("model_elevenlabs-sound-effects-v2", {"text": "door", "outputFormat": "flac"})
         made = await client.generate("model_ace-step-1-5-turbo-text-to-music", {"lyrics": "[Verse] la", "duration": 10})
         assert made.cost == 10  # a creative unit per second made
+
+
+def test_music_renders_the_same_bytes_with_or_without_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy only speeds the renderer up: the core install (no numpy) makes the same files."""
+    from batchgen.simulator import audio
+
+    cases = [("calm forest, 70 bpm", 1, 6.0, 2), ("dark cave, ominous", 7, 3.3, 1), ("x", 5, 0.05, 2)]
+    audio._tone.cache_clear()
+    fast = [audio.render(*case) for case in cases]
+    audio._tone.cache_clear()
+    monkeypatch.setattr(audio, "_numpy", lambda: None)
+    try:
+        plain = [audio.render(*case) for case in cases]
+    finally:
+        audio._tone.cache_clear()
+    assert plain == fast
