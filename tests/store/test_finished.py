@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchgen import load
+from batchgen import expand, load
 from batchgen.cli import main
 from batchgen.store import finished
 from batchgen.store.layout import Layout
@@ -135,3 +135,36 @@ async def test_a_batch_not_finished_is_never_recorded(served: Served, tmp_path: 
     assert await asyncio.to_thread(main, ["status", str(manifest), "--out", str(tmp_path / "out")]) == 0
     assert not Layout(tmp_path / "out" / "tick").finished.exists()
     assert len(load(manifest).tracks) == 2
+
+
+CHAINED = """\
+batch: tick
+seed: 5
+chain: {context: 2}
+defaults: {duration: 5}
+tracks:
+  - {name: long, prompt: "a slow theme", length: 12}
+  - {name: short, prompt: "a sting"}
+"""
+
+
+async def test_a_finished_batch_with_chains_answers_its_hops_as_computed(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(CHAINED)
+    served.sim.job_time = 0.05
+    await run(served, manifest, fast(tmp_path / "out"))
+    out = tmp_path / "out"
+    capsys.readouterr()
+    record = Layout(out / "tick").finished
+    whole = [command(manifest, out, capsys, name, *extra) for name in ("plan", "status") for extra in ((), ("--json",))]
+    assert record.exists()
+    record.unlink()
+    command(manifest, out, capsys, "status")  # recorded again, from the whole work
+    quick = [command(manifest, out, capsys, name, *extra) for name in ("plan", "status") for extra in ((), ("--json",))]
+    assert quick == whole
+    hops = next(t.hop_count for t in expand(load(manifest), 1) if t.name == "long")
+    assert hops > 1 and f"hops of chained tracks: {hops}/{hops} made" in whole[2]
+    first = json.loads(whole[1].splitlines()[0])
+    assert first["name"] == "long" and first["hop"] == first["hops"] == hops
