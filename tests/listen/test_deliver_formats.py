@@ -106,7 +106,14 @@ def test_a_loop_carries_loop_points_and_decodes_to_its_exact_length(tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("fmt", "loop", "smooth"),
-    [("wav", True, True), ("flac", True, True), ("opus", True, True), ("wav", False, False), ("opus", False, False)],
+    [
+        ("wav", True, True),
+        ("flac", True, True),
+        ("ogg", True, True),
+        ("opus", True, True),
+        ("wav", False, False),
+        ("opus", False, False),
+    ],
 )
 def test_a_levelled_loop_has_no_step_at_its_seam(tmp_path: Path, fmt: str, loop: bool, smooth: bool) -> None:
     """Resampled and levelled into the limiter, a loop curves across its seam no more than next to
