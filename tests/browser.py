@@ -139,6 +139,20 @@ class Browser:
             while json.loads((await self._ws.receive()).data).get("method") != "Page.loadEventFired":
                 pass
 
+    async def audio_loaded(self) -> list[dict[str, Any]]:
+        """Every <audio> of the page, loaded to its metadata: its source, whether it loaded, its length."""
+        loaded: list[dict[str, Any]] = await self.eval(
+            """Promise.all([...document.querySelectorAll('audio')].map(a => new Promise(done => {
+                 const ok = () => done({src: a.currentSrc, ok: true, duration: a.duration});
+                 const bad = () => done({src: a.currentSrc, ok: false, error: a.error && a.error.code});
+                 if (a.readyState >= 1) return ok();
+                 a.addEventListener('loadedmetadata', ok, {once: true});
+                 a.addEventListener('error', bad, {once: true});
+                 a.preload = 'metadata'; a.load();
+               })))"""
+        )
+        return loaded
+
     async def eval(self, expression: str) -> Any:
         result = await self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
         if "exceptionDetails" in result:

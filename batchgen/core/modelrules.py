@@ -66,12 +66,6 @@ def native_loop(schema: ModelSchema) -> bool:
     return found is not None and found.type == "boolean"
 
 
-def continues(schema: ModelSchema) -> bool:
-    """Whether a job can continue earlier audio (a boolean `continuation` and a file input)."""
-    found = schema.input("continuation")
-    return found is not None and found.type == "boolean" and schema.input("inputAudio") is not None
-
-
 def price_inputs(schema: ModelSchema) -> tuple[str, ...]:
     """The inputs that move the price: those marked `costImpact`, or every input when none is."""
     marked = tuple(i.name for i in schema.inputs if i.cost_impact)
@@ -94,7 +88,6 @@ __all__ = [
     "PROMPT_INPUTS",
     "RULES",
     "check",
-    "continues",
     "duration_input",
     "native_loop",
     "price_inputs",

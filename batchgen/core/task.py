@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -112,15 +112,7 @@ class Task:
         body = dict(self.params)
         if self.input_audio is not None:
             body[self.file_input] = asset_id
-        for item in self.more_files:
-            asset = uploads.get(item.sha256) if uploads is not None else None
-            if item.index is None:
-                body[item.input] = asset
-                continue
-            values = list(body[item.input])  # type: ignore[call-overload]  # a file_array: a list
-            values[item.index] = asset
-            body[item.input] = values
-        return body
+        return with_files(body, self.more_files, lambda item: uploads.get(item.sha256) if uploads else None)
 
     def hop_body(
         self, hop: int, input_asset: str | None, uploads: Mapping[str, str] | None = None
@@ -142,6 +134,21 @@ class Task:
             body["continuationStart"] = plan.continue_from
             body["continuationEnd"] = round(plan.continue_from + plan.context, 6)
         return body
+
+
+def with_files(
+    params: Mapping[str, object], local: Iterable[LocalFile], value: Callable[[LocalFile], object]
+) -> dict[str, object]:
+    """`params` with each local file's place (an input, or an item of a file_array) set to `value(file)`."""
+    out = dict(params)
+    for item in local:
+        if item.index is None:
+            out[item.input] = value(item)
+            continue
+        values = list(out[item.input])  # type: ignore[call-overload]  # a file_array: a list
+        values[item.index] = value(item)
+        out[item.input] = values
+    return out
 
 
 # One encoder for every call: json.dumps with options builds a new one each time,

@@ -2,7 +2,7 @@
 
 A `Model` is the manifest's view of a schema (`core.schema`) with the rules no schema
 states (`core.modelrules`): which input `prompt:` means, which input sets a job's length,
-the seeds it takes, whether it loops natively or continues earlier audio. MusicGen keeps
+the seeds it takes, whether it loops natively. MusicGen keeps
 its own parameter table (`core.params`), which says exactly what its schema does and
 more (its cross-field rules), so its batches validate and hash as they always have.
 """
@@ -61,10 +61,6 @@ class Model:
     @property
     def id(self) -> str:
         return self.schema.id
-
-    @property
-    def continues(self) -> bool:
-        return self.musicgen or modelrules.continues(self.schema)
 
     def names(self) -> tuple[str, ...]:
         """Every key a manifest may give this model (`prompt` included where it maps)."""

@@ -41,6 +41,7 @@ from ..core.task import (
     params_digest,
     point_suffix,
     text_band,
+    with_files,
 )
 from ..core.text import loads as load_json
 from ..store import files
@@ -861,14 +862,7 @@ def _digest(model: Model, body: Mapping[str, object], files: Files, shape: Mappi
     """The task's digest: its body with each local file by content, so moving a file changes nothing."""
     if model.musicgen:  # as it always was: inputAudio's hash folded in by params_digest
         return params_digest(model.id, body, files[0].sha256 if files else None, shape)
-    sent = dict(body)
-    for item in files:
-        if item.index is None:
-            sent[item.input] = f"sha256:{item.sha256}"
-        else:
-            values = list(sent[item.input])  # type: ignore[call-overload]  # a file_array: a list
-            values[item.index] = f"sha256:{item.sha256}"
-            sent[item.input] = values
+    sent = with_files(body, files, lambda item: f"sha256:{item.sha256}")
     return params_digest(model.id, sent, None, shape)
 
 

@@ -63,11 +63,11 @@ def check(manifest: Path, out: Path) -> Finished | None:
         doc = text.loads(data) if data is not None else None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != __version__:
             return None
-        if doc.get("manifest") != str(manifest.resolve()) or doc.get("journal") != _journal(folder):
-            return None
         inputs = doc.get("inputs")
-        if not isinstance(inputs, dict) or any(_sha(Path(p)) != sha for p, sha in inputs.items()):
+        if doc.get("manifest") != str(manifest.resolve()) or not isinstance(inputs, dict):
             return None
+        if any(_sha(Path(p)) != sha for p, sha in inputs.items()) or doc.get("journal") != _journal(folder):
+            return None  # an edited manifest is the usual change: seen before the journal is hashed
         if doc.get("listing") != _listing(folder):
             return None
         made, need = doc["hops"]

@@ -61,16 +61,7 @@ async def test_every_take_of_the_kit_plays_in_chromium(kit: tuple[Path, str]) ->
     page, takes = kit[0] / "game-audio-kit" / "index.html", 12
     async with Browser(CHROMIUM) as browser:
         await browser.open(page.resolve().as_uri())
-        loaded = await browser.eval(
-            """Promise.all([...document.querySelectorAll('audio')].map(a => new Promise(done => {
-                 const ok = () => done({src: a.currentSrc, ok: true, duration: a.duration});
-                 const bad = () => done({src: a.currentSrc, ok: false, error: a.error && a.error.code});
-                 if (a.readyState >= 1) return ok();
-                 a.addEventListener('loadedmetadata', ok, {once: true});
-                 a.addEventListener('error', bad, {once: true});
-                 a.preload = 'metadata'; a.load();
-               })))"""
-        )
+        loaded = await browser.audio_loaded()
         assert len(loaded) == takes
         assert all(item["ok"] and item["duration"] > 0.3 for item in loaded), loaded
         assert {item["src"].rsplit(".", 1)[-1] for item in loaded} == {"wav", "mp3"}

@@ -118,16 +118,7 @@ async def test_page_in_headless_chromium(served: Served, tmp_path: Path) -> None
     assert CHROMIUM is not None
     async with Browser(CHROMIUM) as browser:
         await browser.open(page.resolve().as_uri())
-        loaded = await browser.eval(
-            """Promise.all([...document.querySelectorAll('audio')].map(a => new Promise(done => {
-                 const ok = () => done({src: a.currentSrc, ok: true, duration: a.duration});
-                 const bad = () => done({src: a.currentSrc, ok: false, error: a.error && a.error.code});
-                 if (a.readyState >= 1) return ok();
-                 a.addEventListener('loadedmetadata', ok, {once: true});
-                 a.addEventListener('error', bad, {once: true});
-                 a.preload = 'metadata'; a.load();
-               })))"""
-        )
+        loaded = await browser.audio_loaded()
         assert len(loaded) == 6
         assert all(item["ok"] and item["duration"] > 1.5 for item in loaded), loaded
         shown = "[...document.querySelectorAll('section.track')].filter(s => !s.classList.contains('hidden')).length"
