@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import compileall
-import json
 import os
 import platform
 import re
@@ -30,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 sys.path.insert(0, str(ROOT))
 from batchgen.scenario.limits import earliest_finish  # noqa: E402  (the bound, as the tests hold it)
+from batchgen.simulator.server import SimulatorProcess, stats_of  # noqa: E402
 
 
 @contextmanager
@@ -47,31 +46,10 @@ def simulator(job_time: float, strict: int | None = None) -> Iterator[tuple[str,
     """A fresh simulator process; `strict`: its --rate-limit, counting every arrival in any 1 s
     window, with 5 ms of arrival jitter (as strict as an API may be)."""
     limits = ["--rate-limit", str(strict), "--jitter", "5"] if strict else []
-    proc = subprocess.Popen(
-        [PY, "-m", "batchgen", "simulate", "--port", "0", "--job-time", str(job_time), "--fast-audio", *limits],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        url = ""
-        while not url:
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError("simulator did not start")
-            if match := re.search(r"SCENARIO_BASE_URL=(\S+)", line):
-                url = match.group(1)
-        env = dict(os.environ, SCENARIO_BASE_URL=url, SCENARIO_API_KEY="sim-key", SCENARIO_API_SECRET="sim-secret")
-        yield url, env
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(10)
-
-
-def stats(url: str) -> dict:
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/__stats", timeout=30) as resp:
-        return json.loads(resp.read())
+    with SimulatorProcess("--job-time", str(job_time), "--fast-audio", *limits) as server:
+        env = dict(os.environ, SCENARIO_BASE_URL=server.base_url, SCENARIO_API_KEY=server.key)
+        env.update(SCENARIO_API_SECRET=server.secret)
+        yield server.base_url, env
 
 
 def manifest(path: Path, n: int) -> Path:
@@ -157,7 +135,7 @@ def _pair(
         else:
             with simulator(job, strict=max(1, int(rate))) as (url, env):
                 result[who] = batchgen(env, work, n, rate, m)
-                seen = stats(url)
+                seen = stats_of(url)
             if strict is not None:
                 arrivals = seen["rate_arrivals"]
                 schedule = max(seen["submit_times"]) + job - min(arrivals)
@@ -191,7 +169,7 @@ def _naive(work: Path, n: int, m: int, job: float) -> tuple[float, float, int]:
 def requests_per_task(n: int, job: float, work: Path) -> str:
     with simulator(job) as (url, env):
         _, _, code = batchgen(env, work, n, 50, n)
-        seen = stats(url)["requests"]
+        seen = stats_of(url)["requests"]
     total = sum(seen.values())
     detail = ", ".join(f"{k.replace('/v1', '')}: {v}" for k, v in sorted(seen.items()))
     return f"| requests per task, N={n}, J={job:g} s | {total / n:.2f} | {detail} | exit {code}"

@@ -83,6 +83,9 @@ _limit = _number(int, 1, most=1_000_000)
 _jitter = _number(float, 0, most=1000)
 
 
+_bandwidth = _number(int, 1, most=10**12)
+
+
 _lufs = _number(float, -70, most=0)
 
 
@@ -201,6 +204,7 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
         "--continuation-new-only", action="store_true", help="continuations answer new audio only, not the prompt first"
     )
     sim.add_argument("--url-ttl", type=_seconds, default=3600.0, metavar="S", help="signed URL lifetime (3600)")
+    sim.add_argument("--bandwidth", type=_bandwidth, metavar="B", help="CDN bytes per second per download")
     sim.add_argument("--seed", type=int, help="seed for the fault dice")
     sim.add_argument("--fast-audio", action="store_true", help="one cached tone for every asset (benchmarks)")
 

@@ -29,6 +29,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         short_pages=args.short_pages,
         continuation_new_only=args.continuation_new_only,
         url_ttl=args.url_ttl,
+        bandwidth=args.bandwidth,
         seed=args.seed,
     )
     sim = Simulator(key=key, secret=secret, job_time=args.job_time, faults=faults, fast_audio=args.fast_audio)

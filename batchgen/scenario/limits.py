@@ -41,7 +41,7 @@ async def pause(seconds: float, abort: asyncio.Event | None = None) -> None:
 class Slot:
     """One rate-counted request's place in the window, counted from when the request left.
 
-    `departed()` is called when its headers are written (the client's trace hook); leaving
+    `departed()` is called as its bytes go to the socket (the client's trace hook); leaving
     the `with` block calls it too, so a request that failed before it left, or one never
     sent, still counts from the latest moment it could have left. Idempotent.
     """

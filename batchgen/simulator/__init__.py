@@ -2,6 +2,15 @@
 
 from .app import Simulator, price
 from .faults import Faults
-from .server import SimulatorThread, serve, throwaway_credentials
+from .server import SimulatorProcess, SimulatorThread, serve, stats_of, throwaway_credentials
 
-__all__ = ["Faults", "Simulator", "SimulatorThread", "price", "serve", "throwaway_credentials"]
+__all__ = [
+    "Faults",
+    "Simulator",
+    "SimulatorProcess",
+    "SimulatorThread",
+    "price",
+    "serve",
+    "stats_of",
+    "throwaway_credentials",
+]

@@ -15,7 +15,7 @@ from batchgen.run.runner import Runner
 from batchgen.scenario.auth import Credentials
 from batchgen.scenario.client import ScenarioClient
 from batchgen.scenario.limits import earliest_finish
-from batchgen.simulator import Faults, Simulator, SimulatorThread
+from batchgen.simulator import Faults, SimulatorProcess
 
 from ..conftest import KEY, SECRET, Served
 from ..helpers import fast
@@ -60,13 +60,13 @@ async def test_strict_window_sees_no_429_of_ours(tmp_path: Path, n: int, rate: i
     and a granted submission may wait for one before it leaves (as it may wait for a new
     connection, or a busy loop): the gap between a slot's grant and the request's arrival
     that a limiter counting grants cannot see."""
-    faults = Faults(rate_limit=rate, jitter=0.005, bandwidth=640_000, seed=3)
     path = tmp_path / "m.yaml"
     body = "".join(f"  - {{name: t{i}, prompt: p{i}}}\n" for i in range(n))
     path.write_text(f"batch: strict\nseed: 1\ndefaults: {{duration: 1}}\ntracks:\n{body}")
-    # The server on a loop of its own, as across a network: its clock of arrivals does not
-    # wait for the client's turns of the loop.
-    with SimulatorThread(Simulator(key=KEY, secret=SECRET, job_time=job, faults=faults)) as server:
+    # The server in a process of its own, as across a network: its clock of arrivals does
+    # not wait for the client's turns of the loop, nor for the client to let go of the GIL.
+    limits = ["--rate-limit", str(rate), "--jitter", "5", "--bandwidth", "640000", "--seed", "3"]
+    with SimulatorProcess("--job-time", str(job), *limits, key=KEY, secret=SECRET) as server:
         config = fast(tmp_path / "out", rate=rate, max_in_flight=m, poll_interval=0.01)
         # Fewer connections than submitters, busy with slow downloads: a granted
         # submission may wait for a connection before it leaves.
