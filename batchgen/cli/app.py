@@ -106,6 +106,7 @@ READ_ONLY = frozenset({"validate", "plan", "status", "report"})
 
 def _dispatch(args: argparse.Namespace) -> int:
     # Each command's module is loaded when it runs: `status` never imports what `run` needs.
+    from .compact import cmd_compact
     from .listen import cmd_deliver, cmd_report, cmd_serve
     from .models import cmd_models
     from .plan import cmd_plan, cmd_status, cmd_validate
@@ -117,6 +118,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "validate": cmd_validate,
         "plan": cmd_plan,
         "status": cmd_status,
+        "compact": cmd_compact,
         "report": cmd_report,
         "simulate": cmd_simulate,
         "serve": cmd_serve,

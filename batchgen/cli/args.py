@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--simulate", action="store_true", help="price against the built-in simulator")
     status = _with_out(sub.add_parser("status", help="counts by status from the journal; no network"))
     status.add_argument("--json", action="store_true", help="one JSON object")
+    _with_out(sub.add_parser("compact", help="rewrite the batch's journal as one line per task"))
     _with_out(sub.add_parser("report", help="write the batch's listening page index.html"))
     _add_simulate(sub.add_parser("simulate", help="run the Scenario-compatible simulator"))
     serve = _with_out(sub.add_parser("serve", help="the listening room, live: pick, reject and note takes"))

@@ -15,7 +15,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, NamedTuple
 
@@ -177,17 +177,21 @@ class Intent(HopEvent):
             _whole(self.attempt, "attempt", least=1)
 
 
-def _detail(event: Submitted | Succeeded) -> None:
-    _number(event.discount, "discount")
-    details = event.cost_details
+def _costs(discount: object, details: object) -> Mapping[str, float] | None:
+    """A job's discount and cost breakdown checked; the breakdown as kept."""
+    _number(discount, "discount")
     if details is None:
-        return
+        return None
     if type(details) is not dict or len(details) > 40:
         raise BadEvent("cost_details is not a small mapping")
     for value in details.values():
         if type(value) not in (int, float) or not math.isfinite(value):
             raise BadEvent("cost_details holds a value that is not a number")
-    _set(event, "cost_details", {str(k)[:60]: float(v) for k, v in details.items()})
+    return {str(k)[:60]: float(v) for k, v in details.items()}
+
+
+def _detail(event: Submitted | Succeeded) -> None:
+    _set(event, "cost_details", _costs(event.discount, event.cost_details))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -346,6 +350,133 @@ class Progress(TaskEvent):
     kind = "status"
 
 
+# The statuses a task or hop state may hold (`state.Status`, whose values these are).
+STATUSES = frozenset({"new", "submitting", "in-flight", "downloading", "done", "failed"})
+MAX_JOBS = 100_000  # jobs one task's state may name (every retry and redo of every hop)
+
+_Check = Callable[[Any, str], object]
+
+
+def _maybe(check: _Check) -> _Check:
+    return lambda value, key: None if value is None else check(value, key)
+
+
+def _one_of(allowed: frozenset[str]) -> _Check:
+    def check(value: object, key: str) -> None:
+        if value not in allowed:
+            raise BadEvent(f"{key} is not one of {', '.join(sorted(allowed))}")
+
+    return check
+
+
+def _ids(most: int) -> _Check:
+    def check(value: object, key: str) -> None:
+        if type(value) is not list or len(value) > most:
+            raise BadEvent(f"{key} is not a list of ids")
+        for item in value:
+            _ident(item, key)
+
+    return check
+
+
+def _record(doc: object, checks: Mapping[str, _Check], key: str) -> dict[str, Any]:
+    """A state record: a mapping of known fields, each checked (absent ones are defaults)."""
+    if type(doc) is not dict:
+        raise BadEvent(f"{key} is not a state record")
+    for name, value in doc.items():
+        check = checks.get(name)
+        if check is None:
+            raise BadEvent(f"{key} holds {str(name)[:40]!r}, not a field of a state")
+        try:
+            check(value, name)  # the field's name alone: a message is made only for a bad one
+        except BadEvent as bad:
+            raise BadEvent(f"{key}.{bad}") from None
+    return doc
+
+
+def _cost_detail(value: object, key: str) -> None:
+    if type(value) is not dict or not value.keys() <= {"discount", "costDetails"}:
+        raise BadEvent(f"{key} is not a discount and cost breakdown")
+    _costs(value.get("discount"), value.get("costDetails"))
+
+
+_HOP_CHECKS: dict[str, _Check] = {
+    "status": _one_of(STATUSES),
+    "job_id": _maybe(_ident),
+    "asset_ids": _ids(MAX_ASSETS),
+    "failures": _whole,
+    "redos": _whole,
+    "cost": _number,
+    "detail": _maybe(_cost_detail),
+    "file": _maybe(_file),
+}
+
+
+def _hops(value: object, key: str) -> None:
+    if type(value) is not list or not 1 <= len(value) <= MAX_HOPS:
+        raise BadEvent(f"{key} is not a list of 1 to {MAX_HOPS:,} hops")
+    for hop in value:
+        if "status" not in _record(hop, _HOP_CHECKS, key):
+            raise BadEvent(f"{key} has a hop without a status")
+
+
+def _files(value: object, key: str) -> None:
+    if type(value) is not list or len(value) > MAX_FILES:
+        raise BadEvent(f"{key} is not a list of files")
+    for item in value:
+        _file(item, key)
+
+
+def _charges(value: object, key: str) -> None:
+    if type(value) is not dict:
+        raise BadEvent(f"{key} is not a charge per job")
+    for amount in value.values():
+        if amount is None:
+            raise BadEvent(f"{key} holds a charge that is not a number")
+        _number(amount, key)
+
+
+_STATE_CHECKS: dict[str, _Check] = {
+    "digest": _text,
+    "hops": _hops,
+    "outcome": _maybe(_one_of(frozenset({"done", "failed"}))),
+    "attempts": _whole,
+    "intent_at": _number,
+    "job_ids": _ids(MAX_JOBS),
+    "charges": _charges,
+    "kept": _number,
+    "reason": _text,
+    "deferred": _text,
+    "permanent": _flag,
+    "done_digest": _text,
+    "files": _files,
+    "sidecar": _maybe(_file),
+    "updated": _number,
+}
+
+
+def _state_doc(doc: object) -> Mapping[str, Any]:
+    """A task's whole state, every field checked as the events that make it check theirs."""
+    state = _record(doc, _STATE_CHECKS, "state")
+    if "hops" not in state:
+        raise BadEvent("state.hops missing")
+    if (charges := state.get("charges")) and not charges.keys() <= set(state.get("job_ids", ())):
+        raise BadEvent("state.charges holds a charge for a job the task does not have")
+    return state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Kept(TaskEvent):
+    """A task's whole state at once: what a compaction writes in place of the lines that made it."""
+
+    kind = "kept"
+    state: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        TaskEvent.__post_init__(self)
+        _state_doc(self.state)
+
+
 KINDS: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -362,6 +493,7 @@ KINDS: dict[str, type[Event]] = {
         Failed,
         Deferred,
         Progress,
+        Kept,
     )
 }
 
@@ -426,6 +558,7 @@ def decode(doc: object) -> Line:
 __all__ = [
     "KINDS",
     "MAX_TEXT",
+    "STATUSES",
     "BadEvent",
     "BatchStarted",
     "Deferred",
@@ -437,6 +570,7 @@ __all__ = [
     "HopUnusable",
     "Intent",
     "JobFailed",
+    "Kept",
     "Line",
     "Progress",
     "Submitted",

@@ -13,9 +13,10 @@ gives the same state (a job-level event only moves the job it names).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +34,7 @@ from .events import (
     HopUnusable,
     Intent,
     JobFailed,
+    Kept,
     Progress,
     Submitted,
     Succeeded,
@@ -43,7 +45,11 @@ from .events import (
 )
 from .gcpause import paused_gc
 
-VERSION = 1
+VERSION = 2  # the newest journal this batchgen reads
+# A journal of plain events says version 1, which 0.1.0 and 0.2.0 read too. A compacted one
+# holds `kept` lines, which they do not know: its header says version 2, so they refuse it
+# rather than read a batch with no tasks in it and pay for all of them again.
+PLAIN, COMPACTED = 1, 2
 
 MAX_HOPS_HELD = 2_000_000  # hop states in one journal: twice what the largest manifest can make
 
@@ -95,6 +101,7 @@ class TaskState:
     intent_at: float | None = None  # wall time of the last intent
     job_ids: list[str] = field(default_factory=list)  # every job ever submitted for it
     charges: dict[str, float] = field(default_factory=dict)  # creative units charged, per job
+    kept: float = 0.0  # of `charges`, what jobs that failed without a refund kept
     reason: str | None = None
     deferred: str | None = None  # why the last run left it for the next one, until the next step
     permanent: bool = False
@@ -195,7 +202,7 @@ def apply(book: Book, event: Event, t: float | None = None) -> None:
         book.tasks[event.task] = st
     else:
         handler(book, st, event, t)
-    if not isinstance(event, (Deferred, Progress)):
+    if not isinstance(event, (Deferred, Progress, Kept)):
         st.deferred = None  # the task moved on: what left it waiting is over
     hops = st.hops
     if st.outcome is None and (hops[0] if len(hops) == 1 else st.current).status is Status.IN_FLIGHT:
@@ -405,7 +412,9 @@ def _on_succeeded(book: Book, st: TaskState, ev: Succeeded, t: float | None) -> 
 def _on_job_failed(book: Book, st: TaskState, ev: JobFailed, t: float | None) -> None:
     hop = _hop(st, ev)
     if not ev.refunded:
-        book.kept += (ev.cost or 0.0) - st.charges.get(ev.job_id, 0.0)  # once per job, however often it is told
+        more = (ev.cost or 0.0) - st.charges.get(ev.job_id, 0.0)  # once per job, however often it is told
+        book.kept += more
+        st.kept += more
         _charge(book, st, ev.job_id, ev.cost or 0.0)  # the API kept the charge (billing.disableRefund)
     if hop.job_id != ev.job_id or hop.status is not Status.IN_FLIGHT:
         return
@@ -466,6 +475,100 @@ def _on_status(book: Book, st: TaskState, ev: Progress, t: float | None) -> None
     """Informational (a running job's progress): nothing changes."""
 
 
+def _on_kept(book: Book, st: TaskState, ev: Kept, t: float | None) -> None:
+    """The task's whole state, as a compaction kept it: every field set at once."""
+    new = _state_of(ev.state)
+    for job in new.job_ids:
+        if book.owners.get(job, ev.task) != ev.task:
+            raise BadEvent(f"job {job} belongs to task {book.owners[job]!r}")
+    held = book.hops_held + len(new.hops) - len(st.hops)
+    if held > MAX_HOPS_HELD:
+        raise BadEvent(f"more hops than a batch can have ({MAX_HOPS_HELD:,})")
+    book.hops_held = held
+    for job in new.job_ids:
+        book.owners[job] = ev.task
+    book.charged += sum(new.charges.values()) - sum(st.charges.values())
+    book.kept += new.kept - st.kept
+    for name in _TASK_FIELDS:
+        setattr(st, name, getattr(new, name))
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(TaskState))
+_HOP_FIELDS = tuple(f.name for f in fields(HopState))
+_EMPTY_TASK, _EMPTY_HOP = TaskState(hops=[]), HopState()
+
+
+def state_doc(st: TaskState) -> dict[str, Any]:
+    """A task's whole state as a `Kept` event carries it: its fields, defaults left out."""
+    doc = {name: value for name in _TASK_FIELDS if (value := getattr(st, name)) != getattr(_EMPTY_TASK, name)}
+    if st.outcome is not None:
+        doc["outcome"] = st.outcome.value
+    doc["hops"] = [_hop_doc(hop) for hop in st.hops]
+    return doc
+
+
+def _hop_doc(hop: HopState) -> dict[str, Any]:
+    doc = {name: value for name in _HOP_FIELDS if (value := getattr(hop, name)) != getattr(_EMPTY_HOP, name)}
+    doc["status"] = hop.status.value
+    if hop.asset_ids:
+        doc["asset_ids"] = list(hop.asset_ids)
+    return doc
+
+
+def _state_of(doc: Mapping[str, Any]) -> TaskState:
+    """The `TaskState` a checked `Kept` record describes (`state_doc`'s inverse)."""
+    fields_ = dict(doc)
+    fields_["hops"] = [_hop_of(hop) for hop in doc["hops"]]
+    if (outcome := doc.get("outcome")) is not None:
+        fields_["outcome"] = _STATUS[outcome]
+    for name, copy in _COPIED.items():  # the state owns its containers, never the event's
+        if name in fields_:
+            fields_[name] = copy(fields_[name])
+    return TaskState(**fields_)
+
+
+def _hop_of(doc: Mapping[str, Any]) -> HopState:
+    hop = HopState(**doc)
+    hop.status = _STATUS[doc["status"]]
+    if hop.asset_ids:
+        hop.asset_ids = tuple(hop.asset_ids)
+    for name in ("detail", "file"):
+        if (value := doc.get(name)) is not None:
+            setattr(hop, name, dict(value))
+    return hop
+
+
+_STATUS = {status.value: status for status in Status}
+_COPIED: dict[str, Callable[[Any], Any]] = {
+    "job_ids": list,
+    "charges": dict,
+    "files": lambda files: [dict(f) for f in files],
+    "sidecar": lambda sidecar: dict(sidecar) if sidecar is not None else None,
+}
+
+
+def kept_events(book: Book) -> Iterator[Event]:
+    """The events that tell `book`'s story in the fewest lines: its header, its uploads, one
+    `Kept` per task. Replayed, they make the same book (`same_story`), its warnings aside."""
+    yield BatchStarted(v=COMPACTED, batch=book.batch, base_seed=book.base_seed)
+    for sha256, asset_id in book.uploads.items():
+        yield Uploaded(sha256=sha256, asset_id=asset_id)
+    for name, st in book.tasks.items():
+        yield Kept(task=name, state=state_doc(st))
+
+
+def same_story(a: Book, b: Book) -> bool:
+    """Whether two books say the same about every task, upload, job and credit."""
+    return (
+        (a.batch, a.base_seed, a.uploads, a.owners, a.running, a.hops_held)
+        == (b.batch, b.base_seed, b.uploads, b.owners, b.running, b.hops_held)
+        and a.tasks.keys() == b.tasks.keys()
+        and all(state_doc(st) == state_doc(b.tasks[name]) for name, st in a.tasks.items())
+        and math.isclose(a.charged, b.charged, rel_tol=1e-9, abs_tol=1e-9)
+        and math.isclose(a.kept, b.kept, rel_tol=1e-9, abs_tol=1e-9)
+    )
+
+
 _HANDLERS: dict[type[Event], Callable[[Book, Any, Any, float | None], None]] = {
     BatchStarted: _on_batch,
     Uploaded: _on_upload,
@@ -480,4 +583,5 @@ _HANDLERS: dict[type[Event], Callable[[Book, Any, Any, float | None], None]] = {
     Failed: _on_failed,
     Deferred: _on_deferred,
     Progress: _on_status,
+    Kept: _on_kept,
 }

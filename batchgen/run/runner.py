@@ -82,6 +82,8 @@ class Runner:
             try:
                 for warning in ledger.warnings:
                     self.reporter.event("warning", message=warning, error=True)
+                if (done := ledger.compacted) is not None:
+                    self.reporter.event("compacted", message=done.summary)
                 if not fresh:
                     base = ledger.base_seed
                     if self.manifest.seed is None and base is None:

@@ -192,6 +192,18 @@ def write_atomic(path: Path | str, data: bytes, *, durable: bool = True) -> None
         raise
 
 
+def sync_dir(folder: Path | str) -> None:
+    """fsync a folder, so a file just renamed into it stays renamed after a power cut."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise DiskError(str(folder), err) from None
+
+
 def write_json_atomic(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
     """`write_atomic` of a JSON document (indented, keys sorted, newline at the end)."""
     write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), durable=durable)

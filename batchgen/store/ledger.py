@@ -9,6 +9,7 @@ counts, spending and what is left are computed from the states, never kept along
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -16,9 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..core.errors import JournalError
+from ..core.errors import DiskError, JournalError
 from ..core.events import BatchStarted, Event, encode
-from ..core.state import VERSION, Book, PlanStatus, Status, TaskState, admit, apply, plan_status, replay
+from ..core.state import (
+    PLAIN,
+    Book,
+    PlanStatus,
+    Status,
+    TaskState,
+    admit,
+    apply,
+    kept_events,
+    plan_status,
+    replay,
+    same_story,
+)
 from ..core.task import Task
 from . import files
 from .journal import Journal, journal_path, read_lines
@@ -26,6 +39,22 @@ from .journal import Journal, journal_path, read_lines
 PLAN_STATUSES = tuple(PlanStatus)
 TO_GENERATE = frozenset({PlanStatus.NEW, PlanStatus.CHANGED, PlanStatus.MISSING, PlanStatus.FAILED})  # a run does
 TO_PAY = frozenset({PlanStatus.NEW, PlanStatus.CHANGED, PlanStatus.FAILED})  # `missing` is fetched again, free
+# A run compacts a journal of more lines than this that holds more than twice the lines
+# its compacted form would (one per task and upload, and the header).
+COMPACT_PAST = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Compacted:
+    """What a compaction did: the journal's lines and bytes before and after."""
+
+    lines: tuple[int, int]
+    size: tuple[int, int]
+
+    @property
+    def summary(self) -> str:
+        (a, b), (x, y) = self.lines, self.size
+        return f"journal compacted: {a:,} lines to {b:,}, {x / 1e6:.1f} MB to {y / 1e6:.1f} MB"
 
 
 @dataclass(slots=True)
@@ -52,6 +81,7 @@ class Ledger:
         self._book = book
         self._journal = journal
         self.recorded: Counter[str] = Counter()  # events recorded through this ledger, by kind
+        self.compacted: Compacted | None = None  # what opening it compacted, if anything
 
     @classmethod
     def read(cls, folder: Path, batch: str) -> Ledger:
@@ -66,10 +96,17 @@ class Ledger:
         return cls(folder, book)
 
     @classmethod
-    def open(cls, folder: Path, batch: str) -> Ledger:
-        """The batch's ledger, open for recording (the caller holds the batch lock)."""
+    def open(cls, folder: Path, batch: str, *, compact_past: int | None = COMPACT_PAST) -> Ledger:
+        """The batch's ledger, open for recording (the caller holds the batch lock); its
+        journal compacted first when longer than `compact_past` lines and mostly history."""
         ledger = cls.read(folder, batch)
         ledger._journal = Journal(folder)
+        book = ledger._book
+        if compact_past is not None and book.lines > max(compact_past, 2 * (len(book.tasks) + len(book.uploads) + 1)):
+            try:
+                ledger.compacted = ledger.compact()
+            except (JournalError, DiskError) as err:  # the journal is as it was: run on it
+                book.warnings.append(f"not compacted: {err}")
         return ledger
 
     @property
@@ -137,12 +174,43 @@ class Ledger:
         """Write the batch header when the journal has none, or a base seed it does not know."""
         book = self._book
         if book.batch is None or (base_seed is not None and base_seed != book.base_seed):
-            self.record(BatchStarted(v=VERSION, batch=batch, base_seed=base_seed, version=__version__), durable=True)
+            self.record(BatchStarted(v=PLAIN, batch=batch, base_seed=base_seed, version=__version__), durable=True)
 
     def close(self) -> None:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+
+    def compact(self) -> Compacted:
+        """Rewrite the journal as the events that still matter (the caller holds the batch lock).
+
+        One `Kept` line per task keeps its whole state: its done record, every job id ever
+        paid for with its charge, an intent with no answer yet (a job may exist), attempt
+        counts; then the uploads and the header. The new lines are replayed and compared with
+        the book before they replace the journal, atomically and synced with the folder: a
+        crash at any moment leaves the old journal or the new one, and both tell the same
+        story. Lines that were skipped on reading (their warnings) are not carried over.
+        """
+        if self._journal is None:
+            raise RuntimeError("this ledger was opened read-only")
+        book, path = self._book, self._journal.path
+        t = round(time.time(), 3)
+        lines = [encode(event, t=t, n=n) for n, event in enumerate(kept_events(book), start=1)]
+        again = replay(lines, f"{path} (compacted)")
+        if again.warnings or not same_story(book, again):
+            raise JournalError(f"{path}: compacting would change what the journal says; it was left as it is")
+        before = os.stat(path).st_size
+        data = b"".join(lines)
+        self._journal.close()
+        try:
+            files.write_atomic(path, data, durable=True)
+            files.sync_dir(path.parent)
+        finally:
+            self._journal = Journal(self.folder)
+        done = Compacted((book.lines, len(lines)), (before, len(data)))
+        book.lines = len(lines)
+        book.warnings.clear()
+        return done
 
     def plan(self, task: Task, present: Mapping[str, int] | None = None) -> PlanStatus:
         """new, done, changed, missing, in-flight or failed: what a run would do with `task`.

@@ -142,3 +142,38 @@ def test_a_journal_of_another_batch_is_refused_everywhere(
     assert main([command, str(manifest), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "someone-else" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compact_keeps_what_status_plan_and_the_next_run_say(
+    batch: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`batchgen compact` rewrites the journal as one line per task: status and plan say what
+    they said, the next run pays for nothing, and an edited track is still known as changed."""
+    manifest, out = batch
+    journal = out / "agree" / ".batchgen" / "state.jsonl"
+    (out / "agree" / ".batchgen" / "finished.json").unlink(missing_ok=True)  # read the journal itself
+    before, rows = status(manifest, out, capsys), plan(manifest, out, capsys)
+    assert main(["compact", str(manifest), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("agree: journal compacted: ") and "lines to 4" in said
+    assert len(journal.read_bytes().splitlines()) == 4  # the header and one line per task
+    (out / "agree" / ".batchgen" / "finished.json").unlink(missing_ok=True)
+    assert status(manifest, out, capsys) == before and plan(manifest, out, capsys) == rows
+    assert main(["run", str(manifest), "--out", str(out), "--simulate", "-q", "--no-report"]) == 0
+    assert "3/3 done (0 new, 3 already done), 0 failed, 0 CU spent (3 in all)" in capsys.readouterr().out
+    manifest.write_text(MANIFEST.replace("storm at sea", "storm over the hills"))
+    assert plan(manifest, out, capsys) == {"calm": "done", "storm": "changed", "town": "done"}
+
+
+def test_compact_waits_for_no_run_and_needs_a_journal(
+    tmp_path: Path, batch: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A batch a run holds is not compacted under its feet; a batch never run has nothing to compact."""
+    from batchgen.store.lock import BatchLock
+
+    manifest, out = batch
+    with BatchLock(out / "agree" / ".batchgen" / "lock"):
+        assert main(["compact", str(manifest), "--out", str(out)]) != 0
+    assert "agree" in capsys.readouterr().err
+    assert main(["compact", str(manifest), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert "nothing to compact" in capsys.readouterr().out
