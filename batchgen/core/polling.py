@@ -15,7 +15,7 @@ from datetime import datetime
 LAG = 0.02  # ask a moment after the expected end, not a moment before it
 MIN_STEP = 0.05
 DUE_STEP = 0.05  # once a job is due, look again after this share of a typical job
-LIST_STEP = 0.08  # least time between two listings, as a share of a typical job
+LIST_STEP = 0.03  # least time between two listings, as a share of a typical job
 AGE_STEP = 0.1  # with no job time known yet, look again after this share of the job's age
 PAGE = 100  # the list endpoint's largest page
 
