@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -58,15 +59,26 @@ def manifest(path: Path, n: int) -> Path:
     return path
 
 
-def child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Run a command; wall seconds, CPU seconds (user+sys) and exit code."""
+Pair = tuple[float, float, float, float, float, float]  # wall, CPU of ours, then naive's; then peak RSS of each
+
+
+class Ran(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # seconds, user + sys
+    code: int  # exit code
+    rss: float  # peak resident memory, MB
+
+
+def child(cmd: list[str], env: dict[str, str]) -> Ran:
+    """Run a command; wall seconds, CPU seconds (user+sys), exit code and peak RSS."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
-    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Ran(time.perf_counter() - t0, cpu, os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024)
 
 
-def batchgen(env: dict[str, str], work: Path, n: int, rate: float, m: int, *extra: str) -> tuple[float, float, int]:
+def batchgen(env: dict[str, str], work: Path, n: int, rate: float, m: int, *extra: str) -> Ran:
     path = manifest(work / f"m{n}.yaml", n)
     out = work / f"out-{time.monotonic_ns()}"
     cmd = [PY, "-m", "batchgen", "run", str(path), "--out", str(out), "-q", "--rate", str(rate)]
@@ -86,7 +98,7 @@ def makespan(
     # The schedule that starts each job as soon as the rate window and the in-flight cap
     # allow: start_i = max(start_i-1, start_i-R + 1 s, start_i-M + J), bound = start_N + J.
     bound = earliest_finish(n, rate, m, job)
-    runs: list[tuple[float, float, float, float]] = []
+    runs: list[Pair] = []
     strict: list[Strict] = []
     starts: list[tuple[float, float]] = []
     for pair in range(pairs):
@@ -95,12 +107,13 @@ def makespan(
         first_ours = pair % 2 == 0
         runs.append(_pair(work, n, rate, m, job, first_ours, strict))
         if split is not None:
-            _, ours_1, _, naive_1 = _pair(work, 1, rate, m, job, first_ours)
+            _, ours_1, _, naive_1, _, _ = _pair(work, 1, rate, m, job, first_ours)
             starts.append((ours_1, naive_1))
     ours, ours_cpu, naive, naive_cpu = (statistics.median(run[i] for run in runs) for i in range(4))
     if split is not None:
         split.append(_split_row(n, runs, starts))
-    each = ", ".join(f"{o / n * 1000:.2f}/{v / n * 1000:.2f}" for _, o, _, v in runs)
+    each = ", ".join(f"{o / n * 1000:.2f}/{v / n * 1000:.2f}" for _, o, _, v, *_ in runs)
+    rss = max(run[4] for run in runs), max(run[5] for run in runs)
     schedule = statistics.median(x.schedule for x in strict)
     priced = earliest_finish(n, rate, m, job, before=strict[0].dry_runs)
     refused = sum(x.refused for x in strict)
@@ -108,6 +121,7 @@ def makespan(
         f"| N={n}, R={rate:g}/s, M={m}, J={job:g} s | {bound:.1f} s | {priced:.1f} s | {ours:.1f} s "
         f"| {ours / bound:.3f} | {schedule / priced:.3f} | {refused} | {naive:.1f} s | {ours / naive:.2f} "
         f"| {ours_cpu / n * 1000:.2f} ms | {naive_cpu / n * 1000:.2f} ms | {ours_cpu / naive_cpu:.2f} |"
+        + f" peak RSS {rss[0]:.0f} MB, naive {rss[1]:.0f} MB;"
         + (f" medians of {pairs} pairs (ms, batchgen/naive: {each})" if pairs > 1 else "")
     )
     print(rows[-1], flush=True)
@@ -124,11 +138,11 @@ class Strict:
 
 def _pair(
     work: Path, n: int, rate: float, m: int, job: float, first_ours: bool, strict: list[Strict] | None = None
-) -> tuple[float, float, float, float]:
+) -> Pair:
     """Wall and CPU seconds of batchgen (against a strict simulator: its 429s and schedule go
     to `strict`), then of the naive client (which has no rate limit of its own, so its
-    simulator has none), each run once on `n` tasks."""
-    result: dict[str, tuple[float, float, int]] = {}
+    simulator has none), each run once on `n` tasks; then their peak RSS."""
+    result: dict[str, Ran] = {}
     for who in ("ours", "naive") if first_ours else ("naive", "ours"):
         if who == "naive":
             result[who] = _naive(work, n, m, job)
@@ -140,12 +154,12 @@ def _pair(
                 arrivals = seen["rate_arrivals"]
                 schedule = max(seen["submit_times"]) + job - min(arrivals)
                 strict.append(Strict(seen["faults"].get("rate-limit", 0), seen["dry_runs"], schedule))
-    (ours, ours_cpu, code), (naive, naive_cpu, naive_code) = result["ours"], result["naive"]
-    assert code == 0 and naive_code == 0, (n, code, naive_code)
-    return ours, ours_cpu, naive, naive_cpu
+    ours, naive = result["ours"], result["naive"]
+    assert ours.code == 0 and naive.code == 0, (n, ours.code, naive.code)
+    return ours.wall, ours.cpu, naive.wall, naive.cpu, ours.rss, naive.rss
 
 
-def _split_row(n: int, runs: list[tuple[float, float, float, float]], starts: list[tuple[float, float]]) -> str:
+def _split_row(n: int, runs: list[Pair], starts: list[tuple[float, float]]) -> str:
     """Startup (a one-task run) and the CPU of each further task, per client, medians over pairs."""
     ours_1, naive_1 = (statistics.median(s[i] for s in starts) for i in range(2))
     ours_each = statistics.median((r[1] - s[0]) / (n - 1) for r, s in zip(runs, starts, strict=True))
@@ -159,7 +173,7 @@ def _split_row(n: int, runs: list[tuple[float, float, float, float]], starts: li
     )
 
 
-def _naive(work: Path, n: int, m: int, job: float) -> tuple[float, float, int]:
+def _naive(work: Path, n: int, m: int, job: float) -> Ran:
     with simulator(job) as (_, env):
         out = work / f"naive-{time.monotonic_ns()}"
         out.mkdir()
@@ -168,7 +182,7 @@ def _naive(work: Path, n: int, m: int, job: float) -> tuple[float, float, int]:
 
 def requests_per_task(n: int, job: float, work: Path) -> str:
     with simulator(job) as (url, env):
-        _, _, code = batchgen(env, work, n, 50, n)
+        code = batchgen(env, work, n, 50, n).code
         seen = stats_of(url)["requests"]
     total = sum(seen.values())
     detail = ", ".join(f"{k.replace('/v1', '')}: {v}" for k, v in sorted(seen.items()))
@@ -177,7 +191,7 @@ def requests_per_task(n: int, job: float, work: Path) -> str:
 
 def cpu_per_task(n: int, work: Path) -> str:
     with simulator(0.0) as (_, env):
-        wall, cpu, code = batchgen(env, work, n, 10000, 64, "--poll-interval", "0.02")
+        wall, cpu, code, _ = batchgen(env, work, n, 10000, 64, "--poll-interval", "0.02")
     assert code == 0, f"batchgen exited {code}"  # a refused run would report a figure for nothing
     return (
         f"| CPU per task, N={n}, J=0 | {cpu / n * 1000:.2f} ms | wall {wall:.1f} s, {n / wall:.0f} tasks/s, exit {code}"
@@ -213,7 +227,7 @@ def scale(work: Path, n: int) -> list[str]:
     csv.write_text("name,prompt,duration\n" + "".join(f't{i},"prompt {i}, calm",{1 + i % 30}\n' for i in range(n)))
     big = work / "big.yaml"
     big.write_text("batch: big\nseed: 1\ntracks_file: rows.csv\n")
-    wall, _, code = child([PY, "-m", "batchgen", "validate", str(big)], dict(os.environ))
+    wall, _, code, _ = child([PY, "-m", "batchgen", "validate", str(big)], dict(os.environ))
     rows.append(f"| validate, {n:,} tasks | {wall:.2f} s | exit {code}")
     # A journal of n done tasks, written the way the runner writes it.
     sys.path.insert(0, str(ROOT))
@@ -233,7 +247,7 @@ def scale(work: Path, n: int) -> list[str]:
             fh.write(
                 f'{{"ev":"done","t":2.1,"task":"{t.name}","digest":"{t.digest}","files":[{{"path":"{t.name}.wav","bytes":1,"sha256":"x"}}],"cost":5.0}}\n'
             )
-    wall, _, code = child([PY, "-m", "batchgen", "status", str(big), "--out", str(work / "out")], dict(os.environ))
+    wall, _, code, _ = child([PY, "-m", "batchgen", "status", str(big), "--out", str(work / "out")], dict(os.environ))
     rows.append(
         f"| status, journal of {n:,} done tasks ({journal.stat().st_size / 1e6:.0f} MB) | {wall:.2f} s | exit {code}"
     )
@@ -387,6 +401,7 @@ def main() -> None:
     parser.add_argument("--makespan", action="store_true", help="the makespan rows alone")
     parser.add_argument("--others", action="store_true", help="everything but the makespan rows")
     parser.add_argument("--cpu", action="store_true", help="the CPU-per-task pairs and the download rows alone")
+    parser.add_argument("--huge", action="store_true", help="the N=10,000, R=100, M=500, J=5 s makespan row alone")
     parser.add_argument("--download-child", type=int)
     args = parser.parse_args()
     if args.download_child:
@@ -415,6 +430,9 @@ def main() -> None:
         rows: list[str] = []
         split: list[str] = []
         small = 60 if args.quick else 300
+        if args.huge:
+            makespan(10_000, 100, 500, 5.0, work, rows)
+            return
         if not args.others:
             makespan(small, 20, 32, 2.0, work, rows, pairs=1 if args.quick else 5, split=split)
             makespan(small, 20, 32, 1.0, work, rows)

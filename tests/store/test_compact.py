@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -17,8 +18,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchgen.core.errors import JournalError
-from batchgen.core.events import STATUSES, BadEvent, Intent, JobFailed, Kept, Submitted, decode
-from batchgen.core.state import Status, replay, same_story, state_doc
+from batchgen.core.events import (
+    _HOP_CHECKS,
+    _STATE_CHECKS,
+    STATUSES,
+    BadEvent,
+    Deferred,
+    Intent,
+    JobFailed,
+    Kept,
+    Submitted,
+    decode,
+)
+from batchgen.core.state import HopState, Status, TaskState, replay, same_story, state_doc
 from batchgen.store.journal import journal_path
 from batchgen.store.ledger import Ledger
 
@@ -29,9 +41,11 @@ def _lines(folder: Path) -> list[bytes]:
     return journal_path(folder).read_bytes().splitlines()
 
 
-def test_kept_knows_every_status() -> None:
-    """The statuses a `Kept` line may hold are exactly the states' own."""
+def test_kept_knows_every_status_and_field() -> None:
+    """The statuses and fields a `Kept` line may hold are exactly the states' own."""
     assert frozenset(s.value for s in Status) == STATUSES
+    assert _STATE_CHECKS.keys() == {f.name for f in fields(TaskState)}
+    assert _HOP_CHECKS.keys() == {f.name for f in fields(HopState)}
 
 
 @SETTINGS
@@ -72,6 +86,7 @@ def test_compaction_keeps_what_money_and_resumes_need(tmp_path: Path) -> None:
         ledger.record(Submitted(task="a", job_id=f"job_a{attempt}", cost=4.0))
         ledger.record(JobFailed(task="a", job_id=f"job_a{attempt}", reason="x", refunded=attempt == 1, cost=4.0))
     ledger.record(Intent(task="b", digest="d", attempt=1))  # the crash window
+    ledger.record(Deferred(task="a", reason="its answer was lost"))
     ledger.compact()
     ledger.close()
     book = Ledger.read(tmp_path, "b").book
@@ -79,6 +94,7 @@ def test_compaction_keeps_what_money_and_resumes_need(tmp_path: Path) -> None:
     assert book.owners == {"job_a1": "a", "job_a2": "a"} and a.job_ids == ["job_a1", "job_a2"]
     assert book.spent == book.kept == 4.0 and a.charges == {"job_a2": 4.0}
     assert a.attempts == 2 and a.hops[0].failures == 2 and a.reason == "x"
+    assert a.deferred == "its answer was lost"
     assert b.status is Status.SUBMITTING and b.intent_at is not None and book.base_seed == 7
     assert len(_lines(tmp_path)) == 3
 
