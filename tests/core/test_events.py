@@ -19,6 +19,7 @@ from batchgen.core.events import (
     HopUnusable,
     Intent,
     JobFailed,
+    Kept,
     Progress,
     Submitted,
     Succeeded,
@@ -45,6 +46,19 @@ EXAMPLES: list[Event] = [
     Failed(task="a", reason="gave up", permanent=True, attempt=4),
     Deferred(task="a", reason="download failed"),
     Progress(task="a"),
+    Kept(
+        task="a",
+        state={
+            "digest": "d",
+            "hops": [{"status": "done", "job_id": "job_1", "asset_ids": ["asset_2"], "cost": 2.5, "file": FILE}],
+            "outcome": "done",
+            "job_ids": ["job_0", "job_1"],
+            "charges": {"job_0": 1.0, "job_1": 2.5},
+            "kept": 1.0,
+            "files": [FILE],
+            "sidecar": {**FILE, "path": "a.json"},
+        },
+    ),
 ]
 
 
