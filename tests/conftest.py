@@ -42,9 +42,18 @@ async def client(served: Served) -> AsyncIterator[ScenarioClient]:
 
 
 # What makes a test end to end: it runs batchgen (or a tool) as a subprocess, drives a
-# browser, or serves the simulator from a thread for such a run. `pytest -m "not e2e"`
+# browser, or serves the simulator from a thread or a process of its own. `pytest -m "not e2e"`
 # is the fast part; the README's command runs everything.
-_E2E_CALLS = ("run_cli(", "start(", "subprocess.", "Browser(", "SimulatorThread(", "tool(", "await tool")
+_E2E_CALLS = (
+    "run_cli(",
+    "start(",
+    "subprocess.",
+    "Browser(",
+    "SimulatorThread(",
+    "SimulatorProcess(",
+    "tool(",
+    "await tool",
+)
 _E2E_FIXTURES = {"thread", "hostile_runs", "live", "browser"}
 
 
