@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .common import EXIT_OK, _load
@@ -25,5 +26,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
             done = ledger.compact()
         finally:
             ledger.close()
+    for warning in done.dropped:
+        print(f"warning: {warning}; not carried over", file=sys.stderr)
     print(f"{batch}: {done.summary}")
     return EXIT_OK

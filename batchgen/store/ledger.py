@@ -50,11 +50,13 @@ class Compacted:
 
     lines: tuple[int, int]
     size: tuple[int, int]
+    dropped: tuple[str, ...] = ()  # the warnings of the damaged lines it did not carry over
 
     @property
     def summary(self) -> str:
         (a, b), (x, y) = self.lines, self.size
-        return f"journal compacted: {a:,} lines to {b:,}, {x / 1e6:.1f} MB to {y / 1e6:.1f} MB"
+        left = f"; {len(self.dropped)} damaged line(s) not carried over" if self.dropped else ""
+        return f"journal compacted: {a:,} lines to {b:,}, {x / 1e6:.1f} MB to {y / 1e6:.1f} MB{left}"
 
 
 @dataclass(slots=True)
@@ -98,11 +100,14 @@ class Ledger:
     @classmethod
     def open(cls, folder: Path, batch: str, *, compact_past: int | None = COMPACT_PAST) -> Ledger:
         """The batch's ledger, open for recording (the caller holds the batch lock); its
-        journal compacted first when longer than `compact_past` lines and mostly history."""
+        journal compacted first when longer than `compact_past` lines and mostly history,
+        unless it has damaged lines: those are left for the user to see (`batchgen compact`
+        drops them, and says so)."""
         ledger = cls.read(folder, batch)
         ledger._journal = Journal(folder)
         book = ledger._book
-        if compact_past is not None and book.lines > max(compact_past, 2 * (len(book.tasks) + len(book.uploads) + 1)):
+        due = book.lines > max(compact_past or 0, 2 * (len(book.tasks) + len(book.uploads) + 1))
+        if compact_past is not None and due and not book.warnings:
             try:
                 ledger.compacted = ledger.compact()
             except (JournalError, DiskError) as err:  # the journal is as it was: run on it
@@ -207,7 +212,7 @@ class Ledger:
             files.sync_dir(path.parent)
         finally:
             self._journal = Journal(self.folder)
-        done = Compacted((book.lines, len(lines)), (before, len(data)))
+        done = Compacted((book.lines, len(lines)), (before, len(data)), tuple(book.warnings))
         book.lines = len(lines)
         book.warnings.clear()
         return done

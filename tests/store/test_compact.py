@@ -247,3 +247,21 @@ def test_a_compacted_journal_is_refused_by_a_batchgen_that_cannot_read_it(tmp_pa
     newer.write_bytes(b'{"ev":"batch","v":3,"batch":"b"}\n' + newer.read_bytes())
     with pytest.raises(JournalError, match="journal version 3 is newer than this batchgen"):
         Ledger.read(tmp_path, "b")
+
+
+def test_damaged_lines_are_left_for_the_user_then_named_when_dropped(tmp_path: Path) -> None:
+    """A run does not compact a journal with damaged lines (they stay where a user can look);
+    `compact` drops them, and names each."""
+    ledger = Ledger.open(tmp_path, "b", compact_past=None)
+    _drive(ledger, random.Random(5), 120)
+    ledger.close()
+    with journal_path(tmp_path).open("ab") as fh:
+        fh.write(b'{"ev":"submitted","task":"a","job_id":"../x"}\n')
+    n = len(_lines(tmp_path))
+    opened = Ledger.open(tmp_path, "b", compact_past=10)
+    assert opened.compacted is None and len(opened.warnings) == 1
+    done = opened.compact()
+    opened.close()
+    assert done.dropped == (f"{journal_path(tmp_path)}:{n}: job_id missing or not a valid id; line skipped",)
+    assert "1 damaged line(s) not carried over" in done.summary
+    assert Ledger.read(tmp_path, "b").warnings == []
