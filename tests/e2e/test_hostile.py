@@ -428,6 +428,10 @@ def test_journal_replay_returns_or_refuses_for_any_lines(lines: list[bytes]) -> 
         b'{"ev":"submitted","task":"../x","job_id":"job_1"}',
         b'{"ev":"submitted","task":"a","job_id":"../../x"}',
         b'{"ev":"succeeded","task":"a","job_id":"job_1","asset_ids":["a"],"cost":NaN}',
+        b'{"ev":"kept","task":"a","state":{"hops":[]}}',
+        b'{"ev":"kept","task":"a","state":{"hops":[{"status":"done"}],"charges":{"job_9":-1}}}',
+        b'{"ev":"kept","task":"a","state":{"hops":[{"status":"done","file":{"path":"../x","bytes":1,"sha256":"s"}}]}}',
+        b'{"ev":"kept","task":"b","state":{"hops":[{"status":"done"}],"job_ids":["job_1"]}}',  # a's job
         b"[" * 50_000,
     ],
 )
