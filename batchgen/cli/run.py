@@ -11,6 +11,8 @@ from ..core.errors import UsageError
 from ..core.gcpause import settle
 from ..manifest.parse import Manifest, UnknownModel, load
 from ..store import finished
+from ..store.layout import Layout
+from ..store.lock import BatchLock
 from .common import EXIT_OK, _read_batch, _run_async, _with_client
 from .plan import _print_plan, inputs_of
 
@@ -22,6 +24,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not (args.dry_run or args.refresh_models) and (done := finished.check(Path(args.manifest), Path(args.out))):
         _print_finished(done, Path(args.out), args.simulate)  # nothing changed since it was finished
         return EXIT_OK
+    if not args.dry_run and (folder := finished.folder_of(Path(args.manifest), Path(args.out))) is not None:
+        BatchLock(Layout(folder).lock).probe()  # a run still going: exit 3 before reading 100,000 rows
     resolve = BatchSchemas(Path(args.out), refresh=args.refresh_models)
     try:
         manifest: Manifest | None = load(args.manifest, resolve)

@@ -38,6 +38,24 @@ class BatchLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def probe(self) -> None:
+        """Raise `LockedError` now if another process holds the lock, taking nothing and creating
+        nothing: a cron tick on a batch whose run is still going ends before it reads anything.
+        Anything unusual (no lock file, a symlink) is left to `acquire` to meet."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            raise LockedError(str(self._folder), int(holder) if holder.isdigit() else None, self._what) from None
+        except OSError:
+            return
+        finally:
+            os.close(fd)  # also drops the shared lock, if it was taken
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -120,8 +120,12 @@ def test_second_run_is_locked_out(sim: SimulatorThread, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with BatchLock(out / "nightly" / ".batchgen" / "lock"):
         blocked = run_cli(["run", str(manifest), "--out", str(out)], env_for(sim))
-    assert blocked.returncode == 3
-    assert f"pid {os.getpid()}" in blocked.stderr
+        # Told before the manifest is read: a broken track is the next run's news, not this tick's.
+        manifest.write_text(MANIFEST + "  - {name: broken, prompt: p, temperature: hot}\n")
+        early = run_cli(["run", str(manifest), "--out", str(out)], env_for(sim))
+        manifest.write_text(MANIFEST)
+    assert blocked.returncode == early.returncode == 3
+    assert f"pid {os.getpid()}" in blocked.stderr and f"pid {os.getpid()}" in early.stderr
     assert (out / "nightly" / ".batchgen" / "lock").exists()
     done = run_cli(["run", str(manifest), "--out", str(out), "--rate", "20", "--poll-interval", "0.05"], env_for(sim))
     assert done.returncode == 0, done.stderr
