@@ -78,11 +78,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _hops(runner: Any) -> tuple[int, int]:
-    need, made = runner.ledger.hops_made(runner.tasks)
-    return made, need
-
-
 def _dry_run(manifest: Manifest | None, out: str) -> int:
     assert manifest is not None  # a dry run needs no network: an unknown model was refused
     tasks, ledger = _read_batch(manifest, out)
@@ -95,8 +90,9 @@ def _remember(args: argparse.Namespace, manifest: Manifest, runner: Any, result:
     """Every task is done: record it, so the next tick answers without replaying or expanding."""
     finished_now = not result.failed and result.done + result.skipped == result.total
     if result.exit_code == EXIT_OK and finished_now and not runner.ledger.warnings:
+        need, made = runner.ledger.hops_made(runner.tasks)
         rows = finished.rows_of(runner.tasks)
-        answer = finished.Finished(manifest.batch, result.total, result.batch_spent, _hops(runner), rows)
+        answer = finished.Finished(manifest.batch, result.total, result.batch_spent, (made, need), rows)
         finished.record(Path(args.manifest), runner.folder, inputs_of(manifest), answer)
 
 

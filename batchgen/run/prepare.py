@@ -81,8 +81,8 @@ class Prepare:
             except ApiError as err:
                 if isinstance(err, CredentialsError):
                     raise
-                for task in group:
-                    self._fail(task.name, f"upload of input file {path} failed: {err}")
+                for name in dict.fromkeys(task.name for task in group):  # a task naming the file twice fails once
+                    self._fail(name, f"upload of input file {path} failed: {err}")
                 continue
             await ledger.commit(Uploaded(sha256=sha, asset_id=asset_id, path=str(path)))
             self._reporter.event("uploaded", path=path, asset=asset_id)

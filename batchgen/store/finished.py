@@ -3,7 +3,7 @@
 When `run` or `status` finds every task of a batch done, it records in
 `.batchgen/finished.json` what that answer rests on: the sha256 of the manifest and of
 every file it read (tracks file, input audio, the schemas recorded with the batch), the
-journal's length and sha256, and the batch folder's listing (names and sizes). A later
+journal's sha256, and the batch folder's listing (names and sizes). A later
 `run` or `status` of the same manifest checks all of it (hashing is far cheaper than a
 replay and an expansion: 0.1 s for a 39 MB journal) and, when every part still holds,
 gives the same answer at once. Anything changed, damaged, of another batchgen version,

@@ -106,8 +106,8 @@ class Ledger:
         ledger = cls.read(folder, batch)
         ledger._journal = Journal(folder)
         book = ledger._book
-        due = book.lines > max(compact_past or 0, 2 * (len(book.tasks) + len(book.uploads) + 1))
-        if compact_past is not None and due and not book.warnings:
+        compacted = 1 + len(book.uploads) + len(book.tasks)  # the lines `kept_events` makes
+        if compact_past is not None and not book.warnings and book.lines > max(compact_past, 2 * compacted):
             try:
                 ledger.compacted = ledger.compact()
             except (JournalError, DiskError) as err:  # the journal is as it was: run on it

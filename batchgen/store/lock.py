@@ -31,9 +31,9 @@ class BatchLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip()
+            locked = self._held(fd)
             os.close(fd)
-            raise LockedError(str(self._folder), int(holder) if holder.isdigit() else None, self._what) from None
+            raise locked from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -49,12 +49,16 @@ class BatchLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip()
-            raise LockedError(str(self._folder), int(holder) if holder.isdigit() else None, self._what) from None
+            raise self._held(fd) from None
         except OSError:
             return
         finally:
             os.close(fd)  # also drops the shared lock, if it was taken
+
+    def _held(self, fd: int) -> LockedError:
+        """The error naming the process that holds the lock (its pid, written in the file)."""
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        return LockedError(str(self._folder), int(holder) if holder.isdigit() else None, self._what)
 
     def release(self) -> None:
         if self._fd is not None:
